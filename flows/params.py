@@ -1,0 +1,107 @@
+"""The flow's parameter: one pydantic model the Prefect UI renders as a form, loaded from a YAML profile.
+
+`load_profile(path, ["finetune.learning_rate=1e-4", ...])` reads the profile, applies dotted overrides and
+validates the result; unknown keys and bad values fail here, before any work starts, naming the field.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tasks.settings import (
+    ApprovalSettings, ComputeSettings, DataSettings, EndpointSettings, FinetuneSettings, GateSettings,
+    JobSettings, ModelSettings, RetrySettings, SmokeSettings, TeardownSettings, WorkspaceSettings,
+)
+
+DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "deployments" / "local.yaml"
+
+
+class TunegateConfig(BaseModel):
+    """Everything a run needs. Sections mirror the stages of the flow."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workspace: WorkspaceSettings = Field(default_factory=WorkspaceSettings)
+    data: DataSettings = Field(default_factory=DataSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    compute: ComputeSettings = Field(default_factory=ComputeSettings)
+    finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
+    job: JobSettings = Field(default_factory=JobSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    endpoint: EndpointSettings = Field(default_factory=EndpointSettings)
+    smoke: SmokeSettings = Field(default_factory=SmokeSettings)
+    teardown: TeardownSettings = Field(default_factory=TeardownSettings)
+    retries: RetrySettings = Field(default_factory=RetrySettings)
+
+
+class ProfileError(ValueError):
+    """A profile or override that cannot be used; the message names the field to fix."""
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"{source} is not valid:"]
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  - {field}: unknown key (check the spelling; see README 'Profile keys')")
+        else:
+            lines.append(f"  - {field}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'finetune.learning_rate=1e-4' -> (['finetune', 'learning_rate'], 0.0001); the value is read as YAML."""
+    if "=" not in text:
+        raise ProfileError(f"--set {text!r}: expected key=value, e.g. finetune.learning_rate=1e-4")
+    key, raw = text.split("=", 1)
+    path = [part for part in key.strip().split(".") if part]
+    if len(path) < 2:
+        raise ProfileError(f"--set {text!r}: key must be section.field, e.g. data.percent=10")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"--set {text!r}: value is not valid YAML ({exc})") from exc
+    return path, value
+
+
+def apply_overrides(document: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    merged = copy.deepcopy(document)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = merged
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ProfileError(f"--set {text!r}: {part} is not a section")
+            node = child
+        node[path[-1]] = value
+    return merged
+
+
+def config_from_dict(document: dict[str, Any], source: str = "profile") -> TunegateConfig:
+    try:
+        return TunegateConfig.model_validate(document)
+    except ValidationError as exc:
+        raise ProfileError(_describe(exc, source)) from None
+
+
+def load_profile(path: str | Path | None = None, overrides: list[str] | None = None) -> TunegateConfig:
+    profile = Path(path) if path else DEFAULT_PROFILE
+    if not profile.is_file():
+        raise ProfileError(f"profile {profile} does not exist (profiles live in deployments/, e.g. deployments/local.yaml)")
+    try:
+        document = yaml.safe_load(profile.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"profile {profile} is not valid YAML: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ProfileError(f"profile {profile} must be a mapping of sections (workspace, data, model, ...)")
+    source = f"profile {profile}" + (f" with --set {' '.join(overrides)}" if overrides else "")
+    return config_from_dict(apply_overrides(document, overrides or []), source)

@@ -1,0 +1,72 @@
+"""Validate compute: the notebook's §3 rules, unchanged, as plain functions shared by every workspace."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from tasks.errors import stage
+from tasks.model import FINETUNE_ALLOW_LIST, allow_list
+from tasks.settings import ComputeSettings
+from workspaces.base import Compute, ComputeSpec, FoundationModel, Sku, Workspace
+
+# sizes the notebook refuses when the model carries no allow list
+UNSUPPORTED_GPU_VM_SIZES = ("standard_nc6", "standard_nc12", "standard_nc24", "standard_nc24r")
+
+
+class ComputeRejected(ValueError):
+    """The compute cannot run the fine-tune: failed, not allowed, or of unknown size."""
+
+
+def check_provisioning(compute: Compute) -> None:
+    if compute.provisioning_state.lower() == "failed":
+        raise ComputeRejected(
+            f"Provisioning failed, Compute '{compute.name}' is in failed state. please try creating a different compute"
+        )
+
+
+def check_size_allowed(size: str, computes_allow_list: list[str] | None) -> None:
+    if computes_allow_list is not None:
+        if size.lower() not in [allowed.lower() for allowed in computes_allow_list]:
+            raise ComputeRejected(
+                f"VM size {size} is not in the allow-listed computes for finetuning: {computes_allow_list}"
+            )
+    elif size.lower() in UNSUPPORTED_GPU_VM_SIZES:
+        raise ComputeRejected(f"VM size {size} is currently not supported for finetuning")
+
+
+def gpus_for_size(size: str, skus: list[Sku], compute_name: str) -> int:
+    for sku in skus:
+        if sku.name.lower() == size.lower():
+            return sku.gpus
+    raise ComputeRejected(
+        f"Number of GPU's in compute {size} not found. Available skus are: {[sku.name for sku in skus]}. "
+        f"Please check the selected compute cluster: {compute_name} and try again."
+    )
+
+
+class ValidatedCompute(BaseModel):
+    name: str
+    size: str
+    gpus_per_node: int
+
+
+def validate(compute: Compute, model: FoundationModel, skus: list[Sku]) -> ValidatedCompute:
+    check_provisioning(compute)
+    check_size_allowed(compute.size, allow_list(model, FINETUNE_ALLOW_LIST))
+    return ValidatedCompute(name=compute.name, size=compute.size, gpus_per_node=gpus_for_size(compute.size, skus, compute.name))
+
+
+@stage("validate compute")
+def validate_compute(workspace: Workspace, settings: ComputeSettings, model: FoundationModel) -> ValidatedCompute:
+    # refuse a configured size before creating a cluster of it; the existing cluster's real size is checked after
+    check_size_allowed(settings.size, allow_list(model, FINETUNE_ALLOW_LIST))
+    compute = workspace.ensure_compute(
+        ComputeSpec(
+            name=settings.name,
+            size=settings.size,
+            min_instances=settings.min_instances,
+            max_instances=settings.max_instances,
+            idle_seconds_before_scaledown=settings.idle_seconds_before_scaledown,
+        )
+    )
+    return validate(compute, model, workspace.list_sizes())

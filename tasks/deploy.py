@@ -1,0 +1,125 @@
+"""Deploy blue/green: the new deployment takes 0% until a smoke request through it succeeds; then it takes
+100% and the old one retires. A failed smoke deletes the new deployment and leaves traffic as it was."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from prefect.logging import get_run_logger
+from pydantic import BaseModel
+
+from tasks.approval import is_approved
+from tasks.errors import stage
+from tasks.invoke import ScoringParameters, score
+from tasks.model import INFERENCE_ALLOW_LIST, allow_list
+from tasks.settings import EndpointSettings, SmokeSettings
+from workspaces.base import Deployment, FoundationModel, ModelVersion, Workspace
+
+
+class DeploymentRefused(ValueError):
+    """Deploy was asked for something it must not do."""
+
+
+def deployment_name(prefix: str, version: str) -> str:
+    # Azure: 3-32 chars, letters, digits and dashes, starting with a letter
+    name = re.sub(r"[^a-z0-9-]", "-", f"{prefix}{version}".lower())[:32]
+    return name if len(name) >= 3 else f"{name}-dep"
+
+
+def check_instance_type(instance_type: str, inference_allow_list: list[str] | None) -> None:
+    # the notebook only prints a hint here; deploying to a size the model cannot serve on wastes an hour
+    if inference_allow_list is not None and instance_type.lower() not in [x.lower() for x in inference_allow_list]:
+        raise DeploymentRefused(
+            f"endpoint.instance_type {instance_type} is not in the model's inference_compute_allow_list: {inference_allow_list}"
+        )
+
+
+class DeployResult(BaseModel):
+    endpoint: str
+    deployment: str
+    previous_traffic: dict[str, int]
+
+
+@stage("deploy")
+def deploy_candidate(
+    workspace: Workspace, settings: EndpointSettings, endpoint_name: str, model: ModelVersion, foundation: FoundationModel
+) -> DeployResult:
+    if not is_approved(model):
+        raise DeploymentRefused(
+            f"{model.name}:{model.version} has no recorded approval (decision={model.tags.get('decision')!r}); not deploying"
+        )
+    check_instance_type(settings.instance_type, allow_list(foundation, INFERENCE_ALLOW_LIST))
+    endpoint = workspace.ensure_endpoint(endpoint_name, description=f"Online endpoint for {model.name}, fine tuned by tunegate")
+    name = deployment_name(settings.deployment_prefix, model.version)
+    if name not in endpoint.deployments:  # a retried task finds the deployment it already made
+        workspace.create_deployment(endpoint_name, name, model, settings.instance_type, settings.instance_count)
+    previous = {dep: pct for dep, pct in endpoint.traffic.items() if dep != name}
+    workspace.set_traffic(endpoint_name, {**previous, name: 0})
+    get_run_logger().info("deployment %s/%s created at 0%% traffic; live traffic stays %s", endpoint_name, name, previous)
+    return DeployResult(endpoint=endpoint_name, deployment=name, previous_traffic=previous)
+
+
+def smoke_messages(test_gen_path: str, samples: int) -> list[list[dict[str, str]]]:
+    """The first user turn of the first `samples` rows of test_gen (as the notebook sends `messages[0]`)."""
+    requests = []
+    with Path(test_gen_path).open(encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            first_user = next(m for m in row["messages"] if m["role"] == "user")
+            requests.append([{"role": "user", "content": first_user["content"]}])
+            if len(requests) == samples:
+                break
+    return requests
+
+
+class SmokeResult(BaseModel):
+    ok: bool
+    latency_ms: float | None
+    requests: int
+    error: str | None = None
+    sample_output: str | None = None
+
+
+@stage("smoke invoke")
+def smoke_invoke(workspace: Workspace, deployed: DeployResult, settings: SmokeSettings, test_gen_path: str) -> SmokeResult:
+    credentials = workspace.endpoint_credentials(deployed.endpoint)
+    parameters = ScoringParameters(temperature=settings.temperature, top_p=settings.top_p,
+                                   do_sample=settings.do_sample, max_new_tokens=settings.max_new_tokens)
+    latencies: list[float] = []
+    output = None
+    requests = smoke_messages(test_gen_path, settings.samples)
+    for messages in requests:
+        result = score(credentials, messages, parameters, deployment=deployed.deployment, timeout_s=settings.timeout_s)
+        if result.error:
+            return SmokeResult(ok=False, latency_ms=result.latency_ms, requests=len(requests), error=result.error)
+        if result.latency_ms > settings.max_latency_ms:
+            return SmokeResult(ok=False, latency_ms=result.latency_ms, requests=len(requests),
+                               error=f"latency {result.latency_ms:.0f} ms > smoke.max_latency_ms {settings.max_latency_ms:.0f}")
+        latencies.append(result.latency_ms)
+        output = output or result.output
+    worst = max(latencies)
+    get_run_logger().info("smoke ok: %d request(s), worst latency %.0f ms", len(latencies), worst)
+    return SmokeResult(ok=True, latency_ms=round(worst, 1), requests=len(latencies), sample_output=(output or "")[:200])
+
+
+@stage("promote")
+def promote(workspace: Workspace, deployed: DeployResult, model: ModelVersion, set_champion: bool) -> list[str]:
+    """All traffic to the new deployment; retire the old ones. Returns the retired deployment names."""
+    workspace.set_traffic(deployed.endpoint, {deployed.deployment: 100})
+    endpoint = workspace.get_endpoint(deployed.endpoint)
+    retired = [name for name in (endpoint.deployments if endpoint else ()) if name != deployed.deployment]
+    for name in retired:
+        workspace.delete_deployment(deployed.endpoint, name)
+    if set_champion:
+        workspace.set_champion(model, model.name)
+    return retired
+
+
+@stage("roll back")
+def roll_back(workspace: Workspace, deployed: DeployResult) -> None:
+    """Delete the new deployment; live traffic was never moved, so it stays where it was."""
+    endpoint = workspace.get_endpoint(deployed.endpoint)
+    if endpoint and deployed.deployment in endpoint.deployments:
+        workspace.delete_deployment(deployed.endpoint, deployed.deployment)

@@ -1,0 +1,59 @@
+"""Which failures are worth a retry. Every task uses `retry_transient` as its retry condition, so a
+validation error or a refused request fails at once while throttling and dropped connections are retried."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from workspaces.base import TransientWorkspaceError, WorkspaceError
+
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def _status_code(exc: BaseException) -> int | None:
+    # duck-typed so tasks never import a backend SDK: azure-core's HttpResponseError and httpx's
+    # HTTPStatusError both carry the HTTP status on the exception or its response
+    code = getattr(exc, "status_code", None)
+    if code is None:
+        code = getattr(getattr(exc, "response", None), "status_code", None)
+    return code if isinstance(code, int) else None
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    if exc is None:
+        return False
+    if isinstance(exc, TransientWorkspaceError):
+        return True
+    if isinstance(exc, WorkspaceError | ValueError | TypeError | KeyError | PermissionError):
+        return False
+    if isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError):
+        return True
+    code = _status_code(exc)
+    if code is not None:
+        return code in RETRYABLE_STATUS
+    # an azure-core ServiceRequestError/ServiceResponseError is a connection-level failure
+    return type(exc).__name__ in {"ServiceRequestError", "ServiceResponseError"}
+
+
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry only when the exception that failed the task is transient."""
+    exc = state.data if isinstance(state.data, BaseException) else None
+    if exc is None:
+        try:
+            state.result(raise_on_failure=True)
+        except BaseException as raised:  # noqa: BLE001 - we only classify it
+            exc = raised
+    return is_transient(exc)
+
+
+def stage(name: str):
+    """The decorator of every stage task: retried on transient errors only, never cached (each run is new work).
+
+    Attempts and delay come from the profile's `retries` section: the flow applies them with `with_options`.
+    """
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    return task(name=name, retries=3, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)

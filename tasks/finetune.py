@@ -1,0 +1,138 @@
+"""Submit the fine-tune and wait for it: parameter merge, display name, idempotent submission, polling."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+from prefect.logging import get_run_logger
+
+from tasks.errors import is_transient, stage
+from tasks.model import model_specific_defaults
+from tasks.compute import ValidatedCompute
+from tasks.settings import FinetuneSettings, JobSettings
+from workspaces.base import DataRef, FinetuneSpec, FoundationModel, JobRef, JobState, JobStatus, Workspace, WorkspaceError
+
+# the notebook's training_parameters ∪ optimization_parameters (deepspeed_stage as the string its enum declares)
+NOTEBOOK_DEFAULTS: dict[str, object] = {
+    "num_train_epochs": 3,
+    "per_device_train_batch_size": 1,
+    "per_device_eval_batch_size": 1,
+    "learning_rate": 5e-6,
+    "lr_scheduler_type": "cosine",
+    "apply_lora": True,
+    "apply_deepspeed": True,
+    "deepspeed_stage": "2",
+}
+
+Params = dict[str, str | int | float | bool]
+
+
+def merge_finetune_parameters(settings: FinetuneSettings, model_defaults: dict[str, object]) -> Params:
+    """defaults ∪ model_specific_defaults ∪ overrides, later wins: the notebook's `update` plus the user's say.
+
+    Values of keys our settings know are coerced to their declared types (the tag says "true", we want True);
+    keys we do not know pass through untouched for the backend to check against what its trainer declares.
+    """
+    merged: dict[str, object] = {**NOTEBOOK_DEFAULTS, **model_defaults, **settings.overrides()}
+    known = {key: value for key, value in merged.items() if key in FinetuneSettings.model_fields}
+    try:
+        typed = FinetuneSettings.model_validate(known)
+    except ValueError as exc:
+        raise ValueError(f"model_specific_defaults tag gives a value our settings refuse: {exc}") from exc
+    return {key: (getattr(typed, key) if key in known else value) for key, value in merged.items()}  # type: ignore[misc]
+
+
+def _truthy(value: object) -> bool:
+    return value is True or str(value).lower() == "true"
+
+
+def pipeline_display_name(model_name: str, params: Params, gpus_per_node: int) -> str:
+    """The notebook's get_pipeline_display_name, with booleans accepted as bool or "true"/"false"."""
+    batch_size = (
+        int(params.get("per_device_train_batch_size", 1))
+        * int(params.get("gradient_accumulation_steps", 1))
+        * max(int(gpus_per_node), 1)  # a CPU node still trains one batch at a time
+        * int(params.get("num_nodes_finetune", 1))
+    )
+    scheduler = params.get("lr_scheduler_type", "linear")
+    ds = f"ds{params.get('deepspeed_stage', '2')}" if _truthy(params.get("apply_deepspeed", "false")) else "nods"
+    lora = "lora" if _truthy(params.get("apply_lora", "false")) else "nolora"
+    save_limit = params.get("save_total_limit", -1)
+    seq_len = params.get("max_seq_length", -1)
+    return f"{model_name}-ultrachat-bs{batch_size}-{scheduler}-{ds}-{lora}-save_limit{save_limit}-seqlen{seq_len}"
+
+
+def idempotency_key(flow_run_id: str, model: FoundationModel, data: DataRef, compute: str, params: Params) -> str:
+    """Same run, same inputs -> same key: a retried task or a resumed run finds its job instead of paying twice."""
+    payload = json.dumps(
+        {"run": flow_run_id, "model": model.id, "data": data.fingerprint, "compute": compute, "params": params},
+        sort_keys=True, default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def build_spec(
+    model: FoundationModel, compute: ValidatedCompute, data: DataRef, settings: FinetuneSettings, experiment_name: str
+) -> FinetuneSpec:
+    params = merge_finetune_parameters(settings, model_specific_defaults(model))
+    return FinetuneSpec(
+        model_id=model.id,
+        compute=compute.name,
+        gpus_per_node=compute.gpus_per_node,
+        data=data,
+        parameters=params,
+        display_name=pipeline_display_name(model.name, params, compute.gpus_per_node),
+        experiment_name=experiment_name,
+    )
+
+
+@stage("upload data")
+def upload_data(workspace: Workspace, train: str, test: str, fingerprint: str) -> DataRef:
+    from pathlib import Path
+
+    return workspace.upload_data(Path(train), Path(test), fingerprint)
+
+
+@stage("submit fine-tune")
+def submit_finetune(workspace: Workspace, spec: FinetuneSpec, key: str) -> JobRef:
+    logger = get_run_logger()
+    logger.info("fine-tune parameters: %s", spec.parameters)
+    job = workspace.submit_finetune(spec, key)
+    logger.info("%s job %s (%s)", "re-attached to" if job.reattached else "submitted", job.name, job.url or "")
+    return job
+
+
+def poll_delays(initial: float, cap: float):
+    delay = initial
+    while True:
+        yield delay
+        delay = min(delay * 1.5, cap)
+
+
+def wait_until_terminal(workspace: Workspace, job: JobRef, settings: JobSettings, sleep=time.sleep) -> JobStatus:
+    """Poll with capped backoff. Whatever stops the wait early (timeout, cancel, Ctrl-C) cancels the job:
+    a GPU job left running after its flow is gone costs money and nobody looks at it."""
+    deadline = time.monotonic() + settings.timeout_hours * 3600
+    try:
+        for delay in poll_delays(settings.poll_initial_s, settings.poll_max_s):
+            status = workspace.job_status(job)
+            if status.state.terminal:
+                return status
+            if time.monotonic() > deadline:
+                raise WorkspaceError(f"job {job.name} still {status.state.value} after {settings.timeout_hours} h; cancelled")
+            sleep(delay)
+    except BaseException as exc:
+        if not is_transient(exc):  # a transient poll error is retried by the task; the job keeps running
+            workspace.cancel_job(job)
+        raise
+    raise AssertionError("unreachable")
+
+
+@stage("wait for fine-tune")
+def wait_for_finetune(workspace: Workspace, job: JobRef, settings: JobSettings) -> JobStatus:
+    status = wait_until_terminal(workspace, job, settings)
+    if status.state is not JobState.COMPLETED:
+        raise WorkspaceError(f"fine-tune job {job.name} ended {status.state.value}: {status.message} ({job.url or ''})")
+    return status

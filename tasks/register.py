@@ -1,0 +1,28 @@
+"""Register the fine-tuned model with lineage tags: where its data, job, metrics and run came from."""
+
+from __future__ import annotations
+
+from prefect.logging import get_run_logger
+
+from tasks.errors import stage
+from tasks.metrics import GateResult
+from workspaces.base import FoundationModel, JobRef, ModelVersion, Workspace
+
+
+def lineage_tags(foundation: FoundationModel, job: JobRef, fingerprint: str, gate: GateResult, flow_run_id: str) -> dict[str, str]:
+    tags = {
+        "foundation_model": foundation.id,
+        "data_fingerprint": fingerprint,
+        "finetune_job": job.name,
+        "flow_run_id": flow_run_id,
+        "gate": "passed" if gate.passed else "failed",
+    }
+    tags.update({name: f"{value:.6g}" for name, value in sorted(gate.metrics.items())})
+    return tags
+
+
+@stage("register model")
+def register_model(workspace: Workspace, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion:
+    version = workspace.register_model(job, name, tags)
+    get_run_logger().info("registered %s version %s", version.name, version.version)
+    return version

@@ -1,0 +1,221 @@
+"""An in-memory Workspace for the flow's own tests, with fault injection, and a real loopback scoring server.
+
+`faults` maps a port method name to a list of exceptions raised, one per call, before the method does its
+work: `faults["submit_finetune"] = [TransientWorkspaceError("503")]` fails the first submit only.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from workspaces.base import (
+    Compute, ComputeSpec, Credentials, DataRef, Deployment, Endpoint, FinetuneSpec, FoundationModel, Inventory,
+    JobRef, JobState, JobStatus, ModelVersion, NotFoundError, Sku,
+)
+
+FAKE_KEY = "fake-secret-key-0123456789"
+
+
+class ScoringServer:
+    """A real HTTP server on 127.0.0.1 speaking the scoring contract; `mode` picks how it answers."""
+
+    def __init__(self) -> None:
+        self.mode = "ok"  # ok | error | bad-shape
+        self.requests: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # keep test output clean
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append({"body": body, "deployment": self.headers.get("azureml-model-deployment"),
+                                        "auth": self.headers.get("Authorization")})
+                if self.headers.get("Authorization") != f"Bearer {FAKE_KEY}":
+                    self._send(401, {"error": "bad key"})
+                elif server.mode == "error":
+                    self._send(500, {"error": "model crashed"})
+                elif server.mode == "bad-shape":
+                    self._send(200, ["not", "an", "object"])
+                else:
+                    self._send(200, {"output": "Paris is the capital of France."})
+
+            def _send(self, code: int, payload: object) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/score"
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class FakeWorkspace:
+    kind = "memory"
+
+    def __init__(self, scoring: ScoringServer, *, compute_size: str = "Standard_NC24ads_A100_v4",
+                 metrics: dict[str, float] | None = None, job_states: list[JobState] | None = None,
+                 foundation_tags: dict[str, str] | None = None) -> None:
+        self.scoring = scoring
+        self.faults: dict[str, list[BaseException]] = defaultdict(list)
+        self.calls: list[str] = []
+        self.compute_size = compute_size
+        self.metrics = metrics or {"train_loss": 1.2, "eval_loss": 1.5, "base_eval_loss": 2.5}
+        self.job_states = list(job_states or [JobState.RUNNING, JobState.COMPLETED])
+        self.foundation_tags = foundation_tags if foundation_tags is not None else {
+            "finetune_compute_allow_list": "['Standard_NC24ads_A100_v4', 'Standard_NC48ads_A100_v4']",
+            "inference_compute_allow_list": "['Standard_NC6s_v3', 'Standard_NC24ads_A100_v4']",
+            "model_specific_defaults": "{'apply_deepspeed': 'true', 'deepspeed_stage': 2, 'apply_lora': 'true'}",
+        }
+        self.jobs: dict[str, dict] = {}  # name -> {key, states, canceled}
+        self.submissions = 0
+        self.models: dict[str, list[ModelVersion]] = defaultdict(list)
+        self.champions: dict[str, ModelVersion] = {}
+        self.endpoints: dict[str, dict] = {}  # name -> {"deployments": {name: Deployment}, "traffic": {}}
+        self.deleted: list[str] = []
+
+    def _enter(self, method: str) -> None:
+        self.calls.append(method)
+        if self.faults[method]:
+            raise self.faults[method].pop(0)
+
+    # catalogue -----------------------------------------------------------
+    def get_foundation_model(self, name, version=None, label="latest"):
+        self._enter("get_foundation_model")
+        return FoundationModel(name=name, version=version or "7", id=f"azureml://registries/azureml/models/{name}/versions/{version or 7}",
+                               tags=self.foundation_tags)
+
+    # compute -------------------------------------------------------------
+    def ensure_compute(self, spec: ComputeSpec) -> Compute:
+        self._enter("ensure_compute")
+        return Compute(name=spec.name, size=self.compute_size, provisioning_state="Succeeded")
+
+    def list_sizes(self):
+        self._enter("list_sizes")
+        return [Sku(name="Standard_NC24ads_A100_v4", gpus=1), Sku(name="Standard_NC48ads_A100_v4", gpus=2),
+                Sku(name="STANDARD_NC6", gpus=1), Sku(name="Standard_D2_v2", gpus=0)]
+
+    # data / jobs ---------------------------------------------------------
+    def upload_data(self, train: Path, test: Path, fingerprint: str) -> DataRef:
+        self._enter("upload_data")
+        return DataRef(train=f"mem://{train.name}", test=f"mem://{test.name}", fingerprint=fingerprint)
+
+    def submit_finetune(self, spec: FinetuneSpec, idempotency_key: str) -> JobRef:
+        self._enter("submit_finetune")
+        name = f"job-{idempotency_key[:12]}"
+        if name in self.jobs:
+            return JobRef(name=name, idempotency_key=idempotency_key, reattached=True)
+        self.submissions += 1
+        self.jobs[name] = {"spec": spec, "states": list(self.job_states), "canceled": False, "last": JobState.QUEUED}
+        return JobRef(name=name, idempotency_key=idempotency_key, url=f"mem://jobs/{name}")
+
+    def job_status(self, job: JobRef) -> JobStatus:
+        self._enter("job_status")
+        record = self.jobs[job.name]
+        if record["canceled"]:
+            return JobStatus(state=JobState.CANCELED)
+        state = record["states"].pop(0) if len(record["states"]) > 1 else record["states"][0]
+        record["last"] = state
+        return JobStatus(state=state, message="" if state is not JobState.FAILED else "CUDA out of memory")
+
+    def cancel_job(self, job: JobRef) -> None:
+        self.calls.append("cancel_job")
+        self.jobs[job.name]["canceled"] = True
+
+    def job_metrics(self, job: JobRef) -> dict[str, float]:
+        self._enter("job_metrics")
+        return dict(self.metrics)
+
+    # registry ------------------------------------------------------------
+    def register_model(self, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion:
+        self._enter("register_model")
+        for existing in self.models[name]:
+            if existing.tags.get("finetune_job") == job.name:
+                return existing
+        version = ModelVersion(name=name, version=str(len(self.models[name]) + 1), tags=tags)
+        self.models[name].append(version)
+        return version
+
+    def tag_model(self, model: ModelVersion, tags: dict[str, str]) -> ModelVersion:
+        self._enter("tag_model")
+        updated = model.model_copy(update={"tags": {**model.tags, **tags}})
+        versions = self.models[model.name]
+        versions[[v.version for v in versions].index(model.version)] = updated
+        return updated
+
+    def champion(self, name: str) -> ModelVersion | None:
+        self._enter("champion")
+        return self.champions.get(name)
+
+    def set_champion(self, model: ModelVersion | None, name: str) -> None:
+        self._enter("set_champion")
+        if model is None:
+            self.champions.pop(name, None)
+        else:
+            self.champions[name] = model
+
+    # serving -------------------------------------------------------------
+    def _endpoint(self, name: str) -> Endpoint:
+        record = self.endpoints[name]
+        return Endpoint(name=name, traffic=dict(record["traffic"]), deployments=tuple(record["deployments"]))
+
+    def ensure_endpoint(self, name: str, description: str = "") -> Endpoint:
+        self._enter("ensure_endpoint")
+        self.endpoints.setdefault(name, {"deployments": {}, "traffic": {}})
+        return self._endpoint(name)
+
+    def get_endpoint(self, name: str) -> Endpoint | None:
+        self._enter("get_endpoint")
+        return self._endpoint(name) if name in self.endpoints else None
+
+    def create_deployment(self, endpoint, name, model, instance_type, instance_count=1) -> Deployment:
+        self._enter("create_deployment")
+        deployment = Deployment(endpoint=endpoint, name=name, model=f"{model.name}:{model.version}", instance_type=instance_type)
+        self.endpoints[endpoint]["deployments"][name] = deployment
+        return deployment
+
+    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> Endpoint:
+        self._enter("set_traffic")
+        record = self.endpoints[endpoint]
+        unknown = set(traffic) - set(record["deployments"])
+        if unknown:
+            raise NotFoundError(f"no deployments {unknown}")
+        record["traffic"] = {name: pct for name, pct in traffic.items()}
+        return self._endpoint(endpoint)
+
+    def endpoint_credentials(self, endpoint: str) -> Credentials:
+        self._enter("endpoint_credentials")
+        return Credentials(scoring_uri=self.scoring.url, key=SecretStr(FAKE_KEY))
+
+    def delete_deployment(self, endpoint: str, name: str) -> None:
+        self._enter("delete_deployment")
+        record = self.endpoints[endpoint]
+        if record["traffic"].get(name, 0) > 0:
+            raise ValueError(f"deployment {name} still takes {record['traffic'][name]}% of traffic")
+        record["deployments"].pop(name)
+        record["traffic"].pop(name, None)
+        self.deleted.append(f"{endpoint}/{name}")
+
+    def delete_endpoint(self, endpoint: str) -> None:
+        self._enter("delete_endpoint")
+        self.endpoints.pop(endpoint)
+        self.deleted.append(endpoint)
+
+    def inventory(self) -> Inventory:
+        running = tuple(name for name, rec in self.jobs.items() if not rec["canceled"] and not rec["last"].terminal)
+        return Inventory(endpoints={name: tuple(rec["deployments"]) for name, rec in self.endpoints.items()},
+                         running_jobs=running)

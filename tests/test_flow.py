@@ -1,0 +1,208 @@
+"""The flow on the in-memory workspace: ordering, gates, blue/green, retries, teardown on every path."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flows.params import config_from_dict
+from flows.tunegate_flow import tunegate
+from tests.fakes import FAKE_KEY, FakeWorkspace, ScoringServer
+from workspaces.base import JobState, TransientWorkspaceError, WorkspaceError
+from workspaces.factory import use_workspace
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture(scope="module")
+def scoring():
+    server = ScoringServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def workspace(scoring):
+    scoring.mode = "ok"
+    scoring.requests.clear()
+    return FakeWorkspace(scoring)
+
+
+def make_config(tmp_path, **sections):
+    document = {
+        "workspace": {"state_dir": str(tmp_path / "state")},
+        "data": {"percent": 20, "synthetic_rows": 200},
+        "model": {"name": "Phi-3-mini-4k-instruct"},
+        "compute": {"name": "gpu-cluster", "size": "Standard_NC24ads_A100_v4"},
+        "endpoint": {"name": "chat", "instance_type": "Standard_NC6s_v3"},
+        "smoke": {"max_new_tokens": 8},
+        "job": {"poll_initial_s": 0.01, "poll_max_s": 0.01},
+        "retries": {"attempts": 2, "delay_s": 0},
+    }
+    for section, values in sections.items():
+        document.setdefault(section, {}).update(values)
+    return config_from_dict(document)
+
+
+def run(workspace, config):
+    with use_workspace(workspace):
+        return tunegate(config=config, return_state=True)
+
+
+def read_summary(config, state):
+    from pathlib import Path
+
+    run_id = str(state.state_details.flow_run_id)
+    return json.loads((Path(config.workspace.state_dir) / "runs" / run_id / "summary.json").read_text())
+
+
+def test_happy_path_ephemeral_deploys_smokes_and_tears_down(tmp_path, workspace, scoring):
+    config = make_config(tmp_path)
+    state = run(workspace, config)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert summary.status == "succeeded"
+    assert summary.model.version == "1" and summary.approval.decision == "approved"
+    assert summary.approval.approver == "policy:auto"
+    assert summary.smoke.ok and summary.teardown.done and summary.teardown.mode == "ephemeral"
+    assert summary.endpoint.name.startswith("chat-") and summary.endpoint.traffic == {summary.endpoint.deployment: 100}
+    # the smoke request went to the new deployment by header, with the key
+    assert scoring.requests[0]["deployment"] == summary.endpoint.deployment
+    assert scoring.requests[0]["body"]["input_data"]["parameters"]["max_new_tokens"] == 8
+    # the stages ran in the order of the design
+    order = [workspace.calls.index(m) for m in ("get_foundation_model", "ensure_compute", "submit_finetune",
+                                                "job_metrics", "register_model", "tag_model", "create_deployment",
+                                                "endpoint_credentials", "delete_endpoint")]
+    assert order == sorted(order)
+    assert workspace.inventory().empty
+    # the model version carries lineage and the decision
+    tags = workspace.models[summary.model.name][0].tags
+    assert tags["decision"] == "approved" and tags["data_fingerprint"] == summary.data.fingerprint
+    assert tags["finetune_job"] == summary.job.name and tags["eval_loss"] == "1.5"
+    # the job got the merged parameters: deepspeed stage as the string, the model's defaults in
+    spec = workspace.jobs[summary.job.name]["spec"]
+    assert spec.parameters["deepspeed_stage"] == "2" and spec.gpus_per_node == 1
+    assert spec.display_name.startswith("Phi-3-mini-4k-instruct-ultrachat-bs1-cosine-ds2-lora")
+    # the written summary is the same and holds no secret
+    written = read_summary(config, state)
+    assert written["status"] == "succeeded" and FAKE_KEY not in json.dumps(written)
+
+
+def test_keep_mode_blue_green_retires_old_and_sets_champion(tmp_path, workspace):
+    config = make_config(tmp_path, teardown={"mode": "keep"})
+    first = run(workspace, config).result()
+    assert workspace.champions[first.model.name].version == "1"
+    workspace.metrics = {"train_loss": 1.0, "eval_loss": 1.2, "base_eval_loss": 2.5}  # a better candidate
+    second = run(workspace, config).result()
+    assert second.status == "succeeded" and second.model.version == "2"
+    endpoint = workspace.get_endpoint("chat")
+    assert endpoint.traffic == {"ft-2": 100} and endpoint.deployments == ("ft-2",)
+    assert "chat/ft-1" in workspace.deleted and workspace.champions[first.model.name].version == "2"
+
+
+def test_gate_failure_deploys_nothing(tmp_path, workspace):
+    workspace.metrics = {"train_loss": 3.0, "eval_loss": 2.6, "base_eval_loss": 2.5}  # worse than base
+    state = run(workspace, make_config(tmp_path))
+    assert state.is_failed()
+    summary = read_summary(make_config(tmp_path), state)
+    assert summary["status"] == "gate_failed" and summary["gate"]["passed"] is False
+    assert any("beats base" in r and r.startswith("fail") for r in summary["gate"]["reasons"])
+    assert "register_model" not in workspace.calls and "create_deployment" not in workspace.calls
+    assert workspace.endpoints == {} and summary["teardown"]["done"] is True
+
+
+def test_candidate_not_better_than_champion_is_not_deployed(tmp_path, workspace):
+    config = make_config(tmp_path, teardown={"mode": "keep"})
+    run(workspace, config).result()
+    state = run(workspace, config)  # same metrics as the champion: not better
+    assert state.is_failed()
+    assert read_summary(config, state)["status"] == "gate_failed"
+    assert workspace.get_endpoint("chat").traffic == {"ft-1": 100}
+
+
+def test_smoke_failure_rolls_back_and_old_deployment_keeps_traffic(tmp_path, workspace, scoring):
+    config = make_config(tmp_path, teardown={"mode": "keep"})
+    run(workspace, config).result()
+    workspace.metrics = {"train_loss": 1.0, "eval_loss": 1.2, "base_eval_loss": 2.5}
+    scoring.mode = "error"
+    state = run(workspace, config)
+    assert state.is_failed()
+    summary = read_summary(config, state)
+    assert summary["status"] == "smoke_failed" and summary["smoke"]["ok"] is False and "HTTP 500" in summary["smoke"]["error"]
+    endpoint = workspace.get_endpoint("chat")
+    assert endpoint.traffic == {"ft-1": 100} and endpoint.deployments == ("ft-1",)
+    assert "chat/ft-2" in workspace.deleted and workspace.champions[summary["model"]["name"]].version == "1"
+
+
+def test_bad_response_shape_fails_smoke(tmp_path, workspace, scoring):
+    scoring.mode = "bad-shape"
+    state = run(workspace, make_config(tmp_path))
+    summary = read_summary(make_config(tmp_path), state)
+    assert summary["status"] == "smoke_failed" and "output" in summary["smoke"]["error"]
+    assert workspace.inventory().empty
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["get_foundation_model", "ensure_compute", "list_sizes", "upload_data", "submit_finetune", "job_status",
+     "job_metrics", "register_model", "tag_model", "ensure_endpoint", "create_deployment", "set_traffic",
+     "endpoint_credentials", "delete_endpoint"],
+)
+def test_a_transient_fault_in_any_stage_is_retried(tmp_path, workspace, method):
+    workspace.faults[method].append(TransientWorkspaceError(f"503 from {method}"))
+    state = run(workspace, make_config(tmp_path))
+    assert state.is_completed(), state.message
+    assert workspace.calls.count(method) >= 2
+    assert workspace.submissions == 1  # a retried submit or wait never pays for a second job
+    assert workspace.inventory().empty
+
+
+def test_a_permanent_fault_fails_at_once_and_teardown_still_runs(tmp_path, workspace):
+    workspace.faults["set_traffic"] = [WorkspaceError("AuthorizationFailed: no permission on endpoint")] * 5
+    state = run(workspace, make_config(tmp_path))
+    assert state.is_failed()
+    assert workspace.calls.count("set_traffic") == 1  # not retried
+    summary = read_summary(make_config(tmp_path), state)
+    assert summary["status"] == "failed" and "AuthorizationFailed" in summary["error"]
+    assert summary["teardown"]["done"] and workspace.inventory().empty
+
+
+def test_failed_job_fails_the_run_without_registering(tmp_path, workspace):
+    workspace.job_states = [JobState.RUNNING, JobState.FAILED]
+    state = run(workspace, make_config(tmp_path))
+    assert state.is_failed()
+    summary = read_summary(make_config(tmp_path), state)
+    assert "ended failed" in summary["error"] and "CUDA out of memory" in summary["error"]
+    assert "register_model" not in workspace.calls
+
+
+def test_interrupted_wait_cancels_the_job(tmp_path, workspace):
+    workspace.job_states = [JobState.RUNNING]
+    workspace.faults["job_status"] = [KeyboardInterrupt()]  # Ctrl-C while polling
+    with pytest.raises(KeyboardInterrupt):
+        with use_workspace(workspace):
+            tunegate(config=make_config(tmp_path))
+    assert "cancel_job" in workspace.calls and workspace.inventory().empty
+
+
+def test_compute_on_deny_list_is_rejected_before_training(tmp_path, workspace):
+    workspace.foundation_tags = {}  # no allow list: the notebook's deny list applies
+    workspace.compute_size = "STANDARD_NC6"
+    state = run(workspace, make_config(tmp_path, compute={"size": "Standard_NC24ads_A100_v4"}))
+    assert state.is_failed()
+    summary = read_summary(make_config(tmp_path), state)
+    assert "currently not supported for finetuning" in summary["error"]
+    assert workspace.calls.count("ensure_compute") == 1 and "submit_finetune" not in workspace.calls
+
+
+def test_instance_type_outside_inference_allow_list_is_refused(tmp_path, workspace):
+    state = run(workspace, make_config(tmp_path, endpoint={"instance_type": "Standard_DS3_v2"}))
+    summary = read_summary(make_config(tmp_path), state)
+    assert summary["status"] == "failed" and "inference_compute_allow_list" in summary["error"]
+    assert "create_deployment" not in workspace.calls and workspace.inventory().empty
+
+
+def test_auto_if_better_without_champion_approves_and_says_why(tmp_path, workspace):
+    summary = run(workspace, make_config(tmp_path, approval={"policy": "auto-if-better"})).result()
+    assert summary.approval.approver == "policy:auto-if-better" and "no champion" in summary.approval.comment

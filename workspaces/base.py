@@ -1,0 +1,181 @@
+"""The Workspace port: what the flow needs from a place that trains, registers and serves models.
+
+Adapters (local, azure, the in-memory fake in tests/) implement `Workspace`; tasks only talk to this
+protocol and these value types. Errors are split into transient (worth a retry) and permanent ones,
+so the tasks' retry condition can decide without knowing which backend raised.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+# ---------------------------------------------------------------- errors
+
+
+class WorkspaceError(Exception):
+    """A permanent failure: retrying will not help (bad input, missing resource, refused by policy)."""
+
+
+class TransientWorkspaceError(WorkspaceError):
+    """A failure that may go away on its own (throttling, 5xx, a dropped connection)."""
+
+
+class NotFoundError(WorkspaceError):
+    """The named resource does not exist in the workspace."""
+
+
+# ---------------------------------------------------------------- value types
+
+
+class _Value(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class FoundationModel(_Value):
+    name: str
+    version: str
+    id: str  # what the fine-tune job takes as `mlflow_model_path` (an azureml:// id or a local models:/ uri)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class ComputeSpec(_Value):
+    name: str
+    size: str
+    min_instances: int = 0
+    max_instances: int = 1
+    idle_seconds_before_scaledown: int = 120
+    tier: str = "dedicated"
+
+
+class Compute(_Value):
+    name: str
+    size: str
+    provisioning_state: str
+
+
+class Sku(_Value):
+    name: str
+    gpus: int
+
+
+class DataRef(_Value):
+    """Where the sampled files live once the workspace can read them."""
+
+    train: str
+    test: str
+    fingerprint: str
+
+
+class FinetuneSpec(_Value):
+    model_id: str
+    compute: str
+    gpus_per_node: int
+    data: DataRef
+    parameters: dict[str, str | int | float | bool]
+    display_name: str
+    experiment_name: str
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELED)
+
+
+class JobRef(_Value):
+    name: str
+    idempotency_key: str
+    url: str | None = None  # a link for humans (Studio URL, or the job directory)
+    reattached: bool = False
+
+
+class JobStatus(_Value):
+    state: JobState
+    message: str = ""
+
+
+class ModelVersion(_Value):
+    name: str
+    version: str
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class Endpoint(_Value):
+    name: str
+    traffic: dict[str, int] = Field(default_factory=dict)
+    deployments: tuple[str, ...] = ()
+
+
+class Deployment(_Value):
+    endpoint: str
+    name: str
+    model: str  # "name:version"
+    instance_type: str
+
+
+class Credentials(_Value):
+    scoring_uri: str
+    key: SecretStr  # SecretStr: a repr, log line or summary never shows it
+
+
+class Inventory(_Value):
+    """What tunegate created in this workspace and is still there: the leak check looks at this."""
+
+    endpoints: dict[str, tuple[str, ...]] = Field(default_factory=dict)  # endpoint -> deployments
+    running_jobs: tuple[str, ...] = ()
+    processes: tuple[int, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.endpoints and not self.running_jobs and not self.processes
+
+
+# ---------------------------------------------------------------- the port
+
+
+@runtime_checkable
+class Workspace(Protocol):
+    kind: str
+
+    # model catalogue
+    def get_foundation_model(self, name: str, version: str | None = None, label: str = "latest") -> FoundationModel: ...
+
+    # compute
+    def ensure_compute(self, spec: ComputeSpec) -> Compute: ...
+    def list_sizes(self) -> list[Sku]: ...
+
+    # data and training
+    def upload_data(self, train: Path, test: Path, fingerprint: str) -> DataRef: ...
+    def submit_finetune(self, spec: FinetuneSpec, idempotency_key: str) -> JobRef: ...
+    def job_status(self, job: JobRef) -> JobStatus: ...
+    def cancel_job(self, job: JobRef) -> None: ...
+    def job_metrics(self, job: JobRef) -> dict[str, float]: ...
+
+    # registry
+    def register_model(self, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion: ...
+    def tag_model(self, model: ModelVersion, tags: dict[str, str]) -> ModelVersion: ...
+    def champion(self, name: str) -> ModelVersion | None: ...
+    def set_champion(self, model: ModelVersion | None, name: str) -> None: ...
+
+    # serving
+    def ensure_endpoint(self, name: str, description: str = "") -> Endpoint: ...
+    def get_endpoint(self, name: str) -> Endpoint | None: ...
+    def create_deployment(self, endpoint: str, name: str, model: ModelVersion, instance_type: str, instance_count: int = 1) -> Deployment: ...
+    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> Endpoint: ...
+    def endpoint_credentials(self, endpoint: str) -> Credentials: ...
+    def delete_deployment(self, endpoint: str, name: str) -> None: ...
+    def delete_endpoint(self, endpoint: str) -> None: ...
+
+    # leak checks
+    def inventory(self) -> Inventory: ...

@@ -1,0 +1,54 @@
+"""The one place a backend is chosen: `open_workspace(settings)` keyed by `workspace.kind`.
+
+Tests hand the flow an in-memory workspace with `use_workspace(fake)`, the way Dagster picks resources
+by deployment name: an explicit seam, not a patch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workspaces.base import Workspace
+
+
+class WorkspaceSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    kind: Literal["local", "azure"] = Field("local", description="Which backend runs the flow.")
+    state_dir: str = Field(".tunegate", description="Local state: runs, sampled data, and the local workspace.")
+    # azure only; kept here so one profile shape serves both backends
+    subscription_id: str | None = None
+    resource_group: str | None = None
+    workspace_name: str | None = None
+    registry_name: str = "azureml"
+
+
+_override: contextvars.ContextVar[Workspace | None] = contextvars.ContextVar("tunegate_workspace", default=None)
+
+
+@contextlib.contextmanager
+def use_workspace(workspace: Workspace) -> Iterator[Workspace]:
+    token = _override.set(workspace)
+    try:
+        yield workspace
+    finally:
+        _override.reset(token)
+
+
+def open_workspace(settings: WorkspaceSettings) -> Workspace:
+    override = _override.get()
+    if override is not None:
+        return override
+    if settings.kind == "local":
+        from workspaces.local import LocalWorkspace
+
+        return LocalWorkspace(Path(settings.state_dir) / "workspace")
+    raise NotImplementedError(
+        "workspace.kind 'azure' is not available in this build yet (tracked as issue #3); use workspace.kind: local"
+    )

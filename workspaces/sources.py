@@ -1,0 +1,86 @@
+"""Reading raw dataset splits: the generated dataset, a local directory of split files, or a hub id.
+
+This is I/O, so it lives with the adapters; the sampling rules that run on the rows live in tasks/data.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from workspaces.base import WorkspaceError
+from workspaces.synthetic import generate_split
+
+HUB_PREFIX = "hf:"
+
+
+def materialize_synthetic(root: Path, train_rows: int, seed: int = 0) -> Path:
+    """Write the generated dataset as parquet split files once (cached by size/seed) and return its directory."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    target = root / f"synthetic-ultrachat-{train_rows}-{seed}"
+    if (target / "_SUCCESS").exists():
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    for split in ("train_sft", "test_sft", "train_gen", "test_gen"):
+        rows = list(generate_split(split, train_rows, seed))
+        pq.write_table(pa.Table.from_pylist(rows), target / f"{split}.parquet")
+    (target / "_SUCCESS").write_text("ok\n")
+    return target
+
+
+def _split_files(directory: Path, split: str) -> list[Path]:
+    candidates = [directory / f"{split}.parquet", directory / f"{split}.jsonl"]
+    found = [path for path in candidates if path.exists()]
+    # the hub's own layout: data/train_sft-00000-of-00003-*.parquet
+    found += sorted((directory / "data").glob(f"{split}-*.parquet")) if (directory / "data").is_dir() else []
+    return found
+
+
+def _read_file(path: Path) -> Iterator[dict]:
+    if path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    # an unparseable line is an invalid row: report it through the validator, do not crash
+                    yield {"_unparseable": f"{path.name}:{number}"}
+    else:
+        import pyarrow.parquet as pq
+
+        yield from pq.read_table(path).to_pylist()
+
+
+def read_split(source: str, split: str, cache_dir: Path, synthetic_rows: int = 2000) -> Iterator[dict]:
+    """Rows of one split from `source`: 'synthetic', a directory, or 'hf:<hub id>'."""
+    if source == "synthetic":
+        yield from read_split(str(materialize_synthetic(cache_dir, synthetic_rows)), split, cache_dir)
+        return
+    if source.startswith(HUB_PREFIX):
+        import datasets
+
+        try:
+            dataset = datasets.load_dataset(source[len(HUB_PREFIX):], split=split, cache_dir=str(cache_dir / "hub"))
+        except Exception as exc:  # the hub is unreachable offline: say what to use instead
+            raise WorkspaceError(
+                f"data.source {source!r}: could not load split {split!r} from the hub ({exc}). "
+                "Use a local directory of <split>.parquet/.jsonl files or 'synthetic'."
+            ) from exc
+        yield from dataset
+        return
+    directory = Path(source).expanduser()
+    if not directory.is_dir():
+        raise WorkspaceError(f"data.source {source!r} is not a directory, 'synthetic' or 'hf:<hub id>'")
+    files = _split_files(directory, split)
+    if not files:
+        raise WorkspaceError(
+            f"data.source {source!r} has no file for split {split!r} (looked for {split}.parquet, {split}.jsonl, "
+            f"data/{split}-*.parquet)"
+        )
+    for path in files:
+        yield from _read_file(path)
