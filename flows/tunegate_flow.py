@@ -82,7 +82,9 @@ def run_stages(config: TunegateConfig, workspace: Workspace, run_id: str, summar
     endpoint_name = endpoint_name_for(config, run_id)
     state["endpoint"] = endpoint_name
     summary.endpoint.name = endpoint_name
-    deployed = _with_retries(deploy.deploy_candidate, r)(workspace, config.endpoint, endpoint_name, version, foundation)
+    deployed = _with_retries(deploy.deploy_candidate, r)(
+        workspace, config.endpoint, endpoint_name, version, foundation, ephemeral=config.teardown.mode == "ephemeral"
+    )
     state["deployment"] = deployed.deployment
     summary.endpoint.deployment = deployed.deployment
 

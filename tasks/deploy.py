@@ -44,14 +44,17 @@ class DeployResult(BaseModel):
 
 @stage("deploy")
 def deploy_candidate(
-    workspace: Workspace, settings: EndpointSettings, endpoint_name: str, model: ModelVersion, foundation: FoundationModel
+    workspace: Workspace, settings: EndpointSettings, endpoint_name: str, model: ModelVersion, foundation: FoundationModel,
+    ephemeral: bool = False,
 ) -> DeployResult:
     if not is_approved(model):
         raise DeploymentRefused(
             f"{model.name}:{model.version} has no recorded approval (decision={model.tags.get('decision')!r}); not deploying"
         )
     check_instance_type(settings.instance_type, allow_list(foundation, INFERENCE_ALLOW_LIST))
-    endpoint = workspace.ensure_endpoint(endpoint_name, description=f"Online endpoint for {model.name}, fine tuned by tunegate")
+    endpoint = workspace.ensure_endpoint(
+        endpoint_name, description=f"Online endpoint for {model.name}, fine tuned by tunegate", ephemeral=ephemeral
+    )
     name = deployment_name(settings.deployment_prefix, model.version)
     if name not in endpoint.deployments:  # a retried task finds the deployment it already made
         workspace.create_deployment(endpoint_name, name, model, settings.instance_type, settings.instance_count)

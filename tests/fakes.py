@@ -173,7 +173,7 @@ class FakeWorkspace:
         record = self.endpoints[name]
         return Endpoint(name=name, traffic=dict(record["traffic"]), deployments=tuple(record["deployments"]))
 
-    def ensure_endpoint(self, name: str, description: str = "") -> Endpoint:
+    def ensure_endpoint(self, name: str, description: str = "", ephemeral: bool = False) -> Endpoint:
         self._enter("ensure_endpoint")
         self.endpoints.setdefault(name, {"deployments": {}, "traffic": {}})
         return self._endpoint(name)

@@ -1,0 +1,136 @@
+"""The local fine-tune job: `python -m workspaces.local_trainer JOB_DIR`, run as its own process.
+
+Reads JOB_DIR/spec.json, writes JOB_DIR/status.json (atomically) as it goes, logs params and train/eval loss,
+plus the base model's eval loss, to MLflow, merges LoRA into the weights (MLflow would otherwise keep only
+the adapters) and writes the MLflow model folder to JOB_DIR/outputs/mlflow_model_folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+LORA_TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]  # peft has no phi3 defaults
+
+
+def write_status(job_dir: Path, **fields: Any) -> None:
+    path = job_dir / "status.json"
+    current = json.loads(path.read_text()) if path.exists() else {}
+    current.update(fields, updated=time.time())
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(current, indent=2))
+    os.replace(tmp, path)  # readers never see half a file
+
+
+def _rows(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _as_bool(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"
+
+
+def train(job_dir: Path) -> None:
+    import mlflow
+    import torch
+    from datasets import Dataset
+    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
+                              TrainerCallback, TrainingArguments)
+
+    from workspaces.local_model import save_pyfunc
+
+    spec = json.loads((job_dir / "spec.json").read_text())
+    params: dict[str, Any] = spec["parameters"]
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    use_cuda = int(spec.get("gpus", 0)) > 0 and torch.cuda.is_available()
+
+    tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
+    model = AutoModelForCausalLM.from_pretrained(spec["model_dir"])
+    max_len = int(params.get("max_seq_length", -1))
+    max_len = max_len if max_len > 0 else 256
+
+    def encode(rows: list[dict]) -> Dataset:
+        texts = [tokenizer.apply_chat_template(row["messages"], tokenize=False) for row in rows]
+        encoded = tokenizer(texts, truncation=True, max_length=max_len, add_special_tokens=False)
+        return Dataset.from_dict({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
+
+    train_set, eval_set = encode(_rows(spec["train_file"])), encode(_rows(spec["test_file"]))
+
+    if _as_bool(params.get("apply_lora", False)):
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(
+            r=int(params.get("lora_r", 8)), lora_alpha=int(params.get("lora_alpha", 128)),
+            lora_dropout=float(params.get("lora_dropout", 0.0)), target_modules=LORA_TARGETS, task_type="CAUSAL_LM",
+            # a from-scratch tiny model has no useful embeddings to keep frozen: let the model's defaults train them
+            modules_to_save=[m for m in str(params.get("lora_modules_to_save") or "").split(",") if m] or None,
+        ))
+
+    mlflow.set_tracking_uri(spec["tracking_uri"])
+    mlflow.set_experiment(spec["experiment_name"])
+
+    class MlflowLoss(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            for key in ("loss", "eval_loss", "learning_rate", "grad_norm"):
+                if logs and key in logs:
+                    mlflow.log_metric(f"step_{key}" if key == "loss" else key, float(logs[key]), step=state.global_step)
+
+    args = TrainingArguments(
+        output_dir=str(job_dir / "checkpoints"),
+        num_train_epochs=float(params.get("num_train_epochs", 1)),
+        per_device_train_batch_size=int(params.get("per_device_train_batch_size", 1)),
+        per_device_eval_batch_size=int(params.get("per_device_eval_batch_size", 1)),
+        gradient_accumulation_steps=int(params.get("gradient_accumulation_steps", 1)),
+        learning_rate=float(params.get("learning_rate", 5e-6)),
+        lr_scheduler_type=str(params.get("lr_scheduler_type", "linear")),
+        seed=int(params.get("seed", 42)),
+        eval_strategy="epoch",
+        save_strategy="no",
+        logging_steps=5,
+        report_to="none",
+        use_cpu=not use_cuda,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), callbacks=[MlflowLoss()])
+
+    with mlflow.start_run(run_name=spec["display_name"], tags={"tunegate.job": spec["job_name"]}) as run:
+        write_status(job_dir, state="running", mlflow_run_id=run.info.run_id)
+        mlflow.log_params({key: str(value) for key, value in params.items()})
+        base_eval_loss = trainer.evaluate()["eval_loss"]
+        mlflow.log_metric("base_eval_loss", base_eval_loss)
+        train_loss = trainer.train().training_loss
+        eval_loss = trainer.evaluate()["eval_loss"]
+        mlflow.log_metrics({"train_loss": train_loss, "eval_loss": eval_loss})
+        print(f"base_eval_loss={base_eval_loss:.4f} train_loss={train_loss:.4f} eval_loss={eval_loss:.4f}", flush=True)
+
+        merged = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
+        hf_dir = job_dir / "outputs" / "hf_model"
+        merged.save_pretrained(hf_dir)
+        tokenizer.save_pretrained(hf_dir)
+        save_pyfunc(hf_dir, job_dir / "outputs" / "mlflow_model_folder")
+        mlflow.log_artifacts(str(job_dir / "outputs" / "mlflow_model_folder"), artifact_path="trained_model")
+
+
+def main(argv: list[str]) -> int:
+    job_dir = Path(argv[1])
+    write_status(job_dir, state="running", pid=os.getpid(), started=time.time())
+    try:
+        train(job_dir)
+    except Exception as exc:  # noqa: BLE001 - every failure ends up in status.json for job_status to report
+        traceback.print_exc()
+        write_status(job_dir, state="failed", message=f"{type(exc).__name__}: {exc}"[:2000], ended=time.time())
+        return 1
+    write_status(job_dir, state="completed", ended=time.time())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
