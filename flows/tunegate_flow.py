@@ -145,10 +145,11 @@ def tunegate(config: TunegateConfig = TunegateConfig()) -> RunSummary:  # noqa: 
     """Fine-tune a chat model, gate it, approve it, deploy it blue/green, smoke it, tear down."""
     started = time.monotonic()
     run_id = str(flow_run.id or "local")
-    workspace = open_workspace(config.workspace)
-    summary = RunSummary(flow_run_id=run_id, workspace=getattr(workspace, "kind", "?"))
+    summary = RunSummary(flow_run_id=run_id, workspace=config.workspace.kind)
+    workspace: Workspace | None = None
     state: dict = {}
     try:
+        workspace = open_workspace(config.workspace)
         run_stages(config, workspace, run_id, summary, state)
         summary.status = "succeeded"
     except RunStopped as stop:
@@ -159,6 +160,7 @@ def tunegate(config: TunegateConfig = TunegateConfig()) -> RunSummary:  # noqa: 
         summary.error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        run_teardown(config, workspace, summary, state)
+        if workspace is not None:
+            run_teardown(config, workspace, summary, state)
         _finish(config, summary, run_id, started)
     return summary

@@ -13,6 +13,7 @@ a crashed flow and is found again by its idempotency key; a server lives until i
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -94,6 +95,8 @@ class LocalWorkspace:
         self.root.mkdir(parents=True, exist_ok=True)
         self.tracking_uri = f"sqlite:///{self.root / 'mlflow.db'}"
         self._client = None
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in run logs
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
 
     # ------------------------------------------------------------------ mlflow
     @property
