@@ -1,0 +1,199 @@
+"""The local workspace for real, on tiny sizes: trainer subprocess, MLflow registry, endpoint server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tasks.compute import validate
+from tasks.data import sample_to_directory
+from tasks.finetune import build_spec
+from tasks.invoke import ScoringParameters, score
+from tasks.model import allow_list, model_specific_defaults
+from tasks.settings import DataSettings, FinetuneSettings
+from workspaces.base import ComputeSpec, JobRef, JobState, TransientWorkspaceError, WorkspaceError
+from workspaces.local import LocalWorkspace, _pid_alive
+
+pytestmark = pytest.mark.slow
+PARAMS = ScoringParameters(max_new_tokens=8, do_sample=False)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    ws = LocalWorkspace(tmp_path_factory.mktemp("local") / "workspace")
+    yield ws
+    for name in ws.inventory().endpoints:
+        ws.delete_endpoint(name)
+    assert ws.inventory().empty
+
+
+@pytest.fixture(scope="module")
+def spec(workspace, tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    sampled = sample_to_directory(DataSettings(percent=10, synthetic_rows=1000), root / "run", root / "cache")
+    foundation = workspace.get_foundation_model("tiny-phi3-chat")
+    compute = validate(workspace.ensure_compute(ComputeSpec(name="local", size="local-cpu")), foundation, workspace.list_sizes())
+    data = workspace.upload_data(Path(sampled.files["train_sft"]), Path(sampled.files["test_sft"]), sampled.fingerprint)
+    return build_spec(foundation, compute, data, FinetuneSettings(), "tunegate-tests")
+
+
+def wait(workspace, job, timeout=180):
+    deadline = time.monotonic() + timeout
+    while not (status := workspace.job_status(job)).state.terminal:
+        assert time.monotonic() < deadline, "job did not finish"
+        time.sleep(0.3)
+    return status
+
+
+@pytest.fixture(scope="module")
+def finished_job(workspace, spec):
+    job = workspace.submit_finetune(spec, "module-job")
+    status = wait(workspace, job)
+    assert status.state is JobState.COMPLETED, status.message
+    return job
+
+
+@pytest.fixture(scope="module")
+def registered(workspace, finished_job):
+    return workspace.register_model(finished_job, "tiny-ft", {"data_fingerprint": "abc", "eval_loss": "1.0"})
+
+
+def test_foundation_model_is_created_once_with_registry_tags(workspace):
+    first = workspace.get_foundation_model("tiny-phi3-chat")
+    again = workspace.get_foundation_model("tiny-phi3-chat", version="1")
+    assert first.id == again.id == "models:/tiny-phi3-chat/1"
+    assert allow_list(first, "finetune_compute_allow_list") == ["local-cpu", "local-cuda"]
+    assert model_specific_defaults(first)["apply_lora"] == "true"
+    with pytest.raises(WorkspaceError, match="not in the local registry"):
+        workspace.get_foundation_model("Phi-3-mini-4k-instruct")
+
+
+def test_unknown_local_size_is_refused(workspace):
+    with pytest.raises(WorkspaceError, match="not a local size"):
+        workspace.ensure_compute(ComputeSpec(name="x", size="Standard_NC6"))
+
+
+def test_trainer_logs_losses_and_writes_a_merged_mlflow_model(workspace, finished_job):
+    metrics = workspace.job_metrics(finished_job)
+    assert metrics["eval_loss"] < metrics["base_eval_loss"] - 1.0, metrics  # visibly learned
+    assert "train_loss" in metrics
+    outputs = Path(finished_job.url.removeprefix("file://")) / "outputs"
+    assert (outputs / "mlflow_model_folder" / "MLmodel").exists()
+    hf = outputs / "hf_model"
+    assert not (hf / "adapter_config.json").exists() and (hf / "config.json").exists()  # LoRA merged, not adapters
+    assert "lora" not in (hf / "model.safetensors").read_bytes()[:20000].decode("latin-1")
+
+
+def test_same_idempotency_key_reattaches(workspace, spec, finished_job):
+    again = workspace.submit_finetune(spec, "module-job")
+    assert again.reattached and again.name == finished_job.name
+    assert len(list((workspace.root / "jobs").glob(f"{finished_job.name}*"))) == 1
+
+
+def test_cancel_kills_the_trainer(workspace, spec):
+    long = spec.model_copy(update={"parameters": {**spec.parameters, "num_train_epochs": 200}})
+    job = workspace.submit_finetune(long, "to-cancel")
+    pid = json.loads((workspace.root / "jobs" / job.name / "status.json").read_text())["pid"]
+    time.sleep(1.0)
+    workspace.cancel_job(job)
+    assert workspace.job_status(job).state is JobState.CANCELED
+    assert not _pid_alive(pid)
+    # a failed or cancelled job under the same key is started again, not re-attached
+    retry = workspace.submit_finetune(long, "to-cancel")
+    assert not retry.reattached and retry.name == f"{job.name}-2"
+    workspace.cancel_job(retry)
+
+
+def test_a_killed_trainer_is_reported_failed_not_waited_on(workspace, spec):
+    job = workspace.submit_finetune(spec.model_copy(update={"parameters": {**spec.parameters, "num_train_epochs": 200}}), "to-kill")
+    pid = json.loads((workspace.root / "jobs" / job.name / "status.json").read_text())["pid"]
+    time.sleep(0.5)
+    os.killpg(pid, signal.SIGKILL)
+    status = wait(workspace, job, timeout=10)
+    assert status.state is JobState.FAILED and "died" in status.message
+
+
+def test_registry_lineage_idempotency_and_champion(workspace, finished_job, registered):
+    assert registered.version == "1" and registered.tags["finetune_job"] == finished_job.name
+    assert workspace.register_model(finished_job, "tiny-ft", {"x": "y"}).version == "1"  # retried: same version
+    tagged = workspace.tag_model(registered, {"decision": "approved"})
+    assert tagged.tags["decision"] == "approved" and tagged.tags["data_fingerprint"] == "abc"
+    assert workspace.champion("tiny-ft") is None
+    workspace.set_champion(tagged, "tiny-ft")
+    assert workspace.champion("tiny-ft").version == "1"
+    workspace.set_champion(None, "tiny-ft")
+    assert workspace.champion("tiny-ft") is None
+
+
+def test_endpoint_key_auth_traffic_split_and_targeting(workspace, registered):
+    endpoint = workspace.ensure_endpoint("ep-split")
+    assert endpoint.deployments == ()
+    workspace.create_deployment("ep-split", "blue", registered, "local-cpu")
+    workspace.create_deployment("ep-split", "green", registered, "local-cpu")
+    workspace.set_traffic("ep-split", {"blue": 70, "green": 30})
+    credentials = workspace.endpoint_credentials("ep-split")
+    body = {"input_data": {"input_string": [[{"role": "user", "content": "What is 2 plus 2?"}]], "parameters": PARAMS.model_dump()}}
+    assert httpx.post(credentials.scoring_uri, json=body).status_code == 401
+    assert httpx.post(credentials.scoring_uri, json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    key = {"Authorization": f"Bearer {credentials.key.get_secret_value()}"}
+    served = Counter(httpx.post(credentials.scoring_uri, json=body, headers=key, timeout=30).headers["azureml-model-deployment"]
+                     for _ in range(40))
+    assert set(served) == {"blue", "green"} and served["blue"] > served["green"], served
+    workspace.set_traffic("ep-split", {"blue": 100, "green": 0})
+    targeted = score(credentials, [{"role": "user", "content": "hi"}], PARAMS, deployment="green")
+    assert targeted.error is None and isinstance(targeted.output, str)  # a 0% deployment answers when targeted
+    assert score(credentials, [{"role": "user", "content": "hi"}], PARAMS, deployment="nope").status_code == 404
+    assert httpx.get(credentials.scoring_uri.replace("/score", "/health")).json()["traffic"] == {"blue": 100, "green": 0}
+    with pytest.raises(WorkspaceError, match="takes 100%"):
+        workspace.delete_deployment("ep-split", "blue")
+    with pytest.raises(WorkspaceError, match="sum to 100"):
+        workspace.set_traffic("ep-split", {"blue": 50})
+    workspace.delete_deployment("ep-split", "green")
+    assert workspace.get_endpoint("ep-split").deployments == ("blue",)
+    secret = credentials.key.get_secret_value()
+    assert secret not in repr(credentials) and secret not in (workspace.root / "endpoints" / "ep-split" / "server.log").read_text()
+    pid = workspace.inventory().processes[0]
+    workspace.delete_endpoint("ep-split")
+    assert not _pid_alive(pid) and workspace.get_endpoint("ep-split") is None
+
+
+def test_a_crashed_server_is_detected_and_restarted_with_its_deployments(workspace, registered):
+    workspace.ensure_endpoint("ep-crash")
+    workspace.create_deployment("ep-crash", "only", registered, "local-cpu")
+    workspace.set_traffic("ep-crash", {"only": 100})
+    pid = json.loads((workspace.root / "endpoints" / "ep-crash" / "server.json").read_text())["pid"]
+    os.killpg(pid, signal.SIGKILL)
+    time.sleep(0.3)
+    started = time.monotonic()
+    with pytest.raises(TransientWorkspaceError, match="not running"):
+        workspace.endpoint_credentials("ep-crash")
+    assert time.monotonic() - started < 2
+    assert workspace.ensure_endpoint("ep-crash").traffic == {"only": 100}
+    assert score(workspace.endpoint_credentials("ep-crash"), [{"role": "user", "content": "hi"}], PARAMS).error is None
+    workspace.delete_endpoint("ep-crash")
+
+
+def test_an_ephemeral_endpoint_dies_with_the_process_that_made_it(workspace):
+    code = ("import sys; from pathlib import Path; from workspaces.local import LocalWorkspace; "
+            f"LocalWorkspace(Path({str(workspace.root)!r})).ensure_endpoint('ep-orphan', ephemeral=True)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    pid = json.loads((workspace.root / "endpoints" / "ep-orphan" / "server.json").read_text())["pid"]
+    deadline = time.monotonic() + 10
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _pid_alive(pid)
+    workspace.delete_endpoint("ep-orphan")
+
+
+def test_job_status_of_unknown_job(workspace):
+    with pytest.raises(WorkspaceError, match="does not exist"):
+        workspace.job_status(JobRef(name="ft-nope", idempotency_key="x"))

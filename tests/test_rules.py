@@ -1,0 +1,260 @@
+"""The backend-independent rules as plain functions: no Prefect, no workspace."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tasks.approval import policy_decision
+from tasks.compute import ComputeRejected, check_provisioning, check_size_allowed, gpus_for_size, validate
+from tasks.deploy import DeploymentRefused, check_instance_type, deployment_name
+from tasks.errors import is_transient
+from tasks.finetune import NOTEBOOK_DEFAULTS, merge_finetune_parameters, pipeline_display_name
+from tasks.metrics import evaluate_gate
+from tasks.model import TagError, allow_list, model_specific_defaults, parse_literal_tag
+from tasks.settings import ApprovalSettings, FinetuneSettings, GateSettings
+from workspaces.base import Compute, FoundationModel, ModelVersion, Sku, TransientWorkspaceError, WorkspaceError
+
+
+def model(**tags: str) -> FoundationModel:
+    return FoundationModel(name="Phi-3-mini-4k-instruct", version="7", id="azureml://x", tags=tags)
+
+
+SKUS = [Sku(name="Standard_NC24ads_A100_v4", gpus=1), Sku(name="Standard_NC96ads_A100_v4", gpus=4), Sku(name="STANDARD_NC6", gpus=1)]
+
+
+# ---------------------------------------------------------------- §3 compute rules
+
+
+def test_failed_provisioning_is_rejected():
+    with pytest.raises(ComputeRejected, match="in failed state"):
+        check_provisioning(Compute(name="c", size="x", provisioning_state="Failed"))
+    check_provisioning(Compute(name="c", size="x", provisioning_state="Succeeded"))
+
+
+def test_allow_list_is_case_insensitive():
+    check_size_allowed("standard_nc24ads_a100_v4", ["Standard_NC24ads_A100_v4"])
+
+
+def test_size_outside_allow_list_is_rejected_even_if_not_denied():
+    with pytest.raises(ComputeRejected, match="not in the allow-listed computes"):
+        check_size_allowed("Standard_NC12s_v3", ["Standard_NC24ads_A100_v4"])
+
+
+@pytest.mark.parametrize("size", ["Standard_NC6", "STANDARD_NC12", "standard_nc24", "Standard_NC24r"])
+def test_deny_list_applies_without_allow_list(size):
+    with pytest.raises(ComputeRejected, match="currently not supported"):
+        check_size_allowed(size, None)
+
+
+def test_allow_list_wins_over_deny_list():
+    check_size_allowed("Standard_NC6", ["standard_nc6"])  # an explicit allow list is the model's own word
+
+
+def test_size_neither_denied_nor_listed_passes_without_allow_list():
+    check_size_allowed("Standard_NC24ads_A100_v4", None)
+
+
+def test_gpu_count_from_size_list_case_insensitive():
+    assert gpus_for_size("standard_nc96ads_a100_v4", SKUS, "c") == 4
+
+
+def test_unknown_size_lists_available_skus():
+    with pytest.raises(ComputeRejected, match="Available skus are: .*Standard_NC24ads_A100_v4"):
+        gpus_for_size("Standard_ND40rs_v2", SKUS, "c")
+
+
+def test_validate_combines_the_rules():
+    tags = {"finetune_compute_allow_list": "['Standard_NC96ads_A100_v4']"}
+    got = validate(Compute(name="gpu", size="Standard_NC96ads_A100_v4", provisioning_state="Succeeded"), model(**tags), SKUS)
+    assert got.gpus_per_node == 4 and got.name == "gpu"
+
+
+# ---------------------------------------------------------------- tags
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["__import__('os').system('touch /tmp/tunegate-pwned')", "open('/etc/passwd').read()", "[x for x in ()]", "lambda: 1"],
+)
+def test_hostile_tag_strings_are_refused_not_run(hostile):
+    with pytest.raises(TagError, match="finetune_compute_allow_list.*not a Python literal"):
+        parse_literal_tag({"finetune_compute_allow_list": hostile}, "finetune_compute_allow_list", list)
+    assert not Path("/tmp/tunegate-pwned").exists()
+
+
+def test_tag_of_wrong_type_names_the_tag():
+    with pytest.raises(TagError, match="model_specific_defaults.*should be a dict"):
+        model_specific_defaults(model(model_specific_defaults="['a']"))
+    with pytest.raises(TagError, match="list of VM size strings"):
+        allow_list(model(finetune_compute_allow_list="[1, 2]"), "finetune_compute_allow_list")
+
+
+def test_missing_tag_is_none():
+    assert allow_list(model(), "finetune_compute_allow_list") is None
+    assert model_specific_defaults(model()) == {}
+
+
+# ---------------------------------------------------------------- parameter merge and display name
+
+
+def test_merge_without_tag_or_overrides_is_the_notebook():
+    assert merge_finetune_parameters(FinetuneSettings(), {}) == NOTEBOOK_DEFAULTS
+
+
+def test_model_defaults_override_notebook_and_user_overrides_both():
+    tag = model_specific_defaults(model(model_specific_defaults="{'apply_deepspeed': 'false', 'learning_rate': 2e-5, 'deepspeed_stage': 3, 'max_seq_length': 2048}"))
+    merged = merge_finetune_parameters(FinetuneSettings(learning_rate=1e-4, num_train_epochs=1), tag)
+    assert merged["apply_deepspeed"] is False  # "false" from the tag, coerced
+    assert merged["deepspeed_stage"] == "3"  # int from the tag, as the enum's string
+    assert merged["max_seq_length"] == 2048
+    assert merged["learning_rate"] == 1e-4 and merged["num_train_epochs"] == 1  # the user wins
+    assert merged["per_device_train_batch_size"] == 1  # notebook default kept
+
+
+def test_unknown_tag_keys_pass_through_and_bad_values_are_named():
+    assert merge_finetune_parameters(FinetuneSettings(), {"precision": "16"})["precision"] == "16"
+    with pytest.raises(ValueError, match="num_train_epochs"):
+        merge_finetune_parameters(FinetuneSettings(), {"num_train_epochs": "many"})
+
+
+def notebook_display_name(finetune_parameters, gpus_per_node, model_name):
+    """The notebook's get_pipeline_display_name, verbatim in behaviour (string booleans)."""
+    batch_size = (int(finetune_parameters.get("per_device_train_batch_size", 1)) * int(finetune_parameters.get("gradient_accumulation_steps", 1))
+                  * int(gpus_per_node) * int(finetune_parameters.get("num_nodes_finetune", 1)))
+    scheduler = finetune_parameters.get("lr_scheduler_type", "linear")
+    deepspeed = finetune_parameters.get("apply_deepspeed", "false")
+    ds_stage = finetune_parameters.get("deepspeed_stage", "2")
+    ds_string = f"ds{ds_stage}" if deepspeed == "true" else "nods"
+    lora_string = "lora" if finetune_parameters.get("apply_lora", "false") == "true" else "nolora"
+    save_limit = finetune_parameters.get("save_total_limit", -1)
+    seq_len = finetune_parameters.get("max_seq_length", -1)
+    return (model_name + "-" + "ultrachat" + "-" + f"bs{batch_size}" + "-" + f"{scheduler}" + "-" + ds_string + "-"
+            + lora_string + f"-save_limit{save_limit}" + f"-seqlen{seq_len}")
+
+
+def test_display_name_matches_the_notebook():
+    notebook_params = {"num_train_epochs": 3, "per_device_train_batch_size": 1, "per_device_eval_batch_size": 1, "learning_rate": 5e-6,
+                       "lr_scheduler_type": "cosine", "apply_lora": "true", "apply_deepspeed": "true", "deepspeed_stage": 2,
+                       "gradient_accumulation_steps": 4}
+    ours = merge_finetune_parameters(FinetuneSettings(gradient_accumulation_steps=4), {})
+    assert pipeline_display_name("Phi-3-mini-4k-instruct", ours, 4) == notebook_display_name(notebook_params, 4, "Phi-3-mini-4k-instruct")
+    assert pipeline_display_name("m", ours, 4) == "m-ultrachat-bs16-cosine-ds2-lora-save_limit-1-seqlen-1"
+
+
+def test_display_name_without_deepspeed_or_lora():
+    params = merge_finetune_parameters(FinetuneSettings(apply_lora=False, apply_deepspeed=False, max_seq_length=512), {})
+    assert pipeline_display_name("m", params, 1) == "m-ultrachat-bs1-cosine-nods-nolora-save_limit-1-seqlen512"
+
+
+# ---------------------------------------------------------------- metric gate
+
+
+def champion(eval_loss: str | None) -> ModelVersion:
+    return ModelVersion(name="m-ft", version="3", tags={} if eval_loss is None else {"eval_loss": eval_loss})
+
+
+def test_gate_passes_when_better_than_base_and_no_champion():
+    result = evaluate_gate({"eval_loss": 1.0, "base_eval_loss": 2.0, "train_loss": 0.9}, GateSettings())
+    assert result.passed and any("no champion" in r for r in result.reasons)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "settings", "why"),
+    [
+        ({"eval_loss": 2.1, "base_eval_loss": 2.0}, GateSettings(), "beats base"),
+        ({"eval_loss": 1.9, "base_eval_loss": 2.0}, GateSettings(min_improvement_over_base=0.5), "beats base"),
+        ({"eval_loss": 1.0, "base_eval_loss": 2.0}, GateSettings(max_eval_loss=0.5), "max_eval_loss"),
+        ({"eval_loss": 1.0, "base_eval_loss": 2.0, "train_loss": 3.0}, GateSettings(max_train_loss=2.0), "max_train_loss"),
+        ({"eval_loss": 1.0, "base_eval_loss": 2.0}, GateSettings(max_train_loss=2.0), "max_train_loss"),  # missing
+        ({"eval_loss": math.nan, "base_eval_loss": 2.0}, GateSettings(), "not finite"),
+        ({"base_eval_loss": 2.0}, GateSettings(), "missing"),
+        ({"eval_loss": 1.0}, GateSettings(), "base_eval_loss missing"),
+    ],
+)
+def test_gate_failures_say_why(metrics, settings, why):
+    result = evaluate_gate(metrics, settings)
+    assert not result.passed and any(why in r for r in result.failures), result.reasons
+
+
+def test_gate_compares_with_champion():
+    metrics = {"eval_loss": 1.0, "base_eval_loss": 2.0}
+    assert evaluate_gate(metrics, GateSettings(), champion("1.2")).passed
+    assert not evaluate_gate(metrics, GateSettings(), champion("1.0")).passed  # equal is not better
+    assert not evaluate_gate(metrics, GateSettings(min_improvement_over_champion=0.3), champion("1.2")).passed
+    untagged = evaluate_gate(metrics, GateSettings(), champion(None))
+    assert untagged.passed and "not compared" in untagged.reasons[-1]
+
+
+# ---------------------------------------------------------------- approval policies
+
+
+def gate_result(eval_loss: float, champion_loss: float | None):
+    return evaluate_gate({"eval_loss": eval_loss, "base_eval_loss": 5.0}, GateSettings(),
+                         champion(str(champion_loss)) if champion_loss is not None else None)
+
+
+def test_auto_policy_approves_as_policy():
+    decision = policy_decision(ApprovalSettings(policy="auto"), gate_result(1.0, None))
+    assert decision.approved and decision.approver == "policy:auto"
+
+
+def test_auto_if_better_decides_only_when_clearly_better():
+    settings = ApprovalSettings(policy="auto-if-better", margin=0.1)
+    assert "no champion" in policy_decision(settings, gate_result(1.0, None)).comment
+    better = policy_decision(settings, gate_result(1.0, 1.2))
+    assert better.approved and "beats champion" in better.comment
+    assert policy_decision(settings, gate_result(1.15, 1.2)) is None  # inside the margin: a person decides
+
+
+def test_manual_policy_never_decides_alone():
+    assert policy_decision(ApprovalSettings(policy="manual"), gate_result(0.1, 5.0)) is None
+
+
+# ---------------------------------------------------------------- deploy rules
+
+
+def test_deployment_names_fit_azure_rules():
+    assert deployment_name("ft-", "1700000000") == "ft-1700000000"
+    assert deployment_name("v", "1") == "v1-dep"
+    assert len(deployment_name("ft-", "9" * 40)) == 32
+
+
+def test_instance_type_must_be_in_inference_allow_list():
+    check_instance_type("standard_nc6s_v3", ["Standard_NC6s_v3"])
+    check_instance_type("anything", None)
+    with pytest.raises(DeploymentRefused, match="inference_compute_allow_list"):
+        check_instance_type("Standard_DS3_v2", ["Standard_NC6s_v3"])
+
+
+# ---------------------------------------------------------------- which errors are retried
+
+
+class AzureLikeError(Exception):
+    def __init__(self, status_code):
+        super().__init__(f"HTTP {status_code}")
+        self.status_code = status_code
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (TransientWorkspaceError("throttled"), True),
+        (WorkspaceError("quota exceeded"), False),
+        (ValueError("bad input"), False),
+        (httpx.ConnectError("refused"), True),
+        (ConnectionResetError(), True),
+        (TimeoutError(), True),
+        (AzureLikeError(429), True),
+        (AzureLikeError(503), True),
+        (AzureLikeError(403), False),
+        (AzureLikeError(400), False),
+        (type("ServiceRequestError", (Exception,), {})("dns"), True),
+        (RuntimeError("bug"), False),
+    ],
+)
+def test_only_transient_errors_are_retried(exc, transient):
+    assert is_transient(exc) is transient
