@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
-from flows.params import TunegateConfig
+from flows.params import TunegateConfig, load_profile
 from flows.summary import RunSummary
 from tasks import approval, compute, data, deploy, finetune, metrics, model, register, teardown
 from tasks.settings import RetrySettings
@@ -141,7 +141,7 @@ def _teardown_on_cancel(flow, flow_run_obj, state) -> None:
 
 
 @flow(name="tunegate", on_cancellation=[_teardown_on_cancel], on_crashed=[_teardown_on_cancel])
-def tunegate(config: TunegateConfig = TunegateConfig()) -> RunSummary:  # noqa: B008 - pydantic default renders in the UI
+def tunegate(config: TunegateConfig = load_profile()) -> RunSummary:  # noqa: B008 - the UI form starts from local.yaml
     """Fine-tune a chat model, gate it, approve it, deploy it blue/green, smoke it, tear down."""
     started = time.monotonic()
     run_id = str(flow_run.id or "local")

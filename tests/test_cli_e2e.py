@@ -1,0 +1,52 @@
+"""One full `tunegate run` on the real local workspace, as a user runs it, plus the CLI's error paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from workspaces.local import LocalWorkspace
+
+pytestmark = pytest.mark.slow
+
+
+def tunegate(*args: str, timeout: int = 400) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # ephemeral Prefect, as a newcomer
+    env["PREFECT_HOME"] = os.environ.get("PREFECT_HOME_E2E", env.get("HOME", "/tmp") + "/.prefect-e2e")
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_full_run_end_to_end_then_nothing_left(tmp_path):
+    state_dir = tmp_path / "state"
+    summary_path = tmp_path / "summary.json"
+    done = tunegate("run", "--set", f"workspace.state_dir={state_dir}", "--summary-json", str(summary_path))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(summary_path.read_text())
+    assert summary["status"] == "succeeded"
+    assert summary["model"]["name"] == "tiny-phi3-chat-ultrachat-200k" and summary["model"]["version"] == "1"
+    assert summary["approval"]["decision"] == "approved" and summary["approval"]["approver"].startswith("policy:auto")
+    assert summary["smoke"]["ok"] is True and summary["smoke"]["latency_ms"] > 0
+    assert summary["teardown"] == {"mode": "ephemeral", "done": True, "deleted": [summary["endpoint"]["name"]]}
+    assert summary["metrics"]["eval_loss"] < summary["metrics"]["base_eval_loss"]
+    assert set(summary["data"]["rows"]) == {"train_sft", "test_sft", "test_gen"} and summary["data"]["fingerprint"]
+    assert summary["gate"]["passed"] is True
+    assert "tunegate run succeeded" in done.stdout
+    assert LocalWorkspace(state_dir / "workspace").inventory().empty  # no server or trainer left running
+    # no endpoint key anywhere a person reads: output, summary, logs of the run
+    assert "secrets.json" not in done.stdout and "Bearer" not in done.stdout + done.stderr
+
+
+def test_bad_profile_value_fails_before_any_work(tmp_path):
+    done = tunegate("run", "--set", f"workspace.state_dir={tmp_path}", "--set", "finetune.lr_scheduler_type=sometimes")
+    assert done.returncode == 2
+    assert "finetune.lr_scheduler_type" in done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_chat_with_an_unknown_endpoint_says_so(tmp_path):
+    done = tunegate("chat", "--endpoint", "nope", "--set", f"workspace.state_dir={tmp_path}", "-m", "hi")
+    assert done.returncode == 2 and "no endpoint 'nope'" in done.stderr
