@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workspaces.azure_settings import AzureSettings
 from workspaces.base import Workspace
 
 
@@ -27,6 +28,7 @@ class WorkspaceSettings(BaseModel):
     resource_group: str | None = None
     workspace_name: str | None = None
     registry_name: str = "azureml"
+    azure: AzureSettings = Field(default_factory=AzureSettings)
 
 
 _override: contextvars.ContextVar[Workspace | None] = contextvars.ContextVar("tunegate_workspace", default=None)
@@ -49,6 +51,6 @@ def open_workspace(settings: WorkspaceSettings) -> Workspace:
         from workspaces.local import LocalWorkspace
 
         return LocalWorkspace(Path(settings.state_dir) / "workspace")
-    raise NotImplementedError(
-        "workspace.kind 'azure' is not available in this build yet (tracked as issue #3); use workspace.kind: local"
-    )
+    from workspaces.azure import AzureWorkspace
+
+    return AzureWorkspace.from_settings(settings)

@@ -1,0 +1,375 @@
+"""An HTTP-level replay of Azure ML for the real azure-ai-ml SDK, built from the official REST examples.
+
+`FakeAzureML` answers, through `responses` (requests-level), what the SDK sends to management.azure.com and the
+registry front end. Response bodies start from the official examples in shared/fixtures/azureml/rest-examples
+(compute get, VM sizes, online endpoint/deployment create and delete, pipeline job get), copied and patched with
+the names the flow uses; what the examples lack (GPU sizes, registry discovery, registry model and component,
+job create, model create, endpoint keys, LRO status) is added here in the same shapes. State is kept, so a
+created endpoint is there on the next GET, a deleted one is gone.
+
+Every request is recorded in `calls` (method, path, json body) for assertions. A request nothing here answers
+fails the test with its URL, instead of passing silently.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import responses
+from azure.core.credentials import AccessToken, AccessTokenInfo
+
+FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "azureml"
+if not FIXTURES.exists():  # a checkout with shared/ inside the repository
+    FIXTURES = Path(__file__).resolve().parent.parent / "shared" / "fixtures" / "azureml"
+EXAMPLES = FIXTURES / "rest-examples"
+
+SUB, RG, WS = "00000000-1111-2222-3333-444444444444", "test-rg", "my-aml-workspace"
+REG_SUB, REG_RG = "reg-sub-0000", "registry-rg"
+ARM = "https://management.azure.com"
+REGISTRY_HOST = "https://eastus.api.azureml.ms"
+WS_PATH = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WS}"
+REG_PATH = f"/mferp/managementfrontend/subscriptions/{REG_SUB}/resourceGroups/{REG_RG}/providers/Microsoft.MachineLearningServices/registries/azureml"
+ENDPOINT_KEY = "replayed-primary-key-do-not-log"
+
+FOUNDATION_TAGS = {
+    "finetune_compute_allow_list": "['Standard_NC24ads_A100_v4', 'Standard_NC48ads_A100_v4', 'Standard_ND96asr_v4']",
+    "inference_compute_allow_list": "['Standard_NC6s_v3', 'Standard_NC24ads_A100_v4']",
+    "model_specific_defaults": "{'apply_deepspeed': 'true', 'deepspeed_stage': 2, 'apply_lora': 'true', 'max_seq_length': 2048}",
+}
+
+
+def _fake_jwt(scopes: tuple[str, ...] = ()) -> str:
+    # the SDK decodes the token's claims (unverified) when it submits a pipeline job: give it a JWT's shape
+    def part(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    audience = scopes[0].removesuffix("/.default") if scopes else "https://management.azure.com"
+    claims = {"aud": audience, "exp": int(time.time()) + 3600, "oid": "0000-replay",
+              "tid": "tenant-replay", "upn": "replay@example.com"}
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.c2ln"
+
+
+class FakeCredential:
+    """A token credential that never leaves the machine."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(_fake_jwt(scopes), int(time.time()) + 3600)
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+        return AccessTokenInfo(_fake_jwt(scopes), int(time.time()) + 3600)
+
+
+def example(name: str, status: str = "200") -> dict:
+    return copy.deepcopy(json.loads((EXAMPLES / name).read_text())["responses"][status]["body"])
+
+
+def system_data() -> dict:
+    return {"createdAt": "2026-11-01T12:00:00Z", "createdBy": "tunegate", "createdByType": "User",
+            "lastModifiedAt": "2026-11-01T12:00:00Z", "lastModifiedBy": "tunegate", "lastModifiedByType": "User"}
+
+
+class FakeAzureML:
+    def __init__(self, rsps: responses.RequestsMock, scoring_uri: str, component_spec: Path | None = None) -> None:
+        self.rsps = rsps
+        self.scoring_uri = scoring_uri
+        self.calls: list[dict] = []
+        self.faults: dict[str, list[int]] = {}  # "METHOD path-regex" -> status codes to answer first
+        self.compute_size = "Standard_NC24ads_A100_v4"
+        self.compute_exists = True
+        self.compute_state = "Succeeded"
+        self.foundation_tags = dict(FOUNDATION_TAGS)
+        self.job_status_sequence = ["Running", "Completed"]
+        self.jobs: dict[str, dict] = {}
+        self.models: dict[str, dict[str, dict]] = {}
+        self.endpoints: dict[str, dict] = {}
+        self.deployments: dict[str, dict[str, dict]] = {}
+        self.component_spec = component_spec or FIXTURES / "chat_completion_pipeline.spec.yaml"
+        self._routes()
+
+    # ------------------------------------------------------------------ plumbing
+    def _routes(self) -> None:
+        for method in (responses.GET, responses.PUT, responses.POST, responses.DELETE, responses.PATCH, responses.HEAD):
+            self.rsps.add_callback(method, re.compile(r"https://.*"), callback=self._dispatch)
+
+    def _dispatch(self, request) -> tuple[int, dict, str]:
+        url = urlparse(request.url)
+        body = None
+        if request.body:
+            raw = request.body.decode() if isinstance(request.body, bytes) else request.body
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = raw
+        call = {"method": request.method, "host": url.netloc, "path": url.path, "query": parse_qs(url.query), "json": body}
+        self.calls.append(call)
+        for key, codes in self.faults.items():
+            method, pattern = key.split(" ", 1)
+            if codes and method == request.method and re.search(pattern, url.path):
+                code = codes.pop(0)
+                return code, {"x-ms-error-code": "Injected", "Retry-After": "0"}, json.dumps(
+                    {"error": {"code": "Injected" if code != 429 else "TooManyRequests", "message": f"injected {code}"}})
+        if url.netloc.endswith(".blob.core.windows.net"):
+            return self.blob(call, request)
+        for method, pattern, handler in self._table():
+            if method == request.method and (match := re.fullmatch(pattern, url.path)):
+                status, payload, *headers = handler(call, **match.groupdict())
+                return status, {"Content-Type": "application/json", **(headers[0] if headers else {})}, json.dumps(payload)
+        raise AssertionError(f"the Azure replay has no answer for {request.method} {request.url}")
+
+    def _table(self):
+        w, r = re.escape(WS_PATH), re.escape(REG_PATH)
+        return [
+            ("GET", r"/registrymanagement/v1.0/registries/(?P<name>[^/]+)/discovery", self.discovery),
+            ("GET", rf"{r}/models/(?P<name>[^/]+)/versions", self.registry_model_versions),
+            ("GET", rf"{r}/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)", self.registry_model),
+            ("GET", rf"{r}/components/(?P<name>[^/]+)/versions", self.registry_component_versions),
+            ("GET", rf"{r}/components/(?P<name>[^/]+)/versions/(?P<version>[^/]+)", self.registry_component),
+            ("GET", w, self.workspace),
+            ("GET", rf"{w}/computes/(?P<name>[^/]+)", self.compute_get),
+            ("PUT", rf"{w}/computes/(?P<name>[^/]+)", self.compute_put),
+            ("GET", rf"/subscriptions/{SUB}/providers/Microsoft.MachineLearningServices/locations/(?P<loc>[^/]+)/vmSizes", self.vm_sizes),
+            ("GET", rf"{w}/jobs/(?P<name>[^/]+)", self.job_get),
+            ("PUT", rf"{w}/jobs/(?P<name>[^/]+)", self.job_put),
+            ("POST", rf"{w}/jobs/(?P<name>[^/]+)/cancel", self.job_cancel),
+            ("GET", rf"{w}/models/(?P<name>[^/]+)/versions", self.model_list),
+            ("GET", rf"{w}/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)", self.model_get),
+            ("PUT", rf"{w}/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)", self.model_put),
+            ("PUT", rf"{w}/models/(?P<name>[^/]+)", self.model_container_put),
+            ("GET", rf"{w}/models/(?P<name>[^/]+)", self.model_container_get),
+            ("GET", rf"{w}/onlineEndpoints", self.endpoint_list),
+            ("GET", rf"{w}/onlineEndpoints/(?P<name>[^/]+)", self.endpoint_get),
+            ("PUT", rf"{w}/onlineEndpoints/(?P<name>[^/]+)", self.endpoint_put),
+            ("PATCH", rf"{w}/onlineEndpoints/(?P<name>[^/]+)", self.endpoint_put),
+            ("DELETE", rf"{w}/onlineEndpoints/(?P<name>[^/]+)", self.endpoint_delete),
+            ("POST", rf"{w}/onlineEndpoints/(?P<name>[^/]+)/listKeys", self.endpoint_keys),
+            ("GET", rf"{w}/onlineEndpoints/(?P<endpoint>[^/]+)/deployments", self.deployment_list),
+            ("GET", rf"{w}/onlineEndpoints/(?P<endpoint>[^/]+)/deployments/(?P<name>[^/]+)", self.deployment_get),
+            ("PUT", rf"{w}/onlineEndpoints/(?P<endpoint>[^/]+)/deployments/(?P<name>[^/]+)", self.deployment_put),
+            ("DELETE", rf"{w}/onlineEndpoints/(?P<endpoint>[^/]+)/deployments/(?P<name>[^/]+)", self.deployment_delete),
+            ("GET", r"/operations/(?P<op>[^/]+)", self.operation),
+            ("GET", rf"{w}/datastores/(?P<name>[^/]+)", self.datastore),
+            ("POST", rf"{w}/datastores/(?P<name>[^/]+)/listSecrets", self.datastore_secrets),
+        ]
+
+    def requests(self, method: str, path_regex: str) -> list[dict]:
+        return [c for c in self.calls if c["method"] == method and re.search(path_regex, c["path"])]
+
+    @staticmethod
+    def _lro_headers() -> dict:
+        # long-running operations: status at an Azure-AsyncOperation URL, polled at once
+        return {"Azure-AsyncOperation": f"{ARM}/operations/op-{time.time_ns()}", "Retry-After": "0"}
+
+    def operation(self, call, op):
+        return 200, {"status": "Succeeded"}
+
+    # ------------------------------------------------------------------ registry
+    def discovery(self, call, name):
+        return 200, {"registryName": name, "primaryRegionResourceProviderUri": f"{REGISTRY_HOST}/",
+                     "subscriptionId": REG_SUB, "resourceGroup": REG_RG, "primaryRegion": "eastus", "regions": ["eastus"]}
+
+    def _registry_model_body(self, name: str, version: str) -> dict:
+        return {
+            "id": f"azureml://registries/azureml/models/{name}/versions/{version}",
+            "name": version, "type": "Microsoft.MachineLearningServices/registries/models/versions",
+            "properties": {"modelType": "mlflow_model", "modelUri": f"azureml://registries/azureml/models/{name}/versions/{version}",
+                           "description": f"{name} foundation model", "tags": dict(self.foundation_tags), "properties": {},
+                           "flavors": {"python_function": {"data": {"loader_module": "mlflow.transformers"}},
+                                       "transformers": {"data": {"task": "chat-completion"}}},
+                           "isArchived": False},
+            "systemData": system_data(),
+        }
+
+    def registry_model_versions(self, call, name):
+        return 200, {"value": [self._registry_model_body(name, "7")]}
+
+    def registry_model(self, call, name, version):
+        return 200, self._registry_model_body(name, version)
+
+    def _registry_component_body(self) -> dict:
+        from azure.ai.ml import load_component
+
+        component = load_component(source=str(self.component_spec))
+        rest = json.loads(json.dumps(component._to_rest_object().as_dict(), default=str))
+        rest.update(id=f"azureml://registries/azureml/components/{component.name}/versions/{component.version}",
+                    name=component.version, type="Microsoft.MachineLearningServices/registries/components/versions",
+                    systemData=system_data())
+        return rest
+
+    def registry_component_versions(self, call, name):
+        return 200, {"value": [self._registry_component_body()]}
+
+    def registry_component(self, call, name, version):
+        return 200, self._registry_component_body()
+
+    # ------------------------------------------------------------------ workspace, compute
+    def workspace(self, call):
+        return 200, {"id": WS_PATH, "name": WS, "type": "Microsoft.MachineLearningServices/workspaces", "location": "eastus",
+                     "properties": {"friendlyName": WS, "mlFlowTrackingUri": "azureml://eastus.api.azureml.ms/mlflow/v1.0" + WS_PATH,
+                                    "discoveryUrl": "https://eastus.api.azureml.ms/discovery"}, "systemData": system_data()}
+
+    def _compute_body(self, name: str) -> dict:
+        body = example("Compute_get_AmlCompute.2025-12-01.json")
+        body["id"] = f"{WS_PATH}/computes/{name}"
+        body["name"] = name
+        body["properties"]["properties"]["vmSize"] = self.compute_size
+        body["properties"]["provisioningState"] = self.compute_state
+        return body
+
+    def compute_get(self, call, name):
+        if not self.compute_exists:
+            return 404, {"error": {"code": "ResourceNotFound", "message": f"compute {name} not found"}}
+        return 200, self._compute_body(name)
+
+    def compute_put(self, call, name):
+        self.compute_exists = True
+        self.compute_size = call["json"]["properties"]["properties"]["vmSize"]
+        return 201, self._compute_body(name), self._lro_headers()
+
+    def vm_sizes(self, call, loc):
+        body = example("VirtualMachineSize_list.2025-12-01.json")
+        template = body["value"][0]
+        for name, gpus in (("Standard_NC24ads_A100_v4", 1), ("Standard_NC48ads_A100_v4", 2), ("Standard_NC6s_v3", 1),
+                           ("STANDARD_NC6", 1)):
+            body["value"].append({**copy.deepcopy(template), "name": name, "family": "standardNCFamily", "gpus": gpus})
+        return 200, body
+
+    # ------------------------------------------------------------------ datastore and blob upload
+    def datastore(self, call, name):
+        return 200, {"id": f"{WS_PATH}/datastores/{name}", "name": name, "type": "Microsoft.MachineLearningServices/workspaces/datastores",
+                     "properties": {"datastoreType": "AzureBlob", "accountName": "replayacct", "containerName": "azureml-blobstore",
+                                    "endpoint": "core.windows.net", "protocol": "https", "isDefault": True,
+                                    "credentials": {"credentialsType": "AccountKey"}}, "systemData": system_data()}
+
+    def datastore_secrets(self, call, name):
+        return 200, {"secretsType": "AccountKey", "key": "cmVwbGF5LWtleQ=="}
+
+    def blob(self, call, request) -> tuple[int, dict, str]:
+        """Blob storage as the SDK's uploader sees it: nothing there yet, every PUT accepted."""
+        self.uploads = getattr(self, "uploads", [])
+        headers = {"x-ms-request-id": "replay", "x-ms-version": "2021-08-06", "Date": "Mon, 23 Nov 2026 12:00:00 GMT"}
+        if request.method == "PUT":
+            is_content = "comp=" not in urlparse(request.url).query  # comp=metadata etc. update, answered 200
+            if is_content:
+                self.uploads.append(call["path"])
+            return (201 if is_content else 200), {**headers, "ETag": '"0x1"', "Last-Modified": "Mon, 23 Nov 2026 12:00:00 GMT"}, ""
+        if "comp=list" in request.url:
+            return 200, {**headers, "Content-Type": "application/xml"}, (
+                '<?xml version="1.0" encoding="utf-8"?><EnumerationResults ServiceEndpoint="https://replayacct.blob.core.windows.net/" '
+                'ContainerName="azureml-blobstore"><Blobs /><NextMarker /></EnumerationResults>')
+        return 404, {**headers, "x-ms-error-code": "BlobNotFound"}, ""
+
+    # ------------------------------------------------------------------ jobs
+    def job_get(self, call, name):
+        if name not in self.jobs:
+            return 404, {"error": {"code": "UserError", "message": f"job {name} not found"}}
+        job = self.jobs[name]
+        sequence = job["_statuses"]
+        job["properties"]["status"] = sequence.pop(0) if len(sequence) > 1 else sequence[0]
+        return 200, {k: v for k, v in job.items() if not k.startswith("_")}
+
+    def job_put(self, call, name):
+        template = example("Job_PipelineJob_get.2025-12-01.json")
+        body = copy.deepcopy(call["json"])
+        body.update(id=f"{WS_PATH}/jobs/{name}", name=name, type="Microsoft.MachineLearningServices/workspaces/jobs",
+                    systemData=template["systemData"])
+        body["properties"]["status"] = "NotStarted"
+        body["properties"]["services"] = {"Studio": {"jobServiceType": "Studio", "endpoint":
+                                          f"https://ml.azure.com/runs/{name}?wsid={WS_PATH}"}}
+        body["_statuses"] = list(self.job_status_sequence)
+        self.jobs[name] = body
+        return 201, {k: v for k, v in body.items() if not k.startswith("_")}
+
+    def job_cancel(self, call, name):
+        if name in self.jobs:
+            self.jobs[name]["_statuses"] = ["Canceled"]
+        return 202, {}, {"Location": f"{ARM}/operations/cancel-{name}", "Retry-After": "0"}
+
+    # ------------------------------------------------------------------ models
+    def model_container_get(self, call, name):
+        if name not in self.models:
+            return 404, {"error": {"code": "UserError", "message": f"model {name} not found"}}
+        return 200, {"id": f"{WS_PATH}/models/{name}", "name": name, "properties": {"latestVersion": max(self.models[name])}}
+
+    def model_container_put(self, call, name):
+        self.models.setdefault(name, {})
+        return 200, {"id": f"{WS_PATH}/models/{name}", "name": name, "properties": {}}
+
+    def model_list(self, call, name):
+        return 200, {"value": list(self.models.get(name, {}).values())}
+
+    def model_get(self, call, name, version):
+        if version not in self.models.get(name, {}):
+            return 404, {"error": {"code": "UserError", "message": f"model {name}:{version} not found"}}
+        return 200, self.models[name][version]
+
+    def model_put(self, call, name, version):
+        body = copy.deepcopy(call["json"])
+        body.update(id=f"{WS_PATH}/models/{name}/versions/{version}", name=version,
+                    type="Microsoft.MachineLearningServices/workspaces/models/versions", systemData=system_data())
+        # the service reads flavors from the MLmodel file of an mlflow_model
+        body["properties"]["flavors"] = body["properties"].get("flavors") or {"python_function": {"data": {"loader_module": "mlflow.transformers"}}}
+        self.models.setdefault(name, {})[version] = body
+        return 200, body
+
+    # ------------------------------------------------------------------ endpoints
+    def _endpoint_body(self, name: str) -> dict:
+        return self.endpoints[name]
+
+    def endpoint_list(self, call):
+        return 200, {"value": list(self.endpoints.values())}
+
+    def endpoint_get(self, call, name):
+        if name not in self.endpoints:
+            return 404, {"error": {"code": "UserError", "message": f"endpoint {name} not found"}}
+        return 200, self.endpoints[name]
+
+    def endpoint_put(self, call, name):
+        body = example("Workspace_OnlineEndpoint_createOrUpdate.2025-12-01.json", "201")
+        sent = call["json"]
+        body.update(id=f"{WS_PATH}/onlineEndpoints/{name}", name=name, location=sent.get("location", "eastus"),
+                    tags=sent.get("tags", {}), identity=sent.get("identity") or {"type": "SystemAssigned"}, kind="Managed")
+        body.pop("sku", None)
+        properties = body["properties"]
+        properties.update(description=sent["properties"].get("description"), authMode=sent["properties"].get("authMode"),
+                          traffic=sent["properties"].get("traffic") or {}, scoringUri=self.scoring_uri,
+                          provisioningState="Succeeded", properties={})
+        properties.pop("compute", None)
+        self.endpoints[name] = body
+        return 201, body, self._lro_headers()
+
+    def endpoint_delete(self, call, name):
+        self.endpoints.pop(name, None)
+        self.deployments.pop(name, None)
+        return 202, {}, {"Location": f"{ARM}/operations/delete-{name}", "Retry-After": "0"}
+
+    def endpoint_keys(self, call, name):
+        return 200, {"primaryKey": ENDPOINT_KEY, "secondaryKey": "replayed-secondary-key"}
+
+    def deployment_list(self, call, endpoint):
+        return 200, {"value": list(self.deployments.get(endpoint, {}).values())}
+
+    def deployment_get(self, call, endpoint, name):
+        if name not in self.deployments.get(endpoint, {}):
+            return 404, {"error": {"code": "UserError", "message": f"deployment {name} not found"}}
+        return 200, self.deployments[endpoint][name]
+
+    def deployment_put(self, call, endpoint, name):
+        body = example("OnlineDeployment_ManagedOnlineDeployment_createOrUpdate.2025-12-01.json", "201")
+        sent = call["json"]
+        body.update(id=f"{WS_PATH}/onlineEndpoints/{endpoint}/deployments/{name}", name=name, location="eastus",
+                    tags=sent.get("tags", {}), sku={"name": "Default", "capacity": 1})
+        body["properties"].update({key: value for key, value in sent["properties"].items() if value is not None})
+        body["properties"]["provisioningState"] = "Succeeded"
+        self.deployments.setdefault(endpoint, {})[name] = body
+        return 201, body, self._lro_headers()
+
+    def deployment_delete(self, call, endpoint, name):
+        self.deployments.get(endpoint, {}).pop(name, None)
+        return 202, {}, {"Location": f"{ARM}/operations/delete-{endpoint}-{name}", "Retry-After": "0"}
