@@ -51,7 +51,9 @@ def evaluate_gate(metrics: dict[str, float], settings: GateSettings, champion: M
     else:
         if settings.max_eval_loss is not None:
             check(eval_loss <= settings.max_eval_loss, f"eval_loss {eval_loss:.4f} <= max_eval_loss {settings.max_eval_loss}")
-        if not _finite(base):
+        if not settings.compare_with_base:
+            check(True, "base comparison off (gate.compare_with_base=false)")
+        elif not _finite(base):
             check(False, "base_eval_loss missing: cannot show the fine-tune beats the base model")
         else:
             need = settings.min_improvement_over_base

@@ -101,6 +101,9 @@ class FinetuneSettings(_Section):
 class GateSettings(_Section):
     max_eval_loss: float | None = Field(None, description="Fail when the fine-tuned eval loss is above this.")
     max_train_loss: float | None = Field(None, description="Fail when the final train loss is above this.")
+    compare_with_base: bool = Field(
+        True, description="Require the base model's eval loss and beat it (off where the trainer logs no base_eval_loss, "
+        "e.g. chat_completion_pipeline 0.0.82 whose evaluation step is commented out).")
     min_improvement_over_base: float = Field(0.0, ge=0, description="Eval loss must be below base by more than this.")
     min_improvement_over_champion: float = Field(
         0.0, ge=0, description="When a champion exists, eval loss must be below its eval loss by more than this."

@@ -90,6 +90,7 @@ class FakeAzureML:
         self.models: dict[str, dict[str, dict]] = {}
         self.endpoints: dict[str, dict] = {}
         self.deployments: dict[str, dict[str, dict]] = {}
+        self.finetune_metrics = {"train_loss": 1.31, "eval_loss": 1.42, "loss": 1.25, "epoch": 3.0}
         self.component_spec = component_spec or FIXTURES / "chat_completion_pipeline.spec.yaml"
         self._routes()
 
@@ -117,6 +118,8 @@ class FakeAzureML:
                     {"error": {"code": "Injected" if code != 429 else "TooManyRequests", "message": f"injected {code}"}})
         if url.netloc.endswith(".blob.core.windows.net"):
             return self.blob(call, request)
+        if "/api/2.0/mlflow/" in url.path:
+            return self.mlflow(call, request)
         for method, pattern, handler in self._table():
             if method == request.method and (match := re.fullmatch(pattern, url.path)):
                 status, payload, *headers = handler(call, **match.groupdict())
@@ -264,6 +267,31 @@ class FakeAzureML:
                 '<?xml version="1.0" encoding="utf-8"?><EnumerationResults ServiceEndpoint="https://replayacct.blob.core.windows.net/" '
                 'ContainerName="azureml-blobstore"><Blobs /><NextMarker /></EnumerationResults>')
         return 404, {**headers, "x-ms-error-code": "BlobNotFound"}, ""
+
+    # ------------------------------------------------------------------ MLflow (the workspace's tracking server)
+    def _run(self, run_id: str, name: str, parent: str | None, metrics: dict[str, float]) -> dict:
+        tags = [{"key": "mlflow.runName", "value": name}]
+        if parent:
+            tags += [{"key": "mlflow.parentRunId", "value": parent}, {"key": "azureml.nodeid", "value": name}]
+        return {"info": {"run_id": run_id, "run_uuid": run_id, "experiment_id": "1", "run_name": name, "status": "FINISHED",
+                         "start_time": 1, "end_time": 2, "lifecycle_stage": "active", "artifact_uri": "azureml://replay"},
+                "data": {"metrics": [{"key": k, "value": v, "timestamp": 1, "step": 0} for k, v in metrics.items()],
+                         "params": [], "tags": tags}}
+
+    def mlflow(self, call, request) -> tuple[int, dict, str]:
+        """MLflow's REST API: the pipeline job is a run; its steps are child runs (the finetune step logs the losses)."""
+        headers = {"Content-Type": "application/json"}
+        if call["path"].endswith("/runs/get"):
+            run_id = call["query"]["run_id"][0]
+            if run_id not in self.jobs:
+                return 404, headers, json.dumps({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"run {run_id} not found"})
+            return 200, headers, json.dumps({"run": self._run(run_id, run_id, None, {})})
+        if call["path"].endswith("/runs/search"):
+            parent = re.search(r"parentRunId = '([^']+)'", call["json"]["filter"]).group(1)
+            children = [self._run(f"{parent}-validation", "ft_nlp_common_validation", parent, {}),
+                        self._run(f"{parent}-finetune", "chat_completion_finetune", parent, self.finetune_metrics)]
+            return 200, headers, json.dumps({"runs": children})
+        raise AssertionError(f"the MLflow replay has no answer for {request.method} {request.url}")
 
     # ------------------------------------------------------------------ jobs
     def job_get(self, call, name):

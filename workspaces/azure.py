@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -104,11 +105,11 @@ class AzureWorkspace:
     kind = "azure"
 
     def __init__(self, workspace_client: MLClient, registry_client: MLClient, settings: AzureSettings | None = None,
-                 poll_interval_s: float = 5.0) -> None:
+                 credential: Any = None) -> None:
         self.ml = workspace_client
         self.registry = registry_client
         self.settings = settings or AzureSettings()
-        self.poll_interval_s = poll_interval_s
+        self.credential = credential or workspace_client._credential
         self._submitted: dict[str, JobRef] = {}
 
     @classmethod
@@ -133,7 +134,7 @@ class AzureWorkspace:
                 raise WorkspaceError(f"workspace.kind azure needs {', '.join(missing)} (or workspace.azure.config_path)")
             ml = MLClient(credential, **ids)
         registry = MLClient(credential, registry_name=workspace.registry_name)
-        return cls(ml, registry, settings)
+        return cls(ml, registry, settings, credential)
 
     def _wait(self, poller: Any) -> Any:
         return poller.result()
@@ -234,30 +235,50 @@ class AzureWorkspace:
         with _errors(f"cancel job {job.name}"):
             self.ml.jobs.begin_cancel(job.name)  # cancellation completes on Azure's side; job_status follows it
 
-    def _tracking_uri(self) -> str:
-        if self.settings.mlflow_tracking_uri:
-            return self.settings.mlflow_tracking_uri
-        with _errors("workspace"):
-            return self.ml.workspaces.get(self.ml.workspace_name).mlflow_tracking_uri
+    def _mlflow_store(self) -> Any:
+        """MLflow's REST store on the workspace's tracking server, authenticated with *our* credential.
+
+        azureml-mlflow turns `azureml://<host>/mlflow/v1.0/<scope>` into `https://<host>/mlflow/v2.0/<scope>` with a
+        management-scope token from a credential chain of its own (which probes managed identity and browser
+        logins); we make the same URL and token from the credential the MLClient already uses.
+        """
+        from mlflow.store.tracking.rest_store import RestStore
+        from mlflow.utils.rest_utils import MlflowHostCreds
+
+        uri = self.settings.mlflow_tracking_uri
+        if not uri:
+            with _errors("workspace"):
+                uri = self.ml.workspaces.get(self.ml.workspace_name).mlflow_tracking_uri
+        match = re.fullmatch(r"azureml://([^/]+)/mlflow/v[0-9.]+(/.*)", uri)
+        base = f"https://{match.group(1)}/mlflow/v2.0{match.group(2)}" if match else uri
+        credential = self.credential
+
+        def host_creds() -> MlflowHostCreds:
+            return MlflowHostCreds(base, token=credential.get_token(MANAGEMENT_SCOPE).token)
+
+        return RestStore(host_creds)
 
     def job_metrics(self, job: JobRef) -> dict[str, float]:
-        """Train/eval loss of the pipeline's finetune step (HF Trainer keys), read with MLflow."""
-        from mlflow.tracking import MlflowClient
+        """Train/eval loss of the pipeline's finetune step (HF Trainer keys): the pipeline job is an MLflow run,
+        its steps are child runs."""
+        from mlflow.exceptions import MlflowException
 
-        client = MlflowClient(tracking_uri=self._tracking_uri())
-        with _errors(f"metrics of {job.name}"):
-            try:
-                parent = client.get_run(job.name)
-            except Exception as exc:  # noqa: BLE001 - MLflow raises its own exception types
-                raise NotFoundError(f"no MLflow run for job {job.name}: {exc}") from exc
-            runs = [parent] + client.search_runs(
-                [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{job.name}'", max_results=50
-            )
-        finetune = [run for run in runs if "finetune" in (run.data.tags.get("azureml.nodeid", "") + run.info.run_name
-                                                          + run.data.tags.get("mlflow.runName", "")).lower()]
+        store = self._mlflow_store()
+        try:
+            parent = store.get_run(job.name)
+            children = store.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{job.name}'",
+                                         run_view_type=1, max_results=100)
+        except MlflowException as exc:
+            if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+                raise NotFoundError(f"no MLflow run for job {job.name}: {exc.message}") from exc
+            code = getattr(exc, "get_http_status_code", lambda: 500)()
+            raise (TransientWorkspaceError if code in TRANSIENT_STATUS else WorkspaceError)(f"metrics of {job.name}: {exc.message}") from exc
+        runs = [parent, *children]
+        finetune = [run for run in runs if "finetune" in (run.info.run_name or "").lower()
+                    or "finetune" in run.data.tags.get("azureml.nodeid", "").lower()]
         metrics: dict[str, float] = {}
-        for run in (finetune or runs):
-            metrics.update({k: float(v) for k, v in run.data.metrics.items() if "loss" in k or k.startswith("eval_")})
+        for run in finetune or runs:
+            metrics.update({key: float(value) for key, value in run.data.metrics.items() if "loss" in key})
         if "train_loss" not in metrics and "loss" in metrics:
             metrics["train_loss"] = metrics["loss"]
         return metrics
