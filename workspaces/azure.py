@@ -83,11 +83,11 @@ def _errors(action: str) -> Iterator[None]:
         raise
 
 
-def make_credential(settings: AzureSettings) -> Any:
+def make_credential(settings: AzureSettings, default: Any = None) -> Any:
     """DefaultAzureCredential; the notebook's browser fallback only when a person is at a terminal."""
     from azure.identity import DefaultAzureCredential, InteractiveBrowserCredential
 
-    credential = DefaultAzureCredential()
+    credential = (default or DefaultAzureCredential)()
     try:
         credential.get_token(MANAGEMENT_SCOPE)
         return credential
@@ -157,7 +157,7 @@ class AzureWorkspace:
 
     def _create_compute(self, spec: ComputeSpec) -> Any:
         last: WorkspaceError | None = None
-        for tier in ("Dedicated", "LowPriority"):  # no dedicated quota: a low-priority cluster can still run it
+        for tier in ("dedicated", "low_priority"):  # no dedicated quota: a low-priority cluster can still run it
             cluster = AmlCompute(name=spec.name, size=spec.size, tier=tier, min_instances=spec.min_instances,
                                  max_instances=spec.max_instances, idle_time_before_scale_down=spec.idle_seconds_before_scaledown)
             try:

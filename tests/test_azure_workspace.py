@@ -1,0 +1,203 @@
+"""Every port method of the Azure adapter, through the real azure-ai-ml SDK against the HTTP replay."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import responses
+from azure.ai.ml import MLClient
+
+from tasks.compute import ValidatedCompute
+from tasks.errors import is_transient
+from tasks.finetune import build_spec
+from tasks.settings import FinetuneSettings
+from tests.azure_replay import ENDPOINT_KEY, RG, SUB, WS, FakeAzureML, FakeCredential
+from workspaces.azure import AzureWorkspace, make_credential
+from workspaces.azure_settings import AzureSettings
+from workspaces.base import ComputeSpec, JobState, ModelVersion, NotFoundError, TransientWorkspaceError, WorkspaceError
+
+SCORING_URI = "http://127.0.0.1:9/score"
+
+
+@pytest.fixture
+def replay():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield FakeAzureML(rsps, SCORING_URI)
+
+
+@pytest.fixture
+def workspace(replay):
+    credential = FakeCredential()
+    return AzureWorkspace(MLClient(credential, subscription_id=SUB, resource_group_name=RG, workspace_name=WS),
+                          MLClient(credential, registry_name="azureml"))
+
+
+@pytest.fixture
+def job_spec(workspace, tmp_path):
+    for name in ("train_sft.jsonl", "test_sft.jsonl"):
+        (tmp_path / name).write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    foundation = workspace.get_foundation_model("Phi-3-mini-4k-instruct")
+    data = workspace.upload_data(tmp_path / "train_sft.jsonl", tmp_path / "test_sft.jsonl", "fp-1")
+    return build_spec(foundation, ValidatedCompute(name="gpu-cluster", size="Standard_NC24ads_A100_v4", gpus_per_node=1),
+                      data, FinetuneSettings(num_train_epochs=1), "chat_completion_Phi-3-mini-4k-instruct")
+
+
+def test_foundation_model_by_label_or_version(workspace, replay):
+    model = workspace.get_foundation_model("Phi-3-mini-4k-instruct")
+    assert model.version == "7" and model.id == "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/7"
+    assert "finetune_compute_allow_list" in model.tags
+    listed = replay.requests("GET", r"/registries/azureml/models/Phi-3-mini-4k-instruct/versions$")[0]
+    assert listed["query"]["$orderBy"] == ["createdtime desc"]  # label "latest" = newest version
+    assert workspace.get_foundation_model("Phi-3-mini-4k-instruct", version="7").version == "7"
+
+
+def test_existing_compute_and_gpu_sizes(workspace, replay):
+    compute = workspace.ensure_compute(ComputeSpec(name="gpu-cluster", size="Standard_NC24ads_A100_v4"))
+    assert (compute.size, compute.provisioning_state) == ("Standard_NC24ads_A100_v4", "Succeeded")
+    sizes = {sku.name: sku.gpus for sku in workspace.list_sizes()}
+    assert sizes["Standard_NC24ads_A100_v4"] == 1 and sizes["Standard_DS1_v2"] == 0
+    assert not replay.requests("PUT", "/computes/")
+
+
+def test_missing_compute_is_created_dedicated_then_low_priority(workspace, replay):
+    replay.compute_exists = False
+    replay.faults["PUT /computes/"] = [400] * 4  # no dedicated quota (the SDK itself tries 4 times)
+    compute = workspace.ensure_compute(ComputeSpec(name="gpu-cluster", size="Standard_NC24ads_A100_v4", idle_seconds_before_scaledown=300))
+    assert compute.name == "gpu-cluster"
+    puts = replay.requests("PUT", "/computes/gpu-cluster")
+    tiers = [p["json"]["properties"]["properties"]["vmPriority"] for p in puts]
+    assert tiers == ["Dedicated"] * 4 + ["LowPriority"]
+    scale = puts[-1]["json"]["properties"]["properties"]["scaleSettings"]
+    assert scale["minNodeCount"] == 0 and scale["nodeIdleTimeBeforeScaleDown"] == "PT5M"
+
+
+def test_failed_compute_is_reported_as_failed(workspace, replay):
+    replay.compute_state = "Failed"
+    assert workspace.ensure_compute(ComputeSpec(name="c", size="x")).provisioning_state == "Failed"
+
+
+def test_submit_wires_the_notebook_pipeline_and_uploads_data(workspace, replay, job_spec):
+    job = workspace.submit_finetune(job_spec, "key-0123456789abcdefghij")
+    assert job.name == "tunegate-key-0123456789abcdef" and not job.reattached
+    assert job.url.startswith("https://ml.azure.com/runs/")
+    [put] = replay.requests("PUT", r"/jobs/tunegate-")
+    props = put["json"]["properties"]
+    assert props["jobType"] == "Pipeline" and props["experimentName"] == "chat_completion_Phi-3-mini-4k-instruct"
+    assert props["settings"]["force_rerun"] is True and props["settings"]["continue_on_step_failure"] is False
+    node = props["jobs"]["chat_completion_pipeline"]
+    inputs = {name: value.get("value", value.get("uri")) for name, value in node["inputs"].items()}
+    assert inputs["mlflow_model_path"] == job_spec.model_id
+    assert inputs["number_of_gpu_to_use_finetuning"] == "1" and inputs["deepspeed_stage"] == "2"
+    assert inputs["apply_lora"] == "true" and inputs["num_train_epochs"] == "1"
+    assert inputs["compute_finetune"] == "gpu-cluster" and inputs["train_file_path"].startswith("azureml://")
+    assert node["componentId"].startswith("azureml://registries/azureml/components/chat_completion_pipeline")
+    assert props["outputs"]["trained_model"]["jobOutputType"] == "mlflow_model"
+    assert sorted(Path(p).name for p in replay.uploads) == ["test_sft.jsonl", "train_sft.jsonl"]
+
+
+def test_resubmission_reattaches_and_failed_jobs_are_retried_under_a_new_name(workspace, replay, job_spec):
+    first = workspace.submit_finetune(job_spec, "same-key")
+    again = workspace.submit_finetune(job_spec, "same-key")
+    assert again.reattached and again.name == first.name and len(replay.requests("PUT", "/jobs/")) == 1
+    replay.jobs[first.name]["_statuses"] = ["Failed"]
+    retried = workspace.submit_finetune(job_spec, "same-key")
+    assert not retried.reattached and retried.name == f"{first.name}-2"
+
+
+def test_job_status_mapping_and_cancel(workspace, replay, job_spec):
+    replay.job_status_sequence = ["Queued", "Running", "Finalizing", "Completed"]
+    job = workspace.submit_finetune(job_spec, "k")
+    states = [workspace.job_status(job).state for _ in range(4)]
+    assert states == [JobState.QUEUED, JobState.RUNNING, JobState.RUNNING, JobState.COMPLETED]
+    replay.job_status_sequence = ["Running", "Failed"]
+    failing = workspace.submit_finetune(job_spec, "k2")
+    workspace.job_status(failing)
+    status = workspace.job_status(failing)
+    assert status.state is JobState.FAILED and "ml.azure.com" in status.message
+    workspace.cancel_job(failing)
+    assert replay.requests("POST", f"/jobs/{failing.name}/cancel")
+    assert workspace.job_status(failing).state is JobState.CANCELED
+
+
+def test_metrics_come_from_the_finetune_step_run(workspace, replay, job_spec):
+    job = workspace.submit_finetune(job_spec, "k")
+    assert workspace.job_metrics(job) == {"train_loss": 1.31, "eval_loss": 1.42, "loss": 1.25}
+    search = replay.requests("POST", "/api/2.0/mlflow/runs/search")[0]
+    assert search["path"].startswith("/mlflow/v2.0/subscriptions/") and job.name in search["json"]["filter"]
+
+
+def test_register_model_from_job_output_with_lineage(workspace, replay, job_spec):
+    job = workspace.submit_finetune(job_spec, "k")
+    version = workspace.register_model(job, "Phi-3-mini-4k-instruct-ultrachat-200k", {"data_fingerprint": "fp-1"})
+    [put] = replay.requests("PUT", "/models/Phi-3-mini-4k-instruct-ultrachat-200k/versions/")
+    assert put["json"]["properties"]["modelUri"] == f"azureml://jobs/{job.name}/outputs/trained_model"
+    assert put["json"]["properties"]["modelType"] == "mlflow_model"
+    assert put["json"]["properties"]["tags"]["data_fingerprint"] == "fp-1"
+    assert workspace.register_model(job, "Phi-3-mini-4k-instruct-ultrachat-200k", {}).version == version.version  # retried
+    tagged = workspace.tag_model(version, {"decision": "approved"})
+    assert tagged.tags["decision"] == "approved" and tagged.tags["data_fingerprint"] == "fp-1"
+    assert workspace.champion(version.name) is None
+    workspace.set_champion(tagged, version.name)
+    assert workspace.champion(version.name).version == version.version
+    workspace.set_champion(None, version.name)
+    assert workspace.champion(version.name) is None
+
+
+def test_endpoint_deployment_traffic_keys_and_deletes(workspace, replay, caplog):
+    caplog.set_level(logging.DEBUG)
+    model = ModelVersion(name="phi-ft", version="1700000000")
+    endpoint = workspace.ensure_endpoint("chat-1234", description="d", ephemeral=True)
+    assert endpoint.deployments == () and endpoint.traffic == {}
+    sent = replay.requests("PUT", "/onlineEndpoints/chat-1234$")[0]["json"]
+    assert sent["properties"]["authMode"] == "Key" and sent["tags"]["tunegate.ephemeral"] == "true"
+    workspace.create_deployment("chat-1234", "ft-1700000000", model, "Standard_NC6s_v3")
+    dep = replay.requests("PUT", "/deployments/ft-1700000000$")[0]["json"]["properties"]
+    assert dep["instanceType"] == "Standard_NC6s_v3" and dep["model"].endswith("/models/phi-ft/versions/1700000000")
+    assert dep["livenessProbe"]["initialDelay"] == "PT10M" and dep["requestSettings"]["requestTimeout"] == "PT1M30S"
+    workspace.set_traffic("chat-1234", {"ft-1700000000": 100})
+    assert replay.requests("PUT", "/onlineEndpoints/chat-1234$")[-1]["json"]["properties"]["traffic"] == {"ft-1700000000": 100}
+    assert workspace.get_endpoint("chat-1234").traffic == {"ft-1700000000": 100}
+    credentials = workspace.endpoint_credentials("chat-1234")
+    assert credentials.scoring_uri == SCORING_URI and credentials.key.get_secret_value() == ENDPOINT_KEY
+    assert ENDPOINT_KEY not in caplog.text and ENDPOINT_KEY not in repr(credentials)
+    assert workspace.inventory().endpoints == {"chat-1234": ("ft-1700000000",)}
+    workspace.set_traffic("chat-1234", {"ft-1700000000": 0})
+    workspace.delete_deployment("chat-1234", "ft-1700000000")
+    workspace.delete_endpoint("chat-1234")
+    assert replay.requests("DELETE", "/deployments/ft-1700000000$") and replay.requests("DELETE", "/onlineEndpoints/chat-1234$")
+    assert workspace.get_endpoint("chat-1234") is None and workspace.inventory().empty
+
+
+def test_endpoint_identity_from_settings(replay):
+    credential = FakeCredential()
+    identity = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/phi"
+    workspace = AzureWorkspace(MLClient(credential, subscription_id=SUB, resource_group_name=RG, workspace_name=WS),
+                               MLClient(credential, registry_name="azureml"), AzureSettings(endpoint_identity=identity))
+    workspace.ensure_endpoint("chat-id")
+    sent = replay.requests("PUT", "/onlineEndpoints/chat-id$")[0]["json"]
+    assert sent["identity"]["type"] == "UserAssigned" and identity in sent["identity"]["userAssignedIdentities"]
+
+
+def test_throttling_is_transient_and_authorization_is_not(workspace, replay):
+    replay.faults["GET /computes/"] = [429] * 4  # more than the SDK's own 3 retries
+    with pytest.raises(TransientWorkspaceError) as throttled:
+        workspace.ensure_compute(ComputeSpec(name="c", size="x"))
+    assert is_transient(throttled.value)
+    replay.faults["GET /onlineEndpoints/"] = [403] * 4
+    with pytest.raises(WorkspaceError, match="HTTP 403.*injected 403") as refused:
+        workspace.get_endpoint("chat")
+    assert not is_transient(refused.value)
+    with pytest.raises(NotFoundError):
+        workspace.endpoint_credentials("missing")
+
+
+def test_no_credentials_in_a_scheduled_run_says_what_to_configure(monkeypatch):
+    class NoCredential:
+        def get_token(self, *scopes, **kwargs):
+            raise RuntimeError("DefaultAzureCredential failed to retrieve a token")
+
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    with pytest.raises(WorkspaceError, match="az login.*AZURE_CLIENT_ID"):
+        make_credential(AzureSettings(), default=NoCredential)
