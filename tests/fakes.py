@@ -25,7 +25,8 @@ FAKE_KEY = "fake-secret-key-0123456789"
 class ScoringServer:
     """A real HTTP server on 127.0.0.1 speaking the scoring contract; `mode` picks how it answers."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: str = FAKE_KEY) -> None:
+        self.key = key
         self.mode = "ok"  # ok | error | bad-shape
         self.requests: list[dict] = []
         server = self
@@ -38,7 +39,7 @@ class ScoringServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append({"body": body, "deployment": self.headers.get("azureml-model-deployment"),
                                         "auth": self.headers.get("Authorization")})
-                if self.headers.get("Authorization") != f"Bearer {FAKE_KEY}":
+                if self.headers.get("Authorization") != f"Bearer {server.key}":
                     self._send(401, {"error": "bad key"})
                 elif server.mode == "error":
                     self._send(500, {"error": "model crashed"})

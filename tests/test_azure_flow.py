@@ -1,0 +1,119 @@
+"""The whole flow on the Azure adapter: the real SDK against the HTTP replay, smoke requests to a loopback server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import responses
+from azure.ai.ml import MLClient
+
+from flows.params import config_from_dict
+from flows.tunegate_flow import tunegate
+from tests.azure_replay import ENDPOINT_KEY, RG, SUB, WS, FakeAzureML, FakeCredential
+from tests.fakes import ScoringServer
+from workspaces.azure import AzureWorkspace
+from workspaces.factory import use_workspace
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture(scope="module")
+def scoring():
+    server = ScoringServer(key=ENDPOINT_KEY)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def replay(scoring):
+    scoring.mode = "ok"
+    scoring.requests.clear()
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield FakeAzureML(rsps, scoring.url)
+
+
+@pytest.fixture
+def workspace(replay):
+    credential = FakeCredential()
+    return AzureWorkspace(MLClient(credential, subscription_id=SUB, resource_group_name=RG, workspace_name=WS),
+                          MLClient(credential, registry_name="azureml"))
+
+
+def make_config(tmp_path, **sections):
+    document = {
+        "workspace": {"kind": "azure", "state_dir": str(tmp_path / "state")},
+        "data": {"percent": 20, "synthetic_rows": 200},
+        "model": {"name": "Phi-3-mini-4k-instruct"},
+        "compute": {"name": "gpu-cluster", "size": "Standard_NC24ads_A100_v4"},
+        "finetune": {"num_train_epochs": 1},
+        "gate": {"compare_with_base": False, "max_eval_loss": 2.0},
+        "endpoint": {"name": "ultrachat", "instance_type": "Standard_NC6s_v3"},
+        "smoke": {"max_new_tokens": 8},
+        "job": {"poll_initial_s": 0.01, "poll_max_s": 0.01},
+        "retries": {"attempts": 1, "delay_s": 0},
+    }
+    for section, values in sections.items():
+        document.setdefault(section, {}).update(values)
+    return config_from_dict(document)
+
+
+def run(workspace, config, flow=tunegate):
+    with use_workspace(workspace):
+        state = flow(config=config, return_state=True)
+    run_id = str(state.state_details.flow_run_id)
+    summary = json.loads((Path(config.workspace.state_dir) / "runs" / run_id / "summary.json").read_text())
+    return state, summary
+
+
+def test_happy_path_on_azure(tmp_path, workspace, replay, scoring):
+    state, summary = run(workspace, make_config(tmp_path))
+    assert state.is_completed(), summary
+    assert summary["status"] == "succeeded" and summary["job"]["url"].startswith("https://ml.azure.com/runs/")
+    endpoint, deployment = summary["endpoint"]["name"], summary["endpoint"]["deployment"]
+    put = replay.requests("PUT", f"/onlineEndpoints/{endpoint}/deployments/{deployment}$")[0]["json"]["properties"]
+    assert put["instanceType"] == "Standard_NC6s_v3"
+    traffic = [c["json"]["properties"]["traffic"] for c in replay.requests("PUT", f"/onlineEndpoints/{endpoint}$")]
+    assert traffic[-2].get(deployment, 0) == 0 and traffic[-1] == {deployment: 100}  # 0% while smoked, then all of it
+    assert scoring.requests and scoring.requests[0]["deployment"] == deployment
+    assert replay.requests("DELETE", f"/onlineEndpoints/{endpoint}$") and workspace.inventory().empty
+    model = replay.models[summary["model"]["name"]][summary["model"]["version"]]["properties"]
+    assert model["modelUri"] == f"azureml://jobs/{summary['job']['name']}/outputs/trained_model"
+    assert model["tags"]["decision"] == "approved" and model["tags"]["data_fingerprint"] == summary["data"]["fingerprint"]
+    assert summary["metrics"]["eval_loss"] == 1.42
+    assert ENDPOINT_KEY not in json.dumps(summary)
+
+
+def test_nc6_from_the_official_example_is_rejected_by_the_deny_list(tmp_path, workspace, replay):
+    replay.foundation_tags = {}  # no allow list: the notebook's deny list decides
+    replay.compute_size = "STANDARD_NC6"  # what Compute_get_AmlCompute returns
+    state, summary = run(workspace, make_config(tmp_path, compute={"size": "Standard_NC24ads_A100_v4"}))
+    assert state.is_failed()
+    assert "VM size STANDARD_NC6 is currently not supported for finetuning" in summary["error"]
+    assert not replay.requests("PUT", "/jobs/")
+
+
+def test_a_resubmitted_run_reattaches_to_its_job(tmp_path, workspace, replay):
+    replay.faults["PUT /models/.*/versions/"] = [403] * 4  # the first attempt fails after the job ran
+    retrying = tunegate.with_options(retries=1, retry_delay_seconds=0)
+    state, summary = run(workspace, make_config(tmp_path), flow=retrying)
+    assert state.is_completed(), summary
+    assert len(replay.requests("PUT", "/jobs/tunegate-")) == 1  # one GPU job, found again by its name
+    assert summary["job"]["reattached"] is True
+
+
+def test_smoke_failure_rolls_back_and_keeps_the_live_deployment(tmp_path, workspace, replay, scoring):
+    config = make_config(tmp_path, teardown={"mode": "keep"})
+    _, first = run(workspace, config)
+    assert first["status"] == "succeeded"
+    live = first["endpoint"]["deployment"]
+    replay.finetune_metrics = {"train_loss": 1.0, "eval_loss": 1.1}  # a better candidate
+    scoring.mode = "error"
+    state, second = run(workspace, config)
+    assert state.is_failed() and second["status"] == "smoke_failed"
+    new = f"ft-{second['model']['version']}"
+    assert replay.requests("DELETE", f"/onlineEndpoints/ultrachat/deployments/{new}$")
+    assert workspace.get_endpoint("ultrachat").traffic == {live: 100}
+    assert not replay.requests("DELETE", "/onlineEndpoints/ultrachat$")
+    assert workspace.champion(first["model"]["name"]).version == first["model"]["version"]
