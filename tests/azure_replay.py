@@ -158,6 +158,12 @@ class FakeAzureML:
             ("DELETE", rf"{w}/onlineEndpoints/(?P<endpoint>[^/]+)/deployments/(?P<name>[^/]+)", self.deployment_delete),
             ("GET", r"/operations/(?P<op>[^/]+)", self.operation),
             ("GET", rf"{w}/datastores/(?P<name>[^/]+)", self.datastore),
+            ("GET", rf"{w}/environments/(?P<name>[^/]+)/versions", self.environment_versions),
+            ("GET", rf"{w}/environments/(?P<name>[^/]+)/versions/(?P<version>[^/]+)", self.environment),
+            ("GET", rf"{w}/codes/(?P<name>[^/]+)/versions", self.code_list),
+            ("GET", rf"{w}/codes/(?P<name>[^/]+)/versions/(?P<version>[^/]+)", self.code_get),
+            ("PUT", rf"{w}/codes/(?P<name>[^/]+)/versions/(?P<version>[^/]+)", self.code_put),
+            ("POST", rf"{w}/codes/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/startPendingUpload", self.code_pending_upload),
             ("POST", rf"{w}/datastores/(?P<name>[^/]+)/listSecrets", self.datastore_secrets),
         ]
 
@@ -267,6 +273,41 @@ class FakeAzureML:
                 '<?xml version="1.0" encoding="utf-8"?><EnumerationResults ServiceEndpoint="https://replayacct.blob.core.windows.net/" '
                 'ContainerName="azureml-blobstore"><Blobs /><NextMarker /></EnumerationResults>')
         return 404, {**headers, "x-ms-error-code": "BlobNotFound"}, ""
+
+    # ------------------------------------------------------------------ environment and code (command jobs, seed 004)
+    def _environment_body(self, name: str, version: str) -> dict:
+        return {"id": f"{WS_PATH}/environments/{name}/versions/{version}", "name": version,
+                "type": "Microsoft.MachineLearningServices/workspaces/environments/versions",
+                "properties": {"image": "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04", "osType": "Linux",
+                               "condaFile": "dependencies: [python=3.10]", "tags": {}, "properties": {}},
+                "systemData": system_data()}
+
+    def environment_versions(self, call, name):
+        return 200, {"value": [self._environment_body(name, "3")]}
+
+    def environment(self, call, name, version):
+        return 200, self._environment_body(name, version)
+
+    def code_list(self, call, name):  # looked up by content hash: nothing uploaded yet
+        return 200, {"value": []}
+
+    def code_get(self, call, name, version):
+        self.codes = getattr(self, "codes", {})
+        if (name, version) not in self.codes:
+            return 404, {"error": {"code": "UserError", "message": "code not found"}}
+        return 200, self.codes[(name, version)]
+
+    def code_put(self, call, name, version):
+        self.codes = getattr(self, "codes", {})
+        body = copy.deepcopy(call["json"])
+        body.update(id=f"{WS_PATH}/codes/{name}/versions/{version}", name=version, systemData=system_data())
+        self.codes[(name, version)] = body
+        return 200, body
+
+    def code_pending_upload(self, call, name, version):
+        return 200, {"blobReferenceForConsumption": {"blobUri": f"https://replayacct.blob.core.windows.net/azureml-blobstore/LocalUpload/{name}",
+                     "credential": {"credentialType": "SAS", "sasUri": f"https://replayacct.blob.core.windows.net/azureml-blobstore/LocalUpload/{name}?sv=1&sig=x"}},
+                     "pendingUploadId": "u1", "pendingUploadType": "TemporaryBlobReference"}
 
     # ------------------------------------------------------------------ MLflow (the workspace's tracking server)
     def _run(self, run_id: str, name: str, parent: str | None, metrics: dict[str, float]) -> dict:

@@ -201,3 +201,22 @@ def test_no_credentials_in_a_scheduled_run_says_what_to_configure(monkeypatch):
     monkeypatch.setattr("sys.stdin.isatty", lambda: False)
     with pytest.raises(WorkspaceError, match="az login.*AZURE_CLIENT_ID"):
         make_credential(AzureSettings(), default=NoCredential)
+
+
+def test_command_job_path_of_the_e2e_guide(replay, tmp_path, job_spec):
+    code = tmp_path / "finetuning_dir"
+    code.mkdir()
+    (code / "fine_tune.py").write_text("print('your training script')\n")
+    credential = FakeCredential()
+    settings = AzureSettings(finetune_mode="command", command_job={"code_dir": str(code), "environment": "phi-3-training-environment:1"})
+    workspace = AzureWorkspace(MLClient(credential, subscription_id=SUB, resource_group_name=RG, workspace_name=WS),
+                               MLClient(credential, registry_name="azureml"), settings)
+    job = workspace.submit_finetune(job_spec, "command-key")
+    props = replay.requests("PUT", f"/jobs/{job.name}$")[0]["json"]["properties"]
+    assert props["jobType"] == "Command" and "${{inputs.train_file}}" in props["command"]
+    assert props["environmentId"].endswith("/environments/phi-3-training-environment/versions/1")
+    assert props["computeId"].endswith("/computes/gpu-cluster")
+    assert props["outputs"]["trained_model"]["jobOutputType"] == "mlflow_model"
+    assert props["environmentVariables"]["TUNEGATE_NUM_TRAIN_EPOCHS"] == "1"
+    assert any(path.endswith("/fine_tune.py") for path in replay.uploads)
+    assert not replay.requests("GET", "/registries/azureml/components/")  # no registry pipeline on this path

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from workspaces.azure_settings import AzureSettings
 from workspaces.base import Workspace
@@ -29,6 +29,15 @@ class WorkspaceSettings(BaseModel):
     workspace_name: str | None = None
     registry_name: str = "azureml"
     azure: AzureSettings = Field(default_factory=AzureSettings)
+
+    @model_validator(mode="after")
+    def _no_placeholders(self) -> "WorkspaceSettings":
+        for key in ("subscription_id", "resource_group", "workspace_name"):
+            value = getattr(self, key)
+            if value and value.startswith("<"):
+                raise ValueError(f"workspace.{key} is still the placeholder {value}: fill it in, or set "
+                                 "workspace.azure.config_path to your config.json and remove the three ids")
+        return self
 
 
 _override: contextvars.ContextVar[Workspace | None] = contextvars.ContextVar("tunegate_workspace", default=None)
