@@ -65,7 +65,15 @@ def run(
 ) -> None:
     """Run the whole flow once (an ephemeral Prefect server is started when PREFECT_API_URL is not set)."""
     config = _config(profile, set_)
-    from flows.tunegate_flow import tunegate
+    from flows.tunegate_flow import ManualApprovalNeedsServer, require_server_for_manual, tunegate
+
+    try:
+        require_server_for_manual(config)  # before an ephemeral server is started or anything is trained
+        if config.approval.policy == "manual":
+            _reachable_server()
+    except ManualApprovalNeedsServer as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
 
     state = tunegate(config=config, return_state=True)
     run_id = str(state.state_details.flow_run_id)
@@ -79,6 +87,102 @@ def run(
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(json.dumps(summary.model_dump(mode="json"), indent=2))
     raise typer.Exit(0 if summary.status == "succeeded" else 1)
+
+
+def _reachable_server() -> str:
+    """The Prefect API URL, after checking that a server answers there."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        err.print("[red]PREFECT_API_URL is not set: start a server with `prefect server start` and "
+                  "`export PREFECT_API_URL=http://127.0.0.1:4200/api`[/red]")
+        raise typer.Exit(2)
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        err.print(f"[red]no Prefect server answers at {url} ({exc}); start one with `prefect server start`[/red]")
+        raise typer.Exit(2) from None
+    return url
+
+
+def _decide(run_id: str, approved: bool, approver: str, comment: str) -> None:
+    from uuid import UUID
+
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import resume_flow_run
+
+    if not approver.strip():
+        err.print("[red]--approver must name a person[/red]")
+        raise typer.Exit(2)
+    _reachable_server()
+    try:
+        flow_run_id = UUID(run_id)
+    except ValueError:
+        err.print(f"[red]{run_id!r} is not a flow run id; `tunegate pending` lists the runs waiting for a decision[/red]")
+        raise typer.Exit(2) from None
+    try:
+        resume_flow_run(flow_run_id, run_input={"approved": approved, "approver": approver.strip(), "comment": comment})
+    except FlowPauseTimeout:
+        err.print(f"[red]run {run_id} can no longer be resumed: its approval timed out (recorded as a reject)[/red]")
+        raise typer.Exit(1) from None
+    except Exception as exc:  # noqa: BLE001 - NotPausedError, ObjectNotFound, a rejected input: say which
+        err.print(f"[red]could not resume run {run_id}: {type(exc).__name__}: {exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{'approved' if approved else 'rejected'} run {run_id} as {approver.strip()}")
+
+
+ApproverOption = Annotated[str, typer.Option("--approver", "-a", help="Your name, recorded on the model version.")]
+CommentOption = Annotated[str, typer.Option("--comment", "-c", help="Why; recorded with the decision.")]
+
+
+@app.command()
+def approve(run_id: str, approver: ApproverOption, comment: CommentOption = "") -> None:
+    """Approve the model a paused run is waiting on: the run goes on to deploy it."""
+    _decide(run_id, True, approver, comment)
+
+
+@app.command()
+def reject(run_id: str, approver: ApproverOption, comment: CommentOption = "") -> None:
+    """Reject the model a paused run is waiting on: nothing is deployed, the version is tagged rejected."""
+    _decide(run_id, False, approver, comment)
+
+
+@app.command()
+def pending() -> None:
+    """Runs waiting for an approval decision, with the summary a reviewer decides from."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.input.actions import read_flow_run_input
+    from rich.markdown import Markdown
+
+    _reachable_server()
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["tunegate"])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))),
+        )
+    if not runs:
+        console.print("no runs are waiting for approval")
+        return
+    for run in runs:
+        keyset = run.state.state_details.run_input_keyset if run.state else None
+        description = read_flow_run_input(keyset["description"], flow_run_id=run.id) if keyset else None
+        timeout = run.state.state_details.pause_timeout if run.state else None
+        console.rule(f"{run.id}  {run.name}  (times out {timeout})")
+        console.print(Markdown(description or "(no summary)"))
+        console.print(f"tunegate approve {run.id} --approver NAME   |   tunegate reject {run.id} --approver NAME --comment WHY")
+
+
+@app.command()
+def serve() -> None:
+    """Serve the deployments of prefect.yaml from this process, without a work pool (for a laptop)."""
+    from flows.deployments import serve_all
+
+    _reachable_server()
+    serve_all()
 
 
 def _workspace(profile: Path | None, sets: list[str] | None):

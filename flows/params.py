@@ -95,6 +95,8 @@ def config_from_dict(document: dict[str, Any], source: str = "profile") -> Tuneg
 
 def load_profile(path: str | Path | None = None, overrides: list[str] | None = None) -> TunegateConfig:
     profile = Path(path) if path else DEFAULT_PROFILE
+    if not profile.is_absolute() and not profile.exists():  # deployments name profiles relative to the repository
+        profile = DEFAULT_PROFILE.parent.parent / profile
     if not profile.is_file():
         raise ProfileError(f"profile {profile} does not exist (profiles live in deployments/, e.g. deployments/local.yaml)")
     try:

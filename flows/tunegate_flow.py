@@ -37,6 +37,25 @@ def endpoint_name_for(config: TunegateConfig, run_id: str) -> str:
     return config.endpoint.name
 
 
+def has_prefect_server() -> bool:
+    """True when runs talk to a real Prefect server (PREFECT_API_URL), which is where a person can resume them."""
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
+
+
+class ManualApprovalNeedsServer(ValueError):
+    pass
+
+
+def require_server_for_manual(config: TunegateConfig) -> None:
+    if config.approval.policy == "manual" and not has_prefect_server():
+        raise ManualApprovalNeedsServer(
+            "approval.policy manual needs a Prefect server a reviewer can reach: start one with `prefect server start`, "
+            "then `export PREFECT_API_URL=http://127.0.0.1:4200/api` (or `prefect config set PREFECT_API_URL=...`) and run again"
+        )
+
+
 def _with_retries(stage, retries: RetrySettings):
     return stage.with_options(retries=retries.attempts, retry_delay_seconds=retries.delay_s)
 
@@ -74,7 +93,27 @@ def run_stages(config: TunegateConfig, workspace: Workspace, run_id: str, summar
     version = _with_retries(register.register_model, r)(workspace, job, registered_name, tags)
     summary.model.name, summary.model.version = version.name, version.version
 
-    decision, version = _with_retries(approval.approval_gate, r)(workspace, config.approval, version, gate)
+    decision = approval.policy_decision(config.approval, gate)
+    if decision is None and not has_prefect_server():
+        decision = approval.ApprovalRecord(
+            approved=False, approver=f"policy:{config.approval.policy}", policy=config.approval.policy,
+            decided_at=approval.now_iso(), comment="a person must decide and no Prefect server runs to ask one: rejected",
+        )
+    elif decision is None:
+        facts = {
+            "model": f"{version.name}:{version.version} (from {foundation.name}:{foundation.version})",
+            "data": f"{sampled.rows} rows, fingerprint `{sampled.fingerprint}` ({config.data.source})",
+            "target": f"endpoint `{endpoint_name_for(config, run_id)}`, instance type {config.endpoint.instance_type}, "
+                      f"teardown {config.teardown.mode}",
+            "fine-tune job": f"{job.name} {job.url or ''}",
+        }
+        summary.approval.decision = "waiting"
+        decision = approval.ask_a_person(
+            approval.review_markdown(version, gate, facts), config.approval,
+            # a key per flow attempt: a retried run pauses again instead of reusing the previous answer
+            key=f"approval-{version.version}-attempt{flow_run.run_count}",
+        )
+    version = _with_retries(approval.record_decision, r)(workspace, version, decision, gate)
     summary.approval.decision, summary.approval.approver, summary.approval.comment = decision.label, decision.approver, decision.comment
     if not decision.approved:
         raise RunStopped("rejected", f"{version.name}:{version.version} rejected by {decision.approver}: {decision.comment}")
@@ -131,7 +170,8 @@ def _finish(config: TunegateConfig, summary: RunSummary, run_id: str, started: f
 def _teardown_on_cancel(flow, flow_run_obj, state) -> None:
     """Runs in the runner when a deployed run is cancelled and its process killed: take down this run's endpoint."""
     parameters = flow_run_obj.parameters or {}
-    config = TunegateConfig.model_validate(parameters.get("config") or {})
+    config = (load_profile(parameters["profile"], parameters.get("overrides") or []) if parameters.get("profile")
+              else TunegateConfig.model_validate(parameters.get("config") or {}))
     if config.teardown.mode != "ephemeral":
         return
     workspace = open_workspace(config.workspace)
@@ -141,14 +181,25 @@ def _teardown_on_cancel(flow, flow_run_obj, state) -> None:
 
 
 @flow(name="tunegate", on_cancellation=[_teardown_on_cancel], on_crashed=[_teardown_on_cancel])
-def tunegate(config: TunegateConfig = load_profile()) -> RunSummary:  # noqa: B008 - the UI form starts from local.yaml
-    """Fine-tune a chat model, gate it, approve it, deploy it blue/green, smoke it, tear down."""
+def tunegate(
+    config: TunegateConfig = load_profile(),  # noqa: B008 - the UI form starts from local.yaml
+    profile: str | None = None,
+    overrides: list[str] | None = None,
+) -> RunSummary:
+    """Fine-tune a chat model, gate it, approve it, deploy it blue/green, smoke it, tear down.
+
+    `config` is the form; a deployment that tracks a profile file instead names it in `profile` (with `--set`-style
+    `overrides`), and then `config` is not used.
+    """
+    if profile:
+        config = load_profile(profile, overrides or [])
     started = time.monotonic()
     run_id = str(flow_run.id or "local")
     summary = RunSummary(flow_run_id=run_id, workspace=config.workspace.kind)
     workspace: Workspace | None = None
     state: dict = {}
     try:
+        require_server_for_manual(config)
         workspace = open_workspace(config.workspace)
         run_stages(config, workspace, run_id, summary, state)
         summary.status = "succeeded"

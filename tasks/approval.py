@@ -2,8 +2,9 @@
 
 Policies: `auto` approves (approver "policy:auto"); `auto-if-better` approves when the candidate beats the
 champion by the margin (or there is no champion) and otherwise needs a person; `manual` always needs a person.
-A person's decision is taken by pausing the run for input (issue #4); until that is wired in, a run that
-needs a person records a reject, so the safe outcome is the default.
+A person decides on a paused run: the Prefect UI's Resume form or `tunegate approve|reject RUN_ID`, both filling
+`Decision`. No environment variable or flag skips it: each flow attempt pauses under a key of its own (a reused key
+would hand back the previous attempt's answer), and deploy refuses a version without a recorded approval.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel
+from prefect.input import RunInput
+from prefect.logging import get_run_logger
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from tasks.errors import stage
 from tasks.metrics import EVAL_LOSS, GateResult
@@ -21,7 +24,24 @@ from workspaces.base import ModelVersion, Workspace
 APPROVED, REJECTED = "approved", "rejected"
 
 
-class Decision(BaseModel):
+class Decision(RunInput):
+    """What a reviewer fills in (the UI form of the paused run, or `tunegate approve|reject`)."""
+
+    approved: bool = Field(False, description="Approve this model version to take traffic.")
+    approver: str = Field(..., min_length=1, description="Your name: recorded on the model version.")
+    comment: str = Field("", description="Why (recorded on the model version).")
+
+    @field_validator("approver")
+    @classmethod
+    def _named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("approver must name a person")
+        return value.strip()
+
+
+class ApprovalRecord(BaseModel):
+    """A decision as recorded: by a person, by a policy, or by a timeout."""
+
     approved: bool
     approver: str
     comment: str = ""
@@ -37,18 +57,18 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def policy_decision(settings: ApprovalSettings, gate: GateResult) -> Decision | None:
+def policy_decision(settings: ApprovalSettings, gate: GateResult) -> ApprovalRecord | None:
     """The decision a policy makes on its own, or None when a person must decide."""
     if settings.policy == "auto":
-        return Decision(approved=True, approver="policy:auto", comment="auto policy approves every gated model",
+        return ApprovalRecord(approved=True, approver="policy:auto", comment="auto policy approves every gated model",
                         policy="auto", decided_at=now_iso())
     if settings.policy == "auto-if-better":
         candidate = gate.metrics.get(EVAL_LOSS)
         if gate.champion is None:
-            return Decision(approved=True, approver="policy:auto-if-better", policy="auto-if-better",
+            return ApprovalRecord(approved=True, approver="policy:auto-if-better", policy="auto-if-better",
                             comment="no champion yet; the gate passed", decided_at=now_iso())
         if gate.champion_eval_loss is not None and candidate is not None and candidate < gate.champion_eval_loss - settings.margin:
-            return Decision(
+            return ApprovalRecord(
                 approved=True, approver="policy:auto-if-better", policy="auto-if-better", decided_at=now_iso(),
                 comment=f"eval_loss {candidate:.4f} beats champion {gate.champion} ({gate.champion_eval_loss:.4f}) "
                 f"by more than the margin {settings.margin}",
@@ -56,7 +76,7 @@ def policy_decision(settings: ApprovalSettings, gate: GateResult) -> Decision | 
     return None
 
 
-def decision_tags(decision: Decision) -> dict[str, str]:
+def decision_tags(decision: ApprovalRecord) -> dict[str, str]:
     return {
         "decision": decision.label,
         "approver": decision.approver,
@@ -70,7 +90,7 @@ def is_approved(model: ModelVersion) -> bool:
     return model.tags.get("decision") == APPROVED
 
 
-def decision_markdown(model: ModelVersion, decision: Decision, gate: GateResult) -> str:
+def decision_markdown(model: ModelVersion, decision: ApprovalRecord, gate: GateResult) -> str:
     rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in sorted(gate.metrics.items()))
     return (
         f"# {decision.label.title()}: {model.name} version {model.version}\n\n"
@@ -80,17 +100,54 @@ def decision_markdown(model: ModelVersion, decision: Decision, gate: GateResult)
     )
 
 
-@stage("approval gate")
-def approval_gate(workspace: Workspace, settings: ApprovalSettings, model: ModelVersion, gate: GateResult) -> tuple[Decision, ModelVersion]:
-    decision = policy_decision(settings, gate)
-    if decision is None:
-        decision = Decision(
-            approved=False, approver="policy:" + settings.policy, policy=settings.policy, decided_at=now_iso(),
-            comment="a person must decide and this run cannot ask one (manual approval needs issue #4); rejected",
-        )
+def review_markdown(model: ModelVersion, gate: GateResult, facts: dict[str, str]) -> str:
+    """What a reviewer decides from: the model, its data, metrics vs base vs champion, the gate, the target."""
+    metrics = gate.metrics
+    champion = f"{gate.champion_eval_loss:.4f}" if gate.champion_eval_loss is not None else "-"
+    rows = "\n".join(
+        f"| {name} | {metrics[name]:.4f} | {metrics.get('base_' + name, float('nan')):.4f} | {champion if name == EVAL_LOSS else '-'} |"
+        for name in ("eval_loss", "train_loss") if name in metrics
+    )
+    facts_md = "\n".join(f"- **{key}**: {value}" for key, value in facts.items())
+    return (
+        f"## Approve {model.name} version {model.version} for deployment?\n\n{facts_md}\n\n"
+        f"| metric | candidate | base | champion ({gate.champion or 'none'}) |\n|---|---|---|---|\n{rows}\n\n"
+        f"**Metric gate: {'passed' if gate.passed else 'FAILED'}**\n\n" + "\n".join(f"- {r}" for r in gate.reasons)
+        + "\n\nSet **approved** and your name as **approver**, then submit."
+    )
+
+
+def ask_a_person(description: str, settings: ApprovalSettings, key: str, poll_interval_s: int = 2) -> ApprovalRecord:
+    """Pause the run until a person decides; a timeout is a reject. An answer without a name is asked again."""
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import pause_flow_run
+
+    logger = get_run_logger()
+    timeout_s = max(1, int(settings.timeout_hours * 3600))
+    for round_ in range(1, 100):
+        try:
+            answer = pause_flow_run(
+                wait_for_input=Decision.with_initial_data(description=description, approved=False),
+                timeout=timeout_s, poll_interval=poll_interval_s, key=f"{key}-ask{round_}",
+            )
+        except FlowPauseTimeout:
+            return ApprovalRecord(approved=False, approver="timeout", policy=settings.policy, decided_at=now_iso(),
+                                  comment=f"no decision within {settings.timeout_hours} h: rejected")
+        except ValidationError as exc:  # an answer the form should not have let through: ask again
+            logger.warning("invalid approval input (%s); asking again", exc.errors()[0]["msg"])
+            description = "**The last answer was invalid (an approver's name is required); please answer again.**\n\n" + description
+            continue
+        return ApprovalRecord(approved=answer.approved, approver=answer.approver, comment=answer.comment,
+                              policy=settings.policy, decided_at=now_iso())
+    raise RuntimeError("no valid approval input after 99 rounds")
+
+
+@stage("record decision")
+def record_decision(workspace: Workspace, model: ModelVersion, decision: ApprovalRecord, gate: GateResult) -> ModelVersion:
+    """Tags on the model version (decision, approver, time, comment) and a markdown artifact on the run."""
     model = workspace.tag_model(model, decision_tags(decision))
     create_markdown_artifact(
         key="approval-decision", markdown=decision_markdown(model, decision, gate),
         description=f"{decision.label} {model.name}:{model.version}",
     )
-    return decision, model
+    return model

@@ -1,0 +1,32 @@
+"""`tunegate serve`: the deployments of prefect.yaml, served from this process without a work pool.
+
+prefect.yaml stays the one place deployments are described; this reads it and hands them to `prefect.serve`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+PREFECT_YAML = Path(__file__).resolve().parent.parent / "prefect.yaml"
+
+
+def deployment_specs(path: Path = PREFECT_YAML) -> list[dict]:
+    return yaml.safe_load(path.read_text())["deployments"]
+
+
+def serve_all(path: Path = PREFECT_YAML) -> None:
+    from prefect import serve
+    from prefect.schedules import Cron
+
+    from flows.tunegate_flow import tunegate
+
+    deployments = []
+    for spec in deployment_specs(path):
+        schedules = [Cron(s["cron"], timezone=s.get("timezone")) for s in spec.get("schedules") or [] if s.get("cron")]
+        deployments.append(tunegate.to_deployment(
+            name=spec["name"], description=spec.get("description"), tags=spec.get("tags"),
+            parameters=spec.get("parameters") or {}, schedules=schedules or None,
+        ))
+    serve(*deployments)
