@@ -155,6 +155,7 @@ def pending() -> None:
     from prefect import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
     from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
     from prefect.input.actions import read_flow_run_input
     from rich.markdown import Markdown
 
@@ -163,6 +164,7 @@ def pending() -> None:
         runs = client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=["tunegate"])),
             flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))),
+            sort=FlowRunSort.START_TIME_DESC, limit=100,
         )
     if not runs:
         console.print("no runs are waiting for approval")

@@ -1,0 +1,143 @@
+"""Manual approval against a real Prefect server: pause, approve, reject, time out, retry; `prefect deploy --all`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.prefect_server import PrefectServer
+from workspaces.local import LocalWorkspace
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    server = PrefectServer(tmp_path_factory.mktemp("prefect-server")).start()
+    yield server
+    server.stop()
+
+
+def tunegate(server: PrefectServer, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], env=server.env, capture_output=True, text=True,
+                          timeout=kwargs.pop("timeout", 300), cwd=ROOT, **kwargs)
+
+
+def start_run(server: PrefectServer, state_dir: Path, *sets: str) -> subprocess.Popen:
+    args = ["run", "--set", f"workspace.state_dir={state_dir}", "--set", "approval.policy=manual",
+            "--summary-json", str(state_dir / "summary.json")]
+    for item in sets:
+        args += ["--set", item]
+    return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], env=server.env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process: subprocess.Popen, timeout: float = 300) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    return output
+
+
+def model_tags(state_dir: Path) -> dict[str, str]:
+    workspace = LocalWorkspace(state_dir / "workspace")
+    versions = workspace._versions("tiny-phi3-chat-ultrachat-200k")
+    return dict(max(versions, key=lambda v: int(v.version)).tags)
+
+
+def test_manual_run_pauses_then_approve_deploys_and_tears_down(server, tmp_path):
+    process = start_run(server, tmp_path)
+    paused = server.wait_for_state("PAUSED", process=process)
+    listing = tunegate(server, "pending")
+    assert paused["id"] in listing.stdout and "Approve tiny-phi3-chat-ultrachat-200k" in listing.stdout
+    assert "eval_loss" in listing.stdout and "fingerprint" in listing.stdout
+    done = tunegate(server, "approve", paused["id"], "--approver", "alice", "--comment", "looks good")
+    assert done.returncode == 0, done.stderr
+    output = finish(process)
+    assert process.returncode == 0, output[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["approval"] == {"decision": "approved", "approver": "alice", "comment": "looks good"}
+    assert summary["smoke"]["ok"] and summary["teardown"]["done"]
+    tags = model_tags(tmp_path)
+    assert tags["decision"] == "approved" and tags["approver"] == "alice" and tags["decision_comment"] == "looks good"
+    assert LocalWorkspace(tmp_path / "workspace").inventory().empty
+
+
+def test_reject_deploys_nothing_and_tags_the_model(server, tmp_path):
+    process = start_run(server, tmp_path)
+    paused = server.wait_for_state("PAUSED", process=process)
+    empty = tunegate(server, "reject", paused["id"], "--approver", "  ")
+    assert empty.returncode == 2 and "must name a person" in empty.stderr
+    done = tunegate(server, "reject", paused["id"], "--approver", "bob", "--comment", "answers are too short")
+    assert done.returncode == 0, done.stderr
+    output = finish(process)
+    assert process.returncode == 1
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "rejected" and "rejected by bob: answers are too short" in summary["error"]
+    assert summary["endpoint"]["deployment"] is None
+    tags = model_tags(tmp_path)
+    assert tags["decision"] == "rejected" and tags["approver"] == "bob"
+    assert LocalWorkspace(tmp_path / "workspace").inventory().empty
+    [run] = [r for r in server.flow_runs("FAILED") if r["id"] == paused["id"]]
+    assert "rejected by bob" in run["state"]["message"]
+
+
+def test_invalid_input_is_refused_and_the_run_keeps_waiting(server, tmp_path):
+    from prefect.flow_runs import resume_flow_run
+
+    process = start_run(server, tmp_path)
+    paused = server.wait_for_state("PAUSED", process=process)
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        with pytest.raises(Exception):  # the server validates the answer against the Decision schema
+            resume_flow_run(paused["id"], run_input={"approved": True, "approver": ""})
+    finally:
+        del os.environ["PREFECT_API_URL"]
+    assert server.wait_for_state("PAUSED", flow_run_id=paused["id"], timeout_s=10)
+    assert tunegate(server, "approve", paused["id"], "--approver", "carol").returncode == 0
+    finish(process)
+    assert json.loads((tmp_path / "summary.json").read_text())["approval"]["approver"] == "carol"
+
+
+def test_a_decision_not_made_in_time_is_a_reject(server, tmp_path):
+    process = start_run(server, tmp_path, "approval.timeout_hours=0.002")  # 7 s
+    server.wait_for_state("PAUSED", process=process)
+    output = finish(process)
+    assert process.returncode == 1, output[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "rejected" and summary["approval"]["approver"] == "timeout"
+    assert model_tags(tmp_path)["decision"] == "rejected"
+
+
+def test_manual_without_a_server_is_refused_before_any_work(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path / "home")
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--set", f"workspace.state_dir={tmp_path}",
+                           "--set", "approval.policy=manual"], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2 and "prefect server start" in done.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "workspace").exists()
+
+
+def test_prefect_deploy_all_registers_the_deployments(server, tmp_path):
+    pool = subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", "tunegate", "--type", "process"],
+                          env=server.env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert pool.returncode == 0, pool.stdout + pool.stderr
+    deploy = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+                            env={**server.env, "TUNEGATE_HOME": str(ROOT)}, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
+    with server.client() as client:
+        deployments = {d["name"]: d for d in client.post("/deployments/filter", json={}).json()}
+    assert set(deployments) >= {"retrain-scheduled", "retrain-on-demand", "local-demo"}
+    scheduled = deployments["retrain-scheduled"]
+    [schedule] = scheduled["schedules"]
+    assert schedule["schedule"]["cron"] == "0 3 * * 1" and schedule["schedule"]["timezone"] == "Europe/Berlin"
+    assert scheduled["parameters"]["profile"] == "deployments/azure.yaml"
+    assert "approval.policy=manual" in scheduled["parameters"]["overrides"]
+    assert deployments["retrain-on-demand"]["schedules"] == []
+    assert "config" in deployments["retrain-on-demand"]["parameter_openapi_schema"]["properties"]
+    assert deployments["local-demo"]["work_pool_name"] == "tunegate"
+    assert deployments["local-demo"]["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(ROOT)
