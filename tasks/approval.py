@@ -104,8 +104,11 @@ def review_markdown(model: ModelVersion, gate: GateResult, facts: dict[str, str]
     """What a reviewer decides from: the model, its data, metrics vs base vs champion, the gate, the target."""
     metrics = gate.metrics
     champion = f"{gate.champion_eval_loss:.4f}" if gate.champion_eval_loss is not None else "-"
+    def cell(value: float | None) -> str:
+        return f"{value:.4f}" if value is not None else "-"
+
     rows = "\n".join(
-        f"| {name} | {metrics[name]:.4f} | {metrics.get('base_' + name, float('nan')):.4f} | {champion if name == EVAL_LOSS else '-'} |"
+        f"| {name} | {cell(metrics[name])} | {cell(metrics.get('base_' + name))} | {champion if name == EVAL_LOSS else '-'} |"
         for name in ("eval_loss", "train_loss") if name in metrics
     )
     facts_md = "\n".join(f"- **{key}**: {value}" for key, value in facts.items())

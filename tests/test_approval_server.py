@@ -11,17 +11,15 @@ from pathlib import Path
 import pytest
 
 from tests.prefect_server import PrefectServer
+
+
+@pytest.fixture
+def server(prefect_server):
+    return prefect_server
 from workspaces.local import LocalWorkspace
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    server = PrefectServer(tmp_path_factory.mktemp("prefect-server")).start()
-    yield server
-    server.stop()
 
 
 def tunegate(server: PrefectServer, *args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -141,3 +139,28 @@ def test_prefect_deploy_all_registers_the_deployments(server, tmp_path):
     assert "config" in deployments["retrain-on-demand"]["parameter_openapi_schema"]["properties"]
     assert deployments["local-demo"]["work_pool_name"] == "tunegate"
     assert deployments["local-demo"]["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(ROOT)
+
+
+def test_a_flow_retry_after_the_pause_pauses_again(server, tmp_path):
+    """An approval belongs to one attempt: a retried run asks again under a new key instead of reusing it."""
+    driver = (
+        "from flows.params import load_profile; from flows.tunegate_flow import tunegate; "
+        f"config = load_profile(None, ['workspace.state_dir={tmp_path}', 'approval.policy=manual', "
+        "'smoke.max_latency_ms=0.001']); "  # every smoke fails, so the approved attempt fails after deploy
+        "tunegate.with_options(retries=2, retry_delay_seconds=0)(config=config)"
+    )
+    process = subprocess.Popen([sys.executable, "-c", driver], env=server.env, cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = server.wait_for_state("PAUSED", process=process)
+    first_key = first["state"]["state_details"]["pause_key"]
+    assert tunegate(server, "approve", first["id"], "--approver", "alice").returncode == 0
+    deadline_run = server.wait_for_state("RUNNING", flow_run_id=first["id"], timeout_s=30)
+    assert deadline_run
+    second = server.wait_for_state("PAUSED", flow_run_id=first["id"], process=process)
+    second_key = second["state"]["state_details"]["pause_key"]
+    assert second_key != first_key  # asked again, not handed the first answer
+    assert tunegate(server, "reject", first["id"], "--approver", "alice", "--comment", "smoke keeps failing").returncode == 0
+    finish(process)
+    tags = model_tags(tmp_path)
+    assert tags["decision"] == "rejected" and tags["decision_comment"] == "smoke keeps failing"
+    assert LocalWorkspace(tmp_path / "workspace").inventory().empty

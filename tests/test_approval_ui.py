@@ -1,0 +1,65 @@
+"""A person approves in the real Prefect UI: headless Chromium opens the paused run, fills Resume, submits."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from workspaces.local import LocalWorkspace
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUT = ROOT / "test-output"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync"]
+
+
+@pytest.fixture
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("no Chromium on this machine (Debian: apt-get install -y chromium); .ci/run installs it")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+def test_approve_in_the_prefect_ui_then_the_run_deploys(prefect_server, browser, tmp_path):
+    OUTPUT.mkdir(exist_ok=True)
+    summary_path = tmp_path / "summary.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "run", "--set", f"workspace.state_dir={tmp_path}", "--set", "approval.policy=manual",
+         "--summary-json", str(summary_path)],
+        env=prefect_server.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    paused = prefect_server.wait_for_state("PAUSED", process=process)
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{prefect_server.url}/runs/flow-run/{paused['id']}")
+    page.get_by_role("button", name="Resume").first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Approve tiny-phi3-chat-ultrachat-200k").wait_for()  # the reviewer's summary is in the form
+    assert "eval_loss" in dialog.inner_text() and "fingerprint" in dialog.inner_text()
+    dialog.locator("input[type=checkbox]").locator("xpath=..").click()  # the "approved" toggle
+    fields = dialog.locator("textarea")
+    fields.nth(0).fill("dana")
+    fields.nth(1).fill("approved in the UI")
+    assert dialog.locator("input[type=checkbox]").is_checked()
+    page.screenshot(path=str(OUTPUT / "approval-form.png"))
+    dialog.get_by_role("button", name="Submit").click()
+
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output[-3000:]
+    summary = json.loads(summary_path.read_text())
+    assert summary["approval"] == {"decision": "approved", "approver": "dana", "comment": "approved in the UI"}
+    assert summary["smoke"]["ok"] is True and summary["endpoint"]["deployment"]
+    assert summary["teardown"]["done"] and LocalWorkspace(tmp_path / "workspace").inventory().empty
+    assert (OUTPUT / "approval-form.png").stat().st_size > 10_000
