@@ -16,8 +16,7 @@ def deployment_specs(path: Path = PREFECT_YAML) -> list[dict]:
     return yaml.safe_load(path.read_text())["deployments"]
 
 
-def serve_all(path: Path = PREFECT_YAML) -> None:
-    from prefect import serve
+def runner_deployments(path: Path = PREFECT_YAML) -> list:
     from prefect.schedules import Cron
 
     from flows.tunegate_flow import tunegate
@@ -29,4 +28,10 @@ def serve_all(path: Path = PREFECT_YAML) -> None:
             name=spec["name"], description=spec.get("description"), tags=spec.get("tags"),
             parameters=spec.get("parameters") or {}, schedules=schedules or None,
         ))
-    serve(*deployments)
+    return deployments
+
+
+def serve_all(path: Path = PREFECT_YAML) -> None:
+    from prefect import serve
+
+    serve(*runner_deployments(path))
