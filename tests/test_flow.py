@@ -206,3 +206,21 @@ def test_instance_type_outside_inference_allow_list_is_refused(tmp_path, workspa
 def test_auto_if_better_without_champion_approves_and_says_why(tmp_path, workspace):
     summary = run(workspace, make_config(tmp_path, approval={"policy": "auto-if-better"})).result()
     assert summary.approval.approver == "policy:auto-if-better" and "no champion" in summary.approval.comment
+
+
+def test_cancelling_a_deployed_run_takes_its_ephemeral_endpoint_down(tmp_path, workspace):
+    """The on_cancellation hook runs in the runner after the flow process is killed: it finds the run's endpoint."""
+    from types import SimpleNamespace
+    from uuid import uuid4
+
+    from flows.tunegate_flow import _teardown_on_cancel, endpoint_name_for
+
+    config = make_config(tmp_path)
+    run_id = uuid4()
+    name = endpoint_name_for(config, str(run_id))
+    workspace.ensure_endpoint(name, ephemeral=True)
+    workspace.ensure_endpoint("someone-elses-endpoint")
+    flow_run = SimpleNamespace(id=run_id, parameters={"config": config.model_dump(mode="json")})
+    with use_workspace(workspace):
+        _teardown_on_cancel(None, flow_run, None)
+    assert set(workspace.endpoints) == {"someone-elses-endpoint"}
