@@ -83,6 +83,15 @@ def _errors(action: str) -> Iterator[None]:
         raise
 
 
+def _get_or_none(action: str, get: Any) -> Any | None:
+    """`get()` under the error translation, with "does not exist" as None instead of an error."""
+    try:
+        with _errors(action):
+            return get()
+    except NotFoundError:
+        return None
+
+
 def make_credential(settings: AzureSettings, default: Any = None) -> Any:
     """DefaultAzureCredential; the notebook's browser fallback only when a person is at a terminal."""
     from azure.identity import DefaultAzureCredential, InteractiveBrowserCredential
@@ -129,15 +138,13 @@ class AzureWorkspace:
                     f"workspace.resource_group and workspace.workspace_name ({str(exc)[:200]})"
                 ) from exc
         else:
-            missing = [key for key, value in ids.items() if not value]
+            missing = [f"workspace.{key.removesuffix('_name') if key == 'resource_group_name' else key}"
+                       for key, value in ids.items() if not value]
             if missing:
                 raise WorkspaceError(f"workspace.kind azure needs {', '.join(missing)} (or workspace.azure.config_path)")
             ml = MLClient(credential, **ids)
         registry = MLClient(credential, registry_name=workspace.registry_name)
         return cls(ml, registry, settings, credential)
-
-    def _wait(self, poller: Any) -> Any:
-        return poller.result()
 
     # ------------------------------------------------------------------ catalogue
     def get_foundation_model(self, name: str, version: str | None = None, label: str = "latest") -> FoundationModel:
@@ -147,11 +154,7 @@ class AzureWorkspace:
 
     # ------------------------------------------------------------------ compute
     def ensure_compute(self, spec: ComputeSpec) -> Compute:
-        try:
-            with _errors(f"compute {spec.name}"):
-                compute = self.ml.compute.get(spec.name)
-        except NotFoundError:
-            compute = self._create_compute(spec)
+        compute = _get_or_none(f"compute {spec.name}", lambda: self.ml.compute.get(spec.name)) or self._create_compute(spec)
         state = getattr(compute.provisioning_state, "value", compute.provisioning_state)  # the SDK may give an enum
         return Compute(name=compute.name, size=compute.size, provisioning_state=str(state))
 
@@ -162,7 +165,7 @@ class AzureWorkspace:
                                  max_instances=spec.max_instances, idle_time_before_scale_down=spec.idle_seconds_before_scaledown)
             try:
                 with _errors(f"create compute {spec.name} ({tier})"):
-                    return self._wait(self.ml.compute.begin_create_or_update(cluster))
+                    return self.ml.compute.begin_create_or_update(cluster).result()
             except TransientWorkspaceError:
                 raise
             except WorkspaceError as exc:
@@ -184,11 +187,7 @@ class AzureWorkspace:
         return f"tunegate-{key[:20]}" + (f"-{attempt}" if attempt > 1 else "")
 
     def _existing_job(self, name: str) -> Any | None:
-        try:
-            with _errors(f"job {name}"):
-                return self.ml.jobs.get(name)
-        except NotFoundError:
-            return None
+        return _get_or_none(f"job {name}", lambda: self.ml.jobs.get(name))
 
     def submit_finetune(self, spec: FinetuneSpec, idempotency_key: str) -> JobRef:
         attempt = 1
@@ -300,11 +299,7 @@ class AzureWorkspace:
             return self._as_version(self.ml.models.create_or_update(model))
 
     def _model_versions(self, name: str) -> list[Any]:
-        try:
-            with _errors(f"model {name}"):
-                return list(self.ml.models.list(name=name))
-        except NotFoundError:
-            return []
+        return _get_or_none(f"model {name}", lambda: list(self.ml.models.list(name=name))) or []
 
     @staticmethod
     def _as_version(model: Any) -> ModelVersion:
@@ -332,11 +327,7 @@ class AzureWorkspace:
 
     # ------------------------------------------------------------------ endpoints
     def _endpoint(self, name: str) -> Any | None:
-        try:
-            with _errors(f"endpoint {name}"):
-                return self.ml.online_endpoints.get(name)
-        except NotFoundError:
-            return None
+        return _get_or_none(f"endpoint {name}", lambda: self.ml.online_endpoints.get(name))
 
     def ensure_endpoint(self, name: str, description: str = "", ephemeral: bool = False) -> Endpoint:
         if self._endpoint(name) is None:
@@ -347,7 +338,7 @@ class AzureWorkspace:
             endpoint = ManagedOnlineEndpoint(name=name, description=description, auth_mode="key", identity=identity,
                                              tags={**CREATED_BY, "tunegate.ephemeral": str(ephemeral).lower()})
             with _errors(f"create endpoint {name}"):
-                self._wait(self.ml.online_endpoints.begin_create_or_update(endpoint))
+                self.ml.online_endpoints.begin_create_or_update(endpoint).result()
         return self.get_endpoint(name)  # type: ignore[return-value]
 
     def get_endpoint(self, name: str) -> Endpoint | None:
@@ -370,14 +361,14 @@ class AzureWorkspace:
             tags=dict(CREATED_BY),
         )
         with _errors(f"create deployment {endpoint}/{name}"):
-            self._wait(self.ml.online_deployments.begin_create_or_update(deployment))
+            self.ml.online_deployments.begin_create_or_update(deployment).result()
         return Deployment(endpoint=endpoint, name=name, model=f"{model.name}:{model.version}", instance_type=instance_type)
 
     def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> Endpoint:
         with _errors(f"traffic of {endpoint}"):
             current = self.ml.online_endpoints.get(endpoint)
             current.traffic = dict(traffic)
-            self._wait(self.ml.online_endpoints.begin_create_or_update(current))
+            self.ml.online_endpoints.begin_create_or_update(current).result()
         return self.get_endpoint(endpoint)  # type: ignore[return-value]
 
     def endpoint_credentials(self, endpoint: str) -> Credentials:
@@ -388,11 +379,11 @@ class AzureWorkspace:
 
     def delete_deployment(self, endpoint: str, name: str) -> None:
         with _errors(f"delete deployment {endpoint}/{name}"):
-            self._wait(self.ml.online_deployments.begin_delete(name=name, endpoint_name=endpoint))
+            self.ml.online_deployments.begin_delete(name=name, endpoint_name=endpoint).result()
 
     def delete_endpoint(self, endpoint: str) -> None:
         with _errors(f"delete endpoint {endpoint}"):
-            self._wait(self.ml.online_endpoints.begin_delete(name=endpoint))
+            self.ml.online_endpoints.begin_delete(name=endpoint).result()
 
     # ------------------------------------------------------------------ leak checks
     def inventory(self) -> Inventory:
