@@ -1,7 +1,7 @@
 """An HTTP-level replay of Azure ML for the real azure-ai-ml SDK, built from the official REST examples.
 
 `FakeAzureML` answers, through `responses` (requests-level), what the SDK sends to management.azure.com and the
-registry front end. Response bodies start from the official examples in shared/fixtures/azureml/rest-examples
+registry front end. Response bodies start from the official examples in tests/fixtures/azureml/rest-examples
 (compute get, VM sizes, online endpoint/deployment create and delete, pipeline job get), copied and patched with
 the names the flow uses; what the examples lack (GPU sizes, registry discovery, registry model and component,
 job create, model create, endpoint keys, LRO status) is added here in the same shapes. State is kept, so a
@@ -25,9 +25,8 @@ from urllib.parse import parse_qs, urlparse
 import responses
 from azure.core.credentials import AccessToken, AccessTokenInfo
 
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "azureml"
-if not FIXTURES.exists():  # a checkout with shared/ inside the repository
-    FIXTURES = Path(__file__).resolve().parent.parent / "shared" / "fixtures" / "azureml"
+# copied into the repository (see fixtures/azureml/README.md for where each file comes from)
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "azureml"
 EXAMPLES = FIXTURES / "rest-examples"
 
 SUB, RG, WS = "00000000-1111-2222-3333-444444444444", "test-rg", "my-aml-workspace"
