@@ -12,7 +12,7 @@ import sys
 import time
 
 from tasks.data import sample_split
-from workspaces.synthetic import generate_split
+from data.synthetic import generate_split
 
 
 def first_percent(rows: list[dict], percent: float) -> list[dict]:

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import os
+import json
+from pathlib import Path
+from typing import Annotated, NoReturn, Optional
 
-# offline machines: no analytics calls from an ephemeral Prefect server (set before prefect is imported)
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Annotated, Optional  # noqa: E402
-
-import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from flows.params import ProfileError, load_profile  # noqa: E402
-from flows.summary import RunSummary  # noqa: E402
+from data.runs import RunStore
+from flows.params import ProfileError, load_profile
+from flows.summary import RunSummary
+from tasks.reviews import ReviewError, decide, pending_reviews, server_url
 
 app = typer.Typer(help="tunegate: fine-tune a chat model and take it safely to a live endpoint.", no_args_is_help=True)
 console = Console()
@@ -30,8 +28,7 @@ def _config(profile: Path | None, sets: list[str] | None):
     try:
         return load_profile(profile, sets or [])
     except ProfileError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+        _fail(exc, 2)
 
 
 def _print_summary(summary: RunSummary) -> None:
@@ -65,23 +62,21 @@ def run(
 ) -> None:
     """Run the whole flow once (an ephemeral Prefect server is started when PREFECT_API_URL is not set)."""
     config = _config(profile, set_)
-    from flows.tunegate_flow import ManualApprovalNeedsServer, require_server_for_manual, tunegate
+    from flows.tunegate_flow import tunegate
+    from tasks.approval import ManualApprovalNeedsServer, require_server_for_manual
 
     try:
-        require_server_for_manual(config)  # before an ephemeral server is started or anything is trained
+        require_server_for_manual(config.approval)  # before an ephemeral server is started or anything is trained
         if config.approval.policy == "manual":
-            _reachable_server()
-    except ManualApprovalNeedsServer as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+            server_url()
+    except (ManualApprovalNeedsServer, ReviewError) as exc:
+        _fail(exc, 2)
 
     state = tunegate(config=config, return_state=True)
-    run_id = str(state.state_details.flow_run_id)
-    path = Path(config.workspace.state_dir) / "runs" / run_id / "summary.json"
-    if not path.exists():
-        err.print(f"[red]the run ended before writing a summary: {state.message}[/red]")
-        raise typer.Exit(1)
-    summary = RunSummary.model_validate_json(path.read_text())
+    text = RunStore(config.workspace.state_dir).read_summary(str(state.state_details.flow_run_id))
+    if text is None:
+        _fail(f"the run ended before writing a summary: {state.message}", 1)
+    summary = RunSummary.model_validate_json(text)
     _print_summary(summary)
     if summary_json:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
@@ -89,48 +84,17 @@ def run(
     raise typer.Exit(0 if summary.status == "succeeded" else 1)
 
 
-def _reachable_server() -> str:
-    """The Prefect API URL, after checking that a server answers there."""
-    import httpx
-    from prefect.settings import PREFECT_API_URL
-
-    url = PREFECT_API_URL.value()
-    if not url:
-        err.print("[red]PREFECT_API_URL is not set: start a server with `prefect server start` and "
-                  "`export PREFECT_API_URL=http://127.0.0.1:4200/api`[/red]")
-        raise typer.Exit(2)
-    try:
-        httpx.get(f"{url.rstrip('/')}/health", timeout=5).raise_for_status()
-    except httpx.HTTPError as exc:
-        err.print(f"[red]no Prefect server answers at {url} ({exc}); start one with `prefect server start`[/red]")
-        raise typer.Exit(2) from None
-    return url
+def _fail(error: object, code: int) -> NoReturn:
+    err.print(str(error), style="red", markup=False)
+    raise typer.Exit(code)
 
 
 def _decide(run_id: str, approved: bool, approver: str, comment: str) -> None:
-    from uuid import UUID
-
-    from prefect.exceptions import FlowPauseTimeout
-    from prefect.flow_runs import resume_flow_run
-
-    if not approver.strip():
-        err.print("[red]--approver must name a person[/red]")
-        raise typer.Exit(2)
-    _reachable_server()
     try:
-        flow_run_id = UUID(run_id)
-    except ValueError:
-        err.print(f"[red]{run_id!r} is not a flow run id; `tunegate pending` lists the runs waiting for a decision[/red]")
-        raise typer.Exit(2) from None
-    try:
-        resume_flow_run(flow_run_id, run_input={"approved": approved, "approver": approver.strip(), "comment": comment})
-    except FlowPauseTimeout:
-        err.print(f"[red]run {run_id} can no longer be resumed: its approval timed out (recorded as a reject)[/red]")
-        raise typer.Exit(1) from None
-    except Exception as exc:  # noqa: BLE001 - NotPausedError, ObjectNotFound, a rejected input: say which
-        err.print(f"[red]could not resume run {run_id}: {type(exc).__name__}: {exc}[/red]")
-        raise typer.Exit(1) from None
-    console.print(f"{'approved' if approved else 'rejected'} run {run_id} as {approver.strip()}")
+        decision = decide(run_id, approved, approver, comment)
+    except ReviewError as exc:
+        _fail(exc, 2 if exc.usage else 1)
+    console.print(f"{'approved' if approved else 'rejected'} run {run_id} as {decision.approver}", markup=False)
 
 
 ApproverOption = Annotated[str, typer.Option("--approver", "-a", help="Your name, recorded on the model version.")]
@@ -152,30 +116,20 @@ def reject(run_id: str, approver: ApproverOption, comment: CommentOption = "") -
 @app.command()
 def pending() -> None:
     """Runs waiting for an approval decision, with the summary a reviewer decides from."""
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
-    from prefect.client.schemas.objects import StateType
-    from prefect.client.schemas.sorting import FlowRunSort
-    from prefect.input.actions import read_flow_run_input
     from rich.markdown import Markdown
 
-    _reachable_server()
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=["tunegate"])),
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))),
-            sort=FlowRunSort.START_TIME_DESC, limit=100,
-        )
-    if not runs:
+    try:
+        reviews = pending_reviews()
+    except ReviewError as exc:
+        _fail(exc, 2 if exc.usage else 1)
+    if not reviews:
         console.print("no runs are waiting for approval")
         return
-    for run in runs:
-        keyset = run.state.state_details.run_input_keyset if run.state else None
-        description = read_flow_run_input(keyset["description"], flow_run_id=run.id) if keyset else None
-        timeout = run.state.state_details.pause_timeout if run.state else None
-        console.rule(f"{run.id}  {run.name}  (times out {timeout})")
-        console.print(Markdown(description or "(no summary)"))
-        console.print(f"tunegate approve {run.id} --approver NAME   |   tunegate reject {run.id} --approver NAME --comment WHY")
+    for review in reviews:
+        console.rule(f"{review.run_id}  {review.run_name}  (times out {review.times_out})")
+        console.print(Markdown(review.review or "(no summary)"))
+        console.print(f"tunegate approve {review.run_id} --approver NAME   |   "
+                      f"tunegate reject {review.run_id} --approver NAME --comment WHY", markup=False)
 
 
 @app.command()
@@ -183,7 +137,10 @@ def serve() -> None:
     """Serve the deployments of prefect.yaml from this process, without a work pool (for a laptop)."""
     from flows.deployments import serve_all
 
-    _reachable_server()
+    try:
+        server_url()
+    except ReviewError as exc:
+        _fail(exc, 2)
     serve_all()
 
 
@@ -204,13 +161,12 @@ def chat(
     set_: SetOption = None,
 ) -> None:
     """Talk to a live endpoint: each turn is sent with the conversation so far (the seed's 'chat with your model')."""
-    from tasks.invoke import ScoringParameters, score
+    from workspaces.base import ScoringRequest
+    from workspaces.scoring import ScoringParameters
 
     workspace = _workspace(profile, set_)
     if workspace.get_endpoint(endpoint) is None:
-        err.print(f"[red]no endpoint {endpoint!r} in this workspace; `tunegate inventory` lists them[/red]")
-        raise typer.Exit(2)
-    credentials = workspace.endpoint_credentials(endpoint)
+        _fail(f"no endpoint {endpoint!r} in this workspace; `tunegate inventory` lists them", 2)
     parameters = ScoringParameters(max_new_tokens=max_new_tokens, temperature=temperature)
     history: list[dict[str, str]] = []
     turns = iter(message) if message else None
@@ -224,13 +180,13 @@ def chat(
                 continue
             break
         history.append({"role": "user", "content": text})
-        result = score(credentials, history, parameters, deployment=deployment)
+        result = workspace.invoke(endpoint, ScoringRequest(messages=history, parameters=parameters), deployment)
         if result.error:
-            err.print(f"[red]{result.error}[/red]")
+            err.print(result.error, style="red", markup=False)
             history.pop()
             continue
         history.append({"role": "assistant", "content": result.output or ""})
-        console.print(f"[bold cyan]model>[/bold cyan] {result.output}  [dim]({result.latency_ms:.0f} ms)[/dim]")
+        console.print(Text.assemble(("model> ", "bold cyan"), result.output or "", (f"  ({result.latency_ms:.0f} ms)", "dim")))
 
 
 @app.command()
@@ -246,12 +202,13 @@ def teardown(
     set_: SetOption = None,
 ) -> None:
     """Delete an endpoint left behind (for example by a run that was killed)."""
-    workspace = _workspace(profile, set_)
-    if workspace.get_endpoint(endpoint) is None:
-        err.print(f"no endpoint {endpoint!r}; nothing to delete")
-        raise typer.Exit(0)
-    workspace.delete_endpoint(endpoint)
-    console.print(f"deleted endpoint {endpoint}")
+    from tasks.teardown import take_down
+
+    result = take_down(_workspace(profile, set_), "ephemeral", endpoint)
+    if not result.deleted:
+        err.print(f"no endpoint {endpoint!r}; nothing to delete", markup=False)
+        return
+    console.print(f"deleted endpoint {endpoint}", markup=False)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,19 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tasks.settings import (
-    ApprovalSettings, ComputeSettings, DataSettings, EndpointSettings, FinetuneSettings, GateSettings,
-    JobSettings, ModelSettings, RetrySettings, SmokeSettings, TeardownSettings, WorkspaceSettings,
+    ApprovalSettings,
+    ComputeSettings,
+    DataSettings,
+    EndpointSettings,
+    FinetuneSettings,
+    GateSettings,
+    JobSettings,
+    ModelSettings,
+    RetrySettings,
+    SmokeSettings,
+    TeardownSettings,
 )
+from workspaces.factory import WorkspaceSettings
 
 DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "deployments" / "local.yaml"
 

@@ -1,9 +1,17 @@
 """What a run did, in one object: printed by the CLI, written by --summary-json, kept as a Prefect artifact.
+Each stage's result is recorded by the summary itself (`record_*`), so the flow only says what happened.
 It never holds a secret: endpoint keys stay inside the workspace and the scoring client."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
+
+from tasks.approval import ApprovalRecord
+from tasks.data import SampledData
+from tasks.deploy import SmokeResult
+from tasks.metrics import GateResult
+from tasks.teardown import TeardownResult
+from workspaces.base import Endpoint, FinetuneSpec, FoundationModel, JobRef, ModelVersion
 
 
 class DataSummary(BaseModel):
@@ -70,6 +78,57 @@ class RunSummary(BaseModel):
     smoke: SmokeSummary = Field(default_factory=SmokeSummary)
     teardown: TeardownSummary = Field(default_factory=TeardownSummary)
     seconds: float | None = None
+
+    def record_data(self, sampled: SampledData) -> None:
+        self.data = DataSummary(rows=sampled.rows, fingerprint=sampled.fingerprint, dropped_invalid=sampled.dropped)
+
+    def record_foundation(self, foundation: FoundationModel) -> None:
+        self.model.foundation = f"{foundation.name}:{foundation.version}"
+
+    def record_job(self, job: JobRef, spec: FinetuneSpec) -> None:
+        self.job = JobSummary(name=job.name, url=job.url, display_name=spec.display_name, reattached=job.reattached)
+
+    def record_gate(self, gate: GateResult) -> None:
+        self.metrics = dict(gate.metrics)
+        self.gate = GateSummary(passed=gate.passed, reasons=list(gate.reasons))
+
+    def record_model(self, version: ModelVersion) -> None:
+        self.model.name, self.model.version = version.name, version.version
+
+    def record_waiting_for_approval(self) -> None:
+        self.approval.decision = "waiting"
+
+    def record_decision(self, decision: ApprovalRecord) -> None:
+        self.approval = ApprovalSummary(decision=decision.label, approver=decision.approver, comment=decision.comment)
+
+    def record_deployment(self, endpoint: str, deployment: str | None) -> None:
+        self.endpoint.name, self.endpoint.deployment = endpoint, deployment
+
+    def record_smoke(self, smoke: SmokeResult) -> None:
+        self.smoke = SmokeSummary(ok=smoke.ok, latency_ms=smoke.latency_ms, error=smoke.error,
+                                  sample_output=smoke.sample_output)
+
+    def record_rollback(self) -> None:
+        self.endpoint.deployment = None
+
+    def record_endpoint(self, endpoint: Endpoint | None) -> None:
+        """What the workspace says serves, read back after promotion (not what the run meant to do)."""
+        self.endpoint.traffic = dict(endpoint.traffic) if endpoint else {}
+
+    def record_teardown(self, result: TeardownResult) -> None:
+        self.teardown = TeardownSummary(mode=result.mode, done=result.done, deleted=list(result.deleted))
+
+    def record_teardown_failure(self, mode: str, error: BaseException) -> None:
+        self.teardown = TeardownSummary(mode=mode, done=False)
+        self.add_error(f"teardown failed: {error}")
+
+    def record_outcome(self, status: str, error: str | None = None) -> None:
+        self.status = status
+        if error:
+            self.add_error(error)
+
+    def add_error(self, text: str) -> None:
+        self.error = f"{self.error}; {text}" if self.error else text
 
     def markdown(self) -> str:
         metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(self.metrics.items())) or "| - | - |"

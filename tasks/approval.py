@@ -53,6 +53,26 @@ class ApprovalRecord(BaseModel):
         return APPROVED if self.approved else REJECTED
 
 
+class ManualApprovalNeedsServer(ValueError):
+    pass
+
+
+def has_prefect_server() -> bool:
+    """True when runs talk to a real Prefect server (PREFECT_API_URL), which is where a person can resume them."""
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
+
+
+def require_server_for_manual(settings: ApprovalSettings) -> None:
+    if settings.policy == "manual" and not has_prefect_server():
+        raise ManualApprovalNeedsServer(
+            "approval.policy manual needs a Prefect server a reviewer can reach: start one with `prefect server start`, "
+            "then `export PREFECT_API_URL=http://127.0.0.1:4200/api` (or `prefect config set PREFECT_API_URL=...`) "
+            "and run again"
+        )
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

@@ -14,9 +14,11 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from data.runs import write_sample
+from data.sources import read_split
+from data.splits import WRITTEN_SPLITS
 from tasks.errors import stage
-from tasks.settings import WRITTEN_SPLITS, DataSettings
-from workspaces.sources import read_split
+from tasks.settings import DataSettings
 
 VALID_ROLES = frozenset({"system", "user", "assistant"})
 
@@ -123,13 +125,8 @@ def sample_to_directory(settings: DataSettings, out_dir: Path, cache_dir: Path) 
         contents[f"{split}.jsonl"] = jsonl_bytes(sample.kept)
         rows[split] = len(sample.kept)
         invalid[split] = sample.invalid
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for name, blob in contents.items():
-        (out_dir / name).write_bytes(blob)
-        files[name.removesuffix(".jsonl")] = str(out_dir / name)
     data_fingerprint = fingerprint(contents)
-    (out_dir / "FINGERPRINT").write_text(data_fingerprint + "\n")
+    files = write_sample(out_dir, contents, data_fingerprint)
     return SampledData(directory=str(out_dir), files=files, rows=rows, invalid=invalid, fingerprint=data_fingerprint)
 
 

@@ -3,19 +3,18 @@
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
+from itertools import islice
 
 from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
+from data.runs import read_jsonl
 from tasks.approval import is_approved
 from tasks.errors import stage
-from tasks.invoke import ScoringParameters, score
 from tasks.model import INFERENCE_ALLOW_LIST, allow_list
 from tasks.settings import EndpointSettings, SmokeSettings
-from workspaces.base import Deployment, FoundationModel, ModelVersion, Workspace
+from workspaces.base import Endpoint, FoundationModel, ModelVersion, ScoringRequest, Workspace
 
 
 class DeploymentRefused(ValueError):
@@ -67,13 +66,9 @@ def deploy_candidate(
 def smoke_messages(test_gen_path: str, samples: int) -> list[list[dict[str, str]]]:
     """The first user turn of the first `samples` rows of test_gen (as the notebook sends `messages[0]`)."""
     requests = []
-    with Path(test_gen_path).open(encoding="utf-8") as handle:
-        for line in handle:
-            row = json.loads(line)
-            first_user = next(m for m in row["messages"] if m["role"] == "user")
-            requests.append([{"role": "user", "content": first_user["content"]}])
-            if len(requests) == samples:
-                break
+    for row in islice(read_jsonl(test_gen_path), samples):
+        first_user = next(m for m in row["messages"] if m["role"] == "user")
+        requests.append([{"role": "user", "content": first_user["content"]}])
     return requests
 
 
@@ -87,14 +82,13 @@ class SmokeResult(BaseModel):
 
 @stage("smoke invoke")
 def smoke_invoke(workspace: Workspace, deployed: DeployResult, settings: SmokeSettings, test_gen_path: str) -> SmokeResult:
-    credentials = workspace.endpoint_credentials(deployed.endpoint)
-    parameters = ScoringParameters(temperature=settings.temperature, top_p=settings.top_p,
-                                   do_sample=settings.do_sample, max_new_tokens=settings.max_new_tokens)
+    parameters = settings.scoring_parameters()
     latencies: list[float] = []
     output = None
     requests = smoke_messages(test_gen_path, settings.samples)
     for messages in requests:
-        result = score(credentials, messages, parameters, deployment=deployed.deployment, timeout_s=settings.timeout_s)
+        request = ScoringRequest(messages=messages, parameters=parameters)
+        result = workspace.invoke(deployed.endpoint, request, deployment=deployed.deployment, timeout_s=settings.timeout_s)
         if result.error:
             return SmokeResult(ok=False, latency_ms=result.latency_ms, requests=len(requests), error=result.error)
         if result.latency_ms > settings.max_latency_ms:
@@ -118,6 +112,12 @@ def promote(workspace: Workspace, deployed: DeployResult, model: ModelVersion, s
     if set_champion:
         workspace.set_champion(model, model.name)
     return retired
+
+
+@stage("read endpoint")
+def read_endpoint(workspace: Workspace, name: str) -> Endpoint | None:
+    """The endpoint as the workspace reports it (what serves), for the run summary."""
+    return workspace.get_endpoint(name)
 
 
 @stage("roll back")

@@ -7,9 +7,8 @@ from typing import Any
 
 import httpx
 
-from workspaces.base import TransientWorkspaceError, WorkspaceError
-
-RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+from tasks.settings import RetrySettings
+from workspaces.base import RETRYABLE_STATUS, TransientWorkspaceError, WorkspaceError
 
 
 def _status_code(exc: BaseException) -> int | None:
@@ -51,9 +50,17 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
 def stage(name: str):
     """The decorator of every stage task: retried on transient errors only, never cached (each run is new work).
 
-    Attempts and delay come from the profile's `retries` section: the flow applies them with `with_options`.
+    Attempts and delay are the `retries` section's defaults; the flow applies a profile's values once, to all
+    stages (flows/stages.py).
     """
     from prefect import task
     from prefect.cache_policies import NO_CACHE
 
-    return task(name=name, retries=3, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+    defaults = RetrySettings()
+    return task(
+        name=name,
+        retries=defaults.attempts,
+        retry_delay_seconds=defaults.delay_s,
+        retry_condition_fn=retry_transient,
+        cache_policy=NO_CACHE,
+    )

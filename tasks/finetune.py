@@ -1,18 +1,34 @@
-"""Submit the fine-tune and wait for it: parameter merge, display name, idempotent submission, polling."""
+"""Submit the fine-tune and wait for it: parameter merge, display name, idempotent submission, polling.
+
+The re-attach-or-resubmit rule lives here, once, for every workspace: a job of the same idempotency key that is
+queued, running or completed is re-attached (a GPU job costs real money: never the same work twice); one that
+failed or was cancelled is followed by a new attempt under the next name.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import time
+from pathlib import Path
 
 from prefect.logging import get_run_logger
 
+from tasks.compute import ValidatedCompute
 from tasks.errors import is_transient, stage
 from tasks.model import model_specific_defaults
-from tasks.compute import ValidatedCompute
 from tasks.settings import FinetuneSettings, JobSettings
-from workspaces.base import DataRef, FinetuneSpec, FoundationModel, JobRef, JobState, JobStatus, Workspace, WorkspaceError
+from workspaces.base import (
+    DataRef,
+    FinetuneSpec,
+    FoundationModel,
+    JobRef,
+    JobState,
+    JobStatus,
+    Workspace,
+    WorkspaceError,
+    parameter_bool,
+)
 
 # the notebook's training_parameters ∪ optimization_parameters (deepspeed_stage as the string its enum declares)
 NOTEBOOK_DEFAULTS: dict[str, object] = {
@@ -44,10 +60,6 @@ def merge_finetune_parameters(settings: FinetuneSettings, model_defaults: dict[s
     return {key: (getattr(typed, key) if key in known else value) for key, value in merged.items()}  # type: ignore[misc]
 
 
-def _truthy(value: object) -> bool:
-    return value is True or str(value).lower() == "true"
-
-
 def pipeline_display_name(model_name: str, params: Params, gpus_per_node: int) -> str:
     """The notebook's get_pipeline_display_name, with booleans accepted as bool or "true"/"false"."""
     batch_size = (
@@ -57,8 +69,8 @@ def pipeline_display_name(model_name: str, params: Params, gpus_per_node: int) -
         * int(params.get("num_nodes_finetune", 1))
     )
     scheduler = params.get("lr_scheduler_type", "linear")
-    ds = f"ds{params.get('deepspeed_stage', '2')}" if _truthy(params.get("apply_deepspeed", "false")) else "nods"
-    lora = "lora" if _truthy(params.get("apply_lora", "false")) else "nolora"
+    ds = f"ds{params.get('deepspeed_stage', '2')}" if parameter_bool(params.get("apply_deepspeed", "false")) else "nods"
+    lora = "lora" if parameter_bool(params.get("apply_lora", "false")) else "nolora"
     save_limit = params.get("save_total_limit", -1)
     seq_len = params.get("max_seq_length", -1)
     return f"{model_name}-ultrachat-bs{batch_size}-{scheduler}-{ds}-{lora}-save_limit{save_limit}-seqlen{seq_len}"
@@ -90,16 +102,33 @@ def build_spec(
 
 @stage("upload data")
 def upload_data(workspace: Workspace, train: str, test: str, fingerprint: str) -> DataRef:
-    from pathlib import Path
-
     return workspace.upload_data(Path(train), Path(test), fingerprint)
+
+
+MAX_ATTEMPTS = 50
+
+
+def job_name(key: str, attempt: int) -> str:
+    """tunegate-<key>, then -2, -3, ... for the attempts after a failed one (Azure job names: letters, digits, -)."""
+    return f"tunegate-{key[:20]}" + (f"-{attempt}" if attempt > 1 else "")
+
+
+def submit_or_reattach(workspace: Workspace, spec: FinetuneSpec, key: str) -> JobRef:
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        name = job_name(key, attempt)
+        existing = workspace.get_job(name)
+        if existing is None:
+            return workspace.submit_finetune(spec, name, key)
+        if workspace.job_status(existing).state not in (JobState.FAILED, JobState.CANCELED):
+            return existing.model_copy(update={"reattached": True})
+    raise WorkspaceError(f"{MAX_ATTEMPTS} attempts of job {job_name(key, 1)} failed; not submitting another")
 
 
 @stage("submit fine-tune")
 def submit_finetune(workspace: Workspace, spec: FinetuneSpec, key: str) -> JobRef:
     logger = get_run_logger()
     logger.info("fine-tune parameters: %s", spec.parameters)
-    job = workspace.submit_finetune(spec, key)
+    job = submit_or_reattach(workspace, spec, key)
     logger.info("%s job %s (%s)", "re-attached to" if job.reattached else "submitted", job.name, job.url or "")
     return job
 

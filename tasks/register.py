@@ -1,4 +1,8 @@
-"""Register the fine-tuned model with lineage tags: where its data, job, metrics and run came from."""
+"""Register the fine-tuned model with lineage tags: where its data, job, metrics and run came from.
+
+Registration is idempotent, here, for every workspace: a job's model is registered once; a retried task gets the
+version it already made.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ from tasks.metrics import GateResult
 from workspaces.base import FoundationModel, JobRef, ModelVersion, Workspace
 
 
-def lineage_tags(foundation: FoundationModel, job: JobRef, fingerprint: str, gate: GateResult, flow_run_id: str) -> dict[str, str]:
+def lineage_tags(
+    foundation: FoundationModel, job: JobRef, fingerprint: str, gate: GateResult, flow_run_id: str
+) -> dict[str, str]:
     tags = {
         "foundation_model": foundation.id,
         "data_fingerprint": fingerprint,
@@ -21,8 +27,13 @@ def lineage_tags(foundation: FoundationModel, job: JobRef, fingerprint: str, gat
     return tags
 
 
+def register_once(workspace: Workspace, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion:
+    existing = workspace.find_model_version(name, job)
+    return existing if existing is not None else workspace.register_model(job, name, tags)
+
+
 @stage("register model")
 def register_model(workspace: Workspace, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion:
-    version = workspace.register_model(job, name, tags)
+    version = register_once(workspace, job, name, tags)
     get_run_logger().info("registered %s version %s", version.name, version.version)
     return version

@@ -1,7 +1,8 @@
 """Typed settings for each stage. The flow's parameter (flows/params.py) is made of these sections.
 
-Every model forbids unknown keys, so a typo in a profile or a `--set` fails before any work starts
-with the field's dotted name in the message.
+The defaults here are *the* defaults: README's profile table documents them (a test holds the two together) and
+deployments/local.yaml only says what differs. Every model forbids unknown keys, so a typo in a profile or a
+`--set` fails before any work starts with the field's dotted name in the message.
 """
 
 from __future__ import annotations
@@ -10,10 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from workspaces.factory import WorkspaceSettings  # noqa: F401 - one profile section, owned by the factory
-
-SPLITS = ("train_sft", "test_sft", "train_gen", "test_gen")
-WRITTEN_SPLITS = ("train_sft", "test_sft", "test_gen")
+from data.splits import SPLITS
+from workspaces.scoring import ScoringParameters
 
 
 class _Section(BaseModel):
@@ -25,7 +24,7 @@ class DataSettings(_Section):
         "synthetic",
         description="'synthetic' (generated in code), a directory of <split>.parquet/.jsonl files, or 'hf:<hub id>'.",
     )
-    percent: float = Field(5.0, gt=0, le=100, description="Percent of each split to keep (default for every split).")
+    percent: float = Field(15.0, gt=0, le=100, description="Percent of each split to keep (default for every split).")
     percent_per_split: dict[str, float] = Field(default_factory=dict, description="Per-split percent overrides.")
     seed: int = Field(0, description="Salt of the sampling hash: another seed picks another sample.")
     synthetic_rows: int = Field(2000, ge=20, description="Rows in train_sft of the generated dataset (others scale).")
@@ -65,7 +64,8 @@ class ComputeSettings(_Section):
 
 class FinetuneSettings(_Section):
     """Fine-tune parameters the user sets. Empty (None) means: the model's `model_specific_defaults` tag
-    decides, else the notebook's default (tasks/finetune.py NOTEBOOK_DEFAULTS). A value set here wins over both.
+    decides, else the notebook's default (3 epochs, batch 1, lr 5e-6, cosine, LoRA, DeepSpeed stage "2"). A value
+    set here wins over both.
     Explicit None instead of pydantic's fields-set bookkeeping, because a run started from the UI form or a
     deployment sends every field it shows."""
 
@@ -111,7 +111,11 @@ class GateSettings(_Section):
 
 
 class ApprovalSettings(_Section):
-    policy: Literal["auto", "auto-if-better", "manual"] = "auto"
+    policy: Literal["auto", "auto-if-better", "manual"] = Field(
+        "auto-if-better",
+        description="auto-if-better: a person decides unless the model beats the champion by the margin; "
+        "manual: a person always decides; auto: every model that passes the gate goes live.",
+    )
     margin: float = Field(0.0, ge=0, description="auto-if-better: how much lower the eval loss must be than the champion's.")
     timeout_hours: float = Field(24.0, gt=0, description="manual: a decision not made in time is a reject.")
 
@@ -124,14 +128,15 @@ class EndpointSettings(_Section):
     deployment_prefix: str = Field("ft-", pattern=r"^[a-z][a-z0-9-]{0,15}$", description="Deployment name = prefix + model version.")
 
 
-class SmokeSettings(_Section):
-    samples: int = Field(1, ge=1, le=20, description="test_gen rows sent through the new deployment.")
-    temperature: float = 0.6
-    top_p: float = 0.9
-    do_sample: bool = True
-    max_new_tokens: int = Field(200, ge=1)
-    max_latency_ms: float = Field(30000, gt=0)
-    timeout_s: float = Field(120, gt=0)
+class SmokeSettings(_Section, ScoringParameters):
+    """The smoke request: generation settings (and their defaults) are the scoring contract's."""
+
+    samples: int = Field(2, ge=1, le=20, description="test_gen rows sent through the new deployment.")
+    max_latency_ms: float = Field(30000, gt=0, description="A slower answer fails the smoke test.")
+    timeout_s: float = Field(120, gt=0, description="Seconds to wait for one answer.")
+
+    def scoring_parameters(self) -> ScoringParameters:
+        return ScoringParameters.model_validate(self.model_dump(include=set(ScoringParameters.model_fields)))
 
 
 class TeardownSettings(_Section):
@@ -141,12 +146,14 @@ class TeardownSettings(_Section):
 
 
 class JobSettings(_Section):
-    poll_initial_s: float = Field(2.0, gt=0, description="First wait between job status polls.")
-    poll_max_s: float = Field(60.0, gt=0, description="Backoff cap between polls.")
-    timeout_hours: float = Field(24.0, gt=0, description="A job still running after this is cancelled and the run fails.")
+    poll_initial_s: float = Field(0.5, gt=0, description="First wait between job status polls.")
+    poll_max_s: float = Field(2.0, gt=0, description="Backoff cap between polls.")
+    timeout_hours: float = Field(12.0, gt=0, description="A job still running after this is cancelled and the run fails.")
     experiment_name: str | None = Field(None, description="Default: chat_completion_<model name>.")
 
 
 class RetrySettings(_Section):
-    attempts: int = Field(3, ge=0, le=20, description="Retries of a stage after a transient error (429, 5xx, dropped connection).")
-    delay_s: float = Field(10.0, ge=0, description="Seconds between those retries.")
+    attempts: int = Field(
+        3, ge=0, le=20, description="Retries of a stage after a transient error (429, 5xx, dropped connection)."
+    )
+    delay_s: float = Field(5.0, ge=0, description="Seconds between those retries.")

@@ -1,12 +1,17 @@
 """Teardown: runs on success, failure and cancellation. Ephemeral deletes the run's endpoint; keep deletes only
-what this run left behind that takes no traffic."""
+what this run left behind that takes no traffic. `take_down` is the one rule; the stage task, the flow's
+cancellation hook and `tunegate teardown` all call it."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel
 
 from tasks.errors import stage
 from workspaces.base import Workspace
+
+Mode = Literal["ephemeral", "keep"]
 
 
 class TeardownResult(BaseModel):
@@ -20,8 +25,8 @@ def leftovers(traffic: dict[str, int], deployments: tuple[str, ...], created: st
     return [name for name in deployments if name == created and traffic.get(name, 0) == 0]
 
 
-@stage("teardown")
-def teardown(workspace: Workspace, mode: str, endpoint_name: str, created_deployment: str | None) -> TeardownResult:
+def take_down(workspace: Workspace, mode: Mode, endpoint_name: str, created_deployment: str | None = None) -> TeardownResult:
+    """Idempotent: an endpoint or deployment that is already gone counts as taken down."""
     endpoint = workspace.get_endpoint(endpoint_name)
     if endpoint is None:
         return TeardownResult(mode=mode, done=True, deleted=[])
@@ -32,3 +37,8 @@ def teardown(workspace: Workspace, mode: str, endpoint_name: str, created_deploy
     for name in deleted:
         workspace.delete_deployment(endpoint_name, name)
     return TeardownResult(mode=mode, done=True, deleted=[f"{endpoint_name}/{name}" for name in deleted])
+
+
+@stage("teardown")
+def teardown(workspace: Workspace, mode: Mode, endpoint_name: str, created_deployment: str | None) -> TeardownResult:
+    return take_down(workspace, mode, endpoint_name, created_deployment)

@@ -14,9 +14,27 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from workspaces import scoring
 from workspaces.base import (
-    Compute, ComputeSpec, Credentials, DataRef, Deployment, Endpoint, FinetuneSpec, FoundationModel, Inventory,
-    JobRef, JobState, JobStatus, ModelVersion, NotFoundError, Sku,
+    Compute,
+    ComputeSpec,
+    ConflictError,
+    Credentials,
+    DataRef,
+    Deployment,
+    Endpoint,
+    FinetuneSpec,
+    FoundationModel,
+    Inventory,
+    JobRef,
+    JobState,
+    JobStatus,
+    ModelVersion,
+    NotFoundError,
+    ScoreResult,
+    ScoringRequest,
+    Sku,
+    WorkspaceError,
 )
 
 FAKE_KEY = "fake-secret-key-0123456789"
@@ -28,6 +46,7 @@ class ScoringServer:
     def __init__(self, key: str = FAKE_KEY) -> None:
         self.key = key
         self.mode = "ok"  # ok | error | bad-shape
+        self.deployment_header: str | None = None
         self.requests: list[dict] = []
         server = self
 
@@ -53,6 +72,8 @@ class ScoringServer:
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                if server.deployment_header:
+                    self.send_header("azureml-model-deployment", server.deployment_header)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -88,6 +109,7 @@ class FakeWorkspace:
         self.champions: dict[str, ModelVersion] = {}
         self.endpoints: dict[str, dict] = {}  # name -> {"deployments": {name: Deployment}, "traffic": {}}
         self.deleted: list[str] = []
+        self.unknown_models = {"no-such-model"}
 
     def _enter(self, method: str) -> None:
         self.calls.append(method)
@@ -97,6 +119,8 @@ class FakeWorkspace:
     # catalogue -----------------------------------------------------------
     def get_foundation_model(self, name, version=None, label="latest"):
         self._enter("get_foundation_model")
+        if name in self.unknown_models:
+            raise NotFoundError(f"registry model {name} not found")
         return FoundationModel(name=name, version=version or "7", id=f"azureml://registries/azureml/models/{name}/versions/{version or 7}",
                                tags=self.foundation_tags)
 
@@ -115,17 +139,24 @@ class FakeWorkspace:
         self._enter("upload_data")
         return DataRef(train=f"mem://{train.name}", test=f"mem://{test.name}", fingerprint=fingerprint)
 
-    def submit_finetune(self, spec: FinetuneSpec, idempotency_key: str) -> JobRef:
+    def get_job(self, name: str) -> JobRef | None:
+        self._enter("get_job")
+        record = self.jobs.get(name)
+        return JobRef(name=name, idempotency_key=record["key"], url=f"mem://jobs/{name}") if record else None
+
+    def submit_finetune(self, spec: FinetuneSpec, name: str, idempotency_key: str) -> JobRef:
         self._enter("submit_finetune")
-        name = f"job-{idempotency_key[:12]}"
         if name in self.jobs:
-            return JobRef(name=name, idempotency_key=idempotency_key, reattached=True)
+            raise ConflictError(f"job {name} exists already")
         self.submissions += 1
-        self.jobs[name] = {"spec": spec, "states": list(self.job_states), "canceled": False, "last": JobState.QUEUED}
+        self.jobs[name] = {"spec": spec, "key": idempotency_key, "states": list(self.job_states), "canceled": False,
+                           "last": JobState.QUEUED}
         return JobRef(name=name, idempotency_key=idempotency_key, url=f"mem://jobs/{name}")
 
     def job_status(self, job: JobRef) -> JobStatus:
         self._enter("job_status")
+        if job.name not in self.jobs:
+            raise NotFoundError(f"job {job.name} not found")
         record = self.jobs[job.name]
         if record["canceled"]:
             return JobStatus(state=JobState.CANCELED)
@@ -135,19 +166,24 @@ class FakeWorkspace:
 
     def cancel_job(self, job: JobRef) -> None:
         self.calls.append("cancel_job")
-        self.jobs[job.name]["canceled"] = True
+        record = self.jobs.get(job.name)
+        if record is not None and not record["last"].terminal:
+            record["canceled"] = True
 
     def job_metrics(self, job: JobRef) -> dict[str, float]:
         self._enter("job_metrics")
         return dict(self.metrics)
 
     # registry ------------------------------------------------------------
+    def find_model_version(self, name: str, job: JobRef) -> ModelVersion | None:
+        self._enter("find_model_version")
+        return next((v for v in self.models.get(name, []) if v.tags.get("finetune_job") == job.name), None)
+
     def register_model(self, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion:
         self._enter("register_model")
-        for existing in self.models[name]:
-            if existing.tags.get("finetune_job") == job.name:
-                return existing
-        version = ModelVersion(name=name, version=str(len(self.models[name]) + 1), tags=tags)
+        if job.name not in self.jobs or self.jobs[job.name]["last"] is not JobState.COMPLETED:
+            raise WorkspaceError(f"job {job.name} has no trained model to register")
+        version = ModelVersion(name=name, version=str(len(self.models[name]) + 1), tags={**tags, "finetune_job": job.name})
         self.models[name].append(version)
         return version
 
@@ -185,36 +221,54 @@ class FakeWorkspace:
 
     def create_deployment(self, endpoint, name, model, instance_type, instance_count=1) -> Deployment:
         self._enter("create_deployment")
+        if endpoint not in self.endpoints:
+            raise NotFoundError(f"endpoint {endpoint} not found")
         deployment = Deployment(endpoint=endpoint, name=name, model=f"{model.name}:{model.version}", instance_type=instance_type)
         self.endpoints[endpoint]["deployments"][name] = deployment
         return deployment
 
     def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> Endpoint:
         self._enter("set_traffic")
+        if endpoint not in self.endpoints:
+            raise NotFoundError(f"endpoint {endpoint} not found")
         record = self.endpoints[endpoint]
-        unknown = set(traffic) - set(record["deployments"])
+        unknown = sorted(set(traffic) - set(record["deployments"]))
         if unknown:
             raise NotFoundError(f"no deployments {unknown}")
-        record["traffic"] = {name: pct for name, pct in traffic.items()}
+        if any(pct < 0 for pct in traffic.values()) or sum(traffic.values()) not in (0, 100):
+            raise WorkspaceError(f"traffic must be >= 0 and sum to 100 (or 0): {traffic}")
+        record["traffic"] = {name: traffic.get(name, 0) for name in record["deployments"]}
         return self._endpoint(endpoint)
 
     def endpoint_credentials(self, endpoint: str) -> Credentials:
         self._enter("endpoint_credentials")
+        if endpoint not in self.endpoints:
+            raise NotFoundError(f"endpoint {endpoint} not found")
         return Credentials(scoring_uri=self.scoring.url, key=SecretStr(FAKE_KEY))
+
+    def invoke(self, endpoint: str, request: ScoringRequest, deployment: str | None = None,
+               timeout_s: float = 120) -> ScoreResult:
+        self._enter("invoke")
+        if deployment is not None and deployment not in self.endpoints.get(endpoint, {}).get("deployments", {}):
+            raise NotFoundError(f"deployment {endpoint}/{deployment} not found")
+        self.scoring.deployment_header = deployment
+        return scoring.score(self.endpoint_credentials(endpoint), request, deployment, timeout_s)
 
     def delete_deployment(self, endpoint: str, name: str) -> None:
         self._enter("delete_deployment")
-        record = self.endpoints[endpoint]
+        record = self.endpoints.get(endpoint)
+        if record is None or name not in record["deployments"]:
+            return
         if record["traffic"].get(name, 0) > 0:
-            raise ValueError(f"deployment {name} still takes {record['traffic'][name]}% of traffic")
+            raise ConflictError(f"deployment {name} still takes {record['traffic'][name]}% of traffic")
         record["deployments"].pop(name)
         record["traffic"].pop(name, None)
         self.deleted.append(f"{endpoint}/{name}")
 
     def delete_endpoint(self, endpoint: str) -> None:
         self._enter("delete_endpoint")
-        self.endpoints.pop(endpoint)
-        self.deleted.append(endpoint)
+        if self.endpoints.pop(endpoint, None) is not None:
+            self.deleted.append(endpoint)
 
     def inventory(self) -> Inventory:
         running = tuple(name for name, rec in self.jobs.items() if not rec["canceled"] and not rec["last"].terminal)

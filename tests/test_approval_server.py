@@ -16,7 +16,7 @@ from tests.prefect_server import PrefectServer
 @pytest.fixture
 def server(prefect_server):
     return prefect_server
-from workspaces.local import LocalWorkspace
+from workspaces.local.workspace import LocalWorkspace
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

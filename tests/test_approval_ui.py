@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from workspaces.local import LocalWorkspace
+from workspaces.local.workspace import LocalWorkspace
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

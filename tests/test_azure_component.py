@@ -8,7 +8,7 @@ from azure.ai.ml import load_component
 from tasks.finetune import merge_finetune_parameters
 from tasks.settings import FinetuneSettings
 from tests.azure_replay import FIXTURES
-from workspaces.azure_pipeline import ComponentParameterError, build_pipeline_job, check_parameters
+from workspaces.azure.pipeline import ComponentParameterError, build_pipeline_job, check_parameters
 from workspaces.base import DataRef, FinetuneSpec
 
 SPECS = {"0.0.82": FIXTURES / "chat_completion_pipeline.spec.yaml", "0.0.78": FIXTURES / "chat_completion_pipeline.spec.0.0.78.yaml"}

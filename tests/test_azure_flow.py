@@ -13,7 +13,7 @@ from flows.params import config_from_dict
 from flows.tunegate_flow import tunegate
 from tests.azure_replay import ENDPOINT_KEY, RG, SUB, WS, FakeAzureML, FakeCredential
 from tests.fakes import ScoringServer
-from workspaces.azure import AzureWorkspace
+from workspaces.azure.workspace import AzureWorkspace
 from workspaces.factory import use_workspace
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -11,11 +11,13 @@ from azure.ai.ml import MLClient
 
 from tasks.compute import ValidatedCompute
 from tasks.errors import is_transient
-from tasks.finetune import build_spec
+from tasks.finetune import build_spec, submit_or_reattach
+from tasks.register import register_once
 from tasks.settings import FinetuneSettings
 from tests.azure_replay import ENDPOINT_KEY, RG, SUB, WS, FakeAzureML, FakeCredential
-from workspaces.azure import AzureWorkspace, make_credential
-from workspaces.azure_settings import AzureSettings
+from workspaces.azure.auth import make_credential
+from workspaces.azure.workspace import AzureWorkspace
+from workspaces.azure.settings import AzureSettings
 from workspaces.base import ComputeSpec, JobState, ModelVersion, NotFoundError, TransientWorkspaceError, WorkspaceError
 
 SCORING_URI = "http://127.0.0.1:9/score"
@@ -79,7 +81,7 @@ def test_failed_compute_is_reported_as_failed(workspace, replay):
 
 
 def test_submit_wires_the_notebook_pipeline_and_uploads_data(workspace, replay, job_spec):
-    job = workspace.submit_finetune(job_spec, "key-0123456789abcdefghij")
+    job = submit_or_reattach(workspace, job_spec, "key-0123456789abcdefghij")
     assert job.name == "tunegate-key-0123456789abcdef" and not job.reattached
     assert job.url.startswith("https://ml.azure.com/runs/")
     [put] = replay.requests("PUT", r"/jobs/tunegate-")
@@ -98,44 +100,48 @@ def test_submit_wires_the_notebook_pipeline_and_uploads_data(workspace, replay, 
 
 
 def test_resubmission_reattaches_and_failed_jobs_are_retried_under_a_new_name(workspace, replay, job_spec):
-    first = workspace.submit_finetune(job_spec, "same-key")
-    again = workspace.submit_finetune(job_spec, "same-key")
+    first = submit_or_reattach(workspace, job_spec, "same-key")
+    again = submit_or_reattach(workspace, job_spec, "same-key")
     assert again.reattached and again.name == first.name and len(replay.requests("PUT", "/jobs/")) == 1
     replay.jobs[first.name]["_statuses"] = ["Failed"]
-    retried = workspace.submit_finetune(job_spec, "same-key")
+    retried = submit_or_reattach(workspace, job_spec, "same-key")
     assert not retried.reattached and retried.name == f"{first.name}-2"
 
 
 def test_job_status_mapping_and_cancel(workspace, replay, job_spec):
     replay.job_status_sequence = ["Queued", "Running", "Finalizing", "Completed"]
-    job = workspace.submit_finetune(job_spec, "k")
+    job = submit_or_reattach(workspace, job_spec, "k")
     states = [workspace.job_status(job).state for _ in range(4)]
     assert states == [JobState.QUEUED, JobState.RUNNING, JobState.RUNNING, JobState.COMPLETED]
     replay.job_status_sequence = ["Running", "Failed"]
-    failing = workspace.submit_finetune(job_spec, "k2")
+    failing = submit_or_reattach(workspace, job_spec, "k2")
     workspace.job_status(failing)
     status = workspace.job_status(failing)
     assert status.state is JobState.FAILED and "ml.azure.com" in status.message
-    workspace.cancel_job(failing)
-    assert replay.requests("POST", f"/jobs/{failing.name}/cancel")
-    assert workspace.job_status(failing).state is JobState.CANCELED
+    workspace.cancel_job(failing)  # already over: nothing to cancel
+    assert not replay.requests("POST", f"/jobs/{failing.name}/cancel")
+    replay.job_status_sequence = ["Running"]
+    running = submit_or_reattach(workspace, job_spec, "k3")
+    workspace.cancel_job(running)
+    assert replay.requests("POST", f"/jobs/{running.name}/cancel")
+    assert workspace.job_status(running).state is JobState.CANCELED
 
 
 def test_metrics_come_from_the_finetune_step_run(workspace, replay, job_spec):
-    job = workspace.submit_finetune(job_spec, "k")
+    job = submit_or_reattach(workspace, job_spec, "k")
     assert workspace.job_metrics(job) == {"train_loss": 1.31, "eval_loss": 1.42, "loss": 1.25}
     search = replay.requests("POST", "/api/2.0/mlflow/runs/search")[0]
     assert search["path"].startswith("/mlflow/v2.0/subscriptions/") and job.name in search["json"]["filter"]
 
 
 def test_register_model_from_job_output_with_lineage(workspace, replay, job_spec):
-    job = workspace.submit_finetune(job_spec, "k")
+    job = submit_or_reattach(workspace, job_spec, "k")
     version = workspace.register_model(job, "Phi-3-mini-4k-instruct-ultrachat-200k", {"data_fingerprint": "fp-1"})
     [put] = replay.requests("PUT", "/models/Phi-3-mini-4k-instruct-ultrachat-200k/versions/")
     assert put["json"]["properties"]["modelUri"] == f"azureml://jobs/{job.name}/outputs/trained_model"
     assert put["json"]["properties"]["modelType"] == "mlflow_model"
     assert put["json"]["properties"]["tags"]["data_fingerprint"] == "fp-1"
-    assert workspace.register_model(job, "Phi-3-mini-4k-instruct-ultrachat-200k", {}).version == version.version  # retried
+    assert register_once(workspace, job, "Phi-3-mini-4k-instruct-ultrachat-200k", {}).version == version.version  # retried
     tagged = workspace.tag_model(version, {"decision": "approved"})
     assert tagged.tags["decision"] == "approved" and tagged.tags["data_fingerprint"] == "fp-1"
     assert workspace.champion(version.name) is None
@@ -211,7 +217,7 @@ def test_command_job_path_of_the_e2e_guide(replay, tmp_path, job_spec):
     settings = AzureSettings(finetune_mode="command", command_job={"code_dir": str(code), "environment": "phi-3-training-environment:1"})
     workspace = AzureWorkspace(MLClient(credential, subscription_id=SUB, resource_group_name=RG, workspace_name=WS),
                                MLClient(credential, registry_name="azureml"), settings)
-    job = workspace.submit_finetune(job_spec, "command-key")
+    job = submit_or_reattach(workspace, job_spec, "command-key")
     props = replay.requests("PUT", f"/jobs/{job.name}$")[0]["json"]["properties"]
     assert props["jobType"] == "Command" and "${{inputs.train_file}}" in props["command"]
     assert props["environmentId"].endswith("/environments/phi-3-training-environment/versions/1")

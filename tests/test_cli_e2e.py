@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from workspaces.local import LocalWorkspace
+from workspaces.local.workspace import LocalWorkspace
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 from tasks.data import in_sample, invalid_reason, sample_split, sample_to_directory
 from tasks.settings import DataSettings
 from workspaces.base import WorkspaceError
-from workspaces.synthetic import generate_split
+from data.synthetic import generate_split
 
 
 def good(i: int) -> dict:

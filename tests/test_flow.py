@@ -64,7 +64,7 @@ def test_happy_path_ephemeral_deploys_smokes_and_tears_down(tmp_path, workspace,
     summary = state.result()
     assert summary.status == "succeeded"
     assert summary.model.version == "1" and summary.approval.decision == "approved"
-    assert summary.approval.approver == "policy:auto"
+    assert summary.approval.approver == "policy:auto-if-better"  # the default policy; no champion yet
     assert summary.smoke.ok and summary.teardown.done and summary.teardown.mode == "ephemeral"
     assert summary.endpoint.name.startswith("chat-") and summary.endpoint.traffic == {summary.endpoint.deployment: 100}
     # the smoke request went to the new deployment by header, with the key

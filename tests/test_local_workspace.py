@@ -16,15 +16,18 @@ import pytest
 
 from tasks.compute import validate
 from tasks.data import sample_to_directory
-from tasks.finetune import build_spec
-from tasks.invoke import ScoringParameters, score
+from tasks.finetune import build_spec, submit_or_reattach
 from tasks.model import allow_list, model_specific_defaults
+from tasks.register import register_once
 from tasks.settings import DataSettings, FinetuneSettings
-from workspaces.base import ComputeSpec, JobRef, JobState, TransientWorkspaceError, WorkspaceError
-from workspaces.local import LocalWorkspace, _pid_alive
+from workspaces.base import ComputeSpec, JobRef, JobState, ScoringRequest, TransientWorkspaceError, WorkspaceError
+from workspaces.local.processes import pid_alive
+from workspaces.local.workspace import LocalWorkspace
+from workspaces.scoring import ScoringParameters
 
 pytestmark = pytest.mark.slow
 PARAMS = ScoringParameters(max_new_tokens=8, do_sample=False)
+HI = ScoringRequest(messages=[{"role": "user", "content": "hi"}], parameters=PARAMS)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +59,7 @@ def wait(workspace, job, timeout=180):
 
 @pytest.fixture(scope="module")
 def finished_job(workspace, spec):
-    job = workspace.submit_finetune(spec, "module-job")
+    job = submit_or_reattach(workspace, spec, "module-job")
     status = wait(workspace, job)
     assert status.state is JobState.COMPLETED, status.message
     return job
@@ -64,7 +67,7 @@ def finished_job(workspace, spec):
 
 @pytest.fixture(scope="module")
 def registered(workspace, finished_job):
-    return workspace.register_model(finished_job, "tiny-ft", {"data_fingerprint": "abc", "eval_loss": "1.0"})
+    return register_once(workspace, finished_job, "tiny-ft", {"data_fingerprint": "abc", "eval_loss": "1.0"})
 
 
 def test_foundation_model_is_created_once_with_registry_tags(workspace):
@@ -94,27 +97,28 @@ def test_trainer_logs_losses_and_writes_a_merged_mlflow_model(workspace, finishe
 
 
 def test_same_idempotency_key_reattaches(workspace, spec, finished_job):
-    again = workspace.submit_finetune(spec, "module-job")
+    again = submit_or_reattach(workspace, spec, "module-job")
     assert again.reattached and again.name == finished_job.name
     assert len(list((workspace.root / "jobs").glob(f"{finished_job.name}*"))) == 1
 
 
 def test_cancel_kills_the_trainer(workspace, spec):
     long = spec.model_copy(update={"parameters": {**spec.parameters, "num_train_epochs": 200}})
-    job = workspace.submit_finetune(long, "to-cancel")
+    job = submit_or_reattach(workspace, long, "to-cancel")
     pid = json.loads((workspace.root / "jobs" / job.name / "status.json").read_text())["pid"]
     time.sleep(1.0)
     workspace.cancel_job(job)
     assert workspace.job_status(job).state is JobState.CANCELED
-    assert not _pid_alive(pid)
+    assert not pid_alive(pid)
     # a failed or cancelled job under the same key is started again, not re-attached
-    retry = workspace.submit_finetune(long, "to-cancel")
+    retry = submit_or_reattach(workspace, long, "to-cancel")
     assert not retry.reattached and retry.name == f"{job.name}-2"
     workspace.cancel_job(retry)
 
 
 def test_a_killed_trainer_is_reported_failed_not_waited_on(workspace, spec):
-    job = workspace.submit_finetune(spec.model_copy(update={"parameters": {**spec.parameters, "num_train_epochs": 200}}), "to-kill")
+    long = spec.model_copy(update={"parameters": {**spec.parameters, "num_train_epochs": 200}})
+    job = submit_or_reattach(workspace, long, "to-kill")
     pid = json.loads((workspace.root / "jobs" / job.name / "status.json").read_text())["pid"]
     time.sleep(0.5)
     os.killpg(pid, signal.SIGKILL)
@@ -124,7 +128,7 @@ def test_a_killed_trainer_is_reported_failed_not_waited_on(workspace, spec):
 
 def test_registry_lineage_idempotency_and_champion(workspace, finished_job, registered):
     assert registered.version == "1" and registered.tags["finetune_job"] == finished_job.name
-    assert workspace.register_model(finished_job, "tiny-ft", {"x": "y"}).version == "1"  # retried: same version
+    assert register_once(workspace, finished_job, "tiny-ft", {"x": "y"}).version == "1"  # retried: same version
     tagged = workspace.tag_model(registered, {"decision": "approved"})
     assert tagged.tags["decision"] == "approved" and tagged.tags["data_fingerprint"] == "abc"
     assert workspace.champion("tiny-ft") is None
@@ -149,9 +153,10 @@ def test_endpoint_key_auth_traffic_split_and_targeting(workspace, registered):
                      for _ in range(40))
     assert set(served) == {"blue", "green"} and served["blue"] > served["green"], served
     workspace.set_traffic("ep-split", {"blue": 100, "green": 0})
-    targeted = score(credentials, [{"role": "user", "content": "hi"}], PARAMS, deployment="green")
+    targeted = workspace.invoke("ep-split", HI, deployment="green")
     assert targeted.error is None and isinstance(targeted.output, str)  # a 0% deployment answers when targeted
-    assert score(credentials, [{"role": "user", "content": "hi"}], PARAMS, deployment="nope").status_code == 404
+    assert targeted.deployment == "green"
+    assert workspace.invoke("ep-split", HI, deployment="nope").status_code == 404
     assert httpx.get(credentials.scoring_uri.replace("/score", "/health")).json()["traffic"] == {"blue": 100, "green": 0}
     with pytest.raises(WorkspaceError, match="takes 100%"):
         workspace.delete_deployment("ep-split", "blue")
@@ -163,7 +168,7 @@ def test_endpoint_key_auth_traffic_split_and_targeting(workspace, registered):
     assert secret not in repr(credentials) and secret not in (workspace.root / "endpoints" / "ep-split" / "server.log").read_text()
     pid = workspace.inventory().processes[0]
     workspace.delete_endpoint("ep-split")
-    assert not _pid_alive(pid) and workspace.get_endpoint("ep-split") is None
+    assert not pid_alive(pid) and workspace.get_endpoint("ep-split") is None
 
 
 def test_a_crashed_server_is_detected_and_restarted_with_its_deployments(workspace, registered):
@@ -178,22 +183,23 @@ def test_a_crashed_server_is_detected_and_restarted_with_its_deployments(workspa
         workspace.endpoint_credentials("ep-crash")
     assert time.monotonic() - started < 2
     assert workspace.ensure_endpoint("ep-crash").traffic == {"only": 100}
-    assert score(workspace.endpoint_credentials("ep-crash"), [{"role": "user", "content": "hi"}], PARAMS).error is None
+    assert workspace.invoke("ep-crash", HI).error is None
     workspace.delete_endpoint("ep-crash")
 
 
 def test_an_ephemeral_endpoint_dies_with_the_process_that_made_it(workspace):
-    code = ("import sys; from pathlib import Path; from workspaces.local import LocalWorkspace; "
+    code = ("import sys; from pathlib import Path; from workspaces.local.workspace import LocalWorkspace; "
             f"LocalWorkspace(Path({str(workspace.root)!r})).ensure_endpoint('ep-orphan', ephemeral=True)")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     pid = json.loads((workspace.root / "endpoints" / "ep-orphan" / "server.json").read_text())["pid"]
     deadline = time.monotonic() + 10
-    while _pid_alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _pid_alive(pid)
+    assert not pid_alive(pid)
     workspace.delete_endpoint("ep-orphan")
 
 
 def test_job_status_of_unknown_job(workspace):
     with pytest.raises(WorkspaceError, match="does not exist"):
         workspace.job_status(JobRef(name="ft-nope", idempotency_key="x"))
+    assert workspace.get_job("ft-nope") is None

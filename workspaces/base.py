@@ -1,8 +1,11 @@
 """The Workspace port: what the flow needs from a place that trains, registers and serves models.
 
 Adapters (local, azure, the in-memory fake in tests/) implement `Workspace`; tasks only talk to this
-protocol and these value types. Errors are split into transient (worth a retry) and permanent ones,
-so the tasks' retry condition can decide without knowing which backend raised.
+protocol and these value types. The port offers primitives (find a job by name, find the version a job
+registered, create one thing); the policies built on them (re-attach or resubmit, idempotent registration)
+live once, in tasks/. Errors are split into transient (worth a retry) and permanent ones, so the tasks'
+retry condition can decide without knowing which backend raised. tests/contract/ states what every
+adapter must do.
 """
 
 from __future__ import annotations
@@ -11,25 +14,31 @@ import enum
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 
+from workspaces.errors import (
+    RETRYABLE_STATUS,
+    ConflictError,
+    NotFoundError,
+    TransientWorkspaceError,
+    WorkspaceError,
+)
+from workspaces.scoring import Credentials, ScoreResult, ScoringRequest
 
-# ---------------------------------------------------------------- errors
-
-
-class WorkspaceError(Exception):
-    """A permanent failure: retrying will not help (bad input, missing resource, refused by policy)."""
-
-
-class TransientWorkspaceError(WorkspaceError):
-    """A failure that may go away on its own (throttling, 5xx, a dropped connection)."""
-
-
-class NotFoundError(WorkspaceError):
-    """The named resource does not exist in the workspace."""
+__all__ = [  # the port's errors and the scoring types are part of it: import them from here
+    "RETRYABLE_STATUS", "ConflictError", "Credentials", "NotFoundError", "ScoreResult", "ScoringRequest",
+    "TransientWorkspaceError", "WorkspaceError", "Compute", "ComputeSpec", "DataRef", "Deployment", "Endpoint",
+    "FinetuneSpec", "FoundationModel", "Inventory", "JobRef", "JobState", "JobStatus", "ModelVersion", "Sku",
+    "Workspace", "parameter_bool",
+]
 
 
 # ---------------------------------------------------------------- value types
+
+
+def parameter_bool(value: object) -> bool:
+    """A fine-tune parameter read as a boolean: True or "true" (any case); the registry tags spell them as strings."""
+    return value is True or str(value).strip().lower() == "true"
 
 
 class _Value(BaseModel):
@@ -95,7 +104,7 @@ class JobState(str, enum.Enum):
 
 class JobRef(_Value):
     name: str
-    idempotency_key: str
+    idempotency_key: str = ""
     url: str | None = None  # a link for humans (Studio URL, or the job directory)
     reattached: bool = False
 
@@ -122,11 +131,6 @@ class Deployment(_Value):
     name: str
     model: str  # "name:version"
     instance_type: str
-
-
-class Credentials(_Value):
-    scoring_uri: str
-    key: SecretStr  # SecretStr: a repr, log line or summary never shows it
 
 
 class Inventory(_Value):
@@ -157,26 +161,59 @@ class Workspace(Protocol):
 
     # data and training
     def upload_data(self, train: Path, test: Path, fingerprint: str) -> DataRef: ...
-    def submit_finetune(self, spec: FinetuneSpec, idempotency_key: str) -> JobRef: ...
-    def job_status(self, job: JobRef) -> JobStatus: ...
-    def cancel_job(self, job: JobRef) -> None: ...
+
+    def get_job(self, name: str) -> JobRef | None:
+        """The job of that name, or None when there is none."""
+
+    def submit_finetune(self, spec: FinetuneSpec, name: str, idempotency_key: str) -> JobRef:
+        """Start a new job called `name`; ConflictError when a job of that name exists already."""
+
+    def job_status(self, job: JobRef) -> JobStatus:
+        """NotFoundError when the job does not exist."""
+
+    def cancel_job(self, job: JobRef) -> None:
+        """Ask the job to stop; a job that already ended is left as it is."""
+
     def job_metrics(self, job: JobRef) -> dict[str, float]: ...
 
     # registry
-    def register_model(self, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion: ...
+    def find_model_version(self, name: str, job: JobRef) -> ModelVersion | None:
+        """The version of `name` registered from `job`, or None."""
+
+    def register_model(self, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion:
+        """A new version of `name` from the job's trained model, its number unique and assigned by the registry."""
+
     def tag_model(self, model: ModelVersion, tags: dict[str, str]) -> ModelVersion: ...
     def champion(self, name: str) -> ModelVersion | None: ...
     def set_champion(self, model: ModelVersion | None, name: str) -> None: ...
 
     # serving
-    def ensure_endpoint(self, name: str, description: str = "", ephemeral: bool = False) -> Endpoint: ...
-    # ephemeral: the endpoint belongs to this run only (local: its server dies with the run's process)
+    def ensure_endpoint(self, name: str, description: str = "", ephemeral: bool = False) -> Endpoint:
+        """Create the endpoint when missing. ephemeral: it belongs to this run only (local: its server dies with
+        the run's process)."""
+
     def get_endpoint(self, name: str) -> Endpoint | None: ...
-    def create_deployment(self, endpoint: str, name: str, model: ModelVersion, instance_type: str, instance_count: int = 1) -> Deployment: ...
-    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> Endpoint: ...
+
+    def create_deployment(
+        self, endpoint: str, name: str, model: ModelVersion, instance_type: str, instance_count: int = 1
+    ) -> Deployment: ...
+
+    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> Endpoint:
+        """Percentages >= 0 that sum to 100 (or all 0) over deployments of the endpoint; deployments left out get 0.
+        NotFoundError for a deployment the endpoint does not have, WorkspaceError for bad percentages."""
+
     def endpoint_credentials(self, endpoint: str) -> Credentials: ...
-    def delete_deployment(self, endpoint: str, name: str) -> None: ...
-    def delete_endpoint(self, endpoint: str) -> None: ...
+
+    def invoke(
+        self, endpoint: str, request: ScoringRequest, deployment: str | None = None, timeout_s: float = 120
+    ) -> ScoreResult:
+        """POST the scoring contract to the endpoint (one deployment when named); never raises for an HTTP answer."""
+
+    def delete_deployment(self, endpoint: str, name: str) -> None:
+        """ConflictError while it takes traffic; a deployment that is already gone is not an error."""
+
+    def delete_endpoint(self, endpoint: str) -> None:
+        """Delete with all deployments; an endpoint that is already gone is not an error."""
 
     # leak checks
     def inventory(self) -> Inventory: ...

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from workspaces.azure_settings import AzureSettings
+from workspaces.azure.settings import AzureSettings
 from workspaces.base import Workspace
 
 
@@ -57,9 +57,9 @@ def open_workspace(settings: WorkspaceSettings) -> Workspace:
     if override is not None:
         return override
     if settings.kind == "local":
-        from workspaces.local import LocalWorkspace
+        from workspaces.local.workspace import LocalWorkspace
 
         return LocalWorkspace(Path(settings.state_dir) / "workspace")
-    from workspaces.azure import AzureWorkspace
+    from workspaces.azure.workspace import AzureWorkspace
 
     return AzureWorkspace.from_settings(settings)

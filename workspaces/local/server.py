@@ -1,4 +1,4 @@
-"""A local online endpoint: `python -m workspaces.local_server ENDPOINT_DIR [--owner-pid PID]`.
+"""A local online endpoint: `python -m workspaces.local.server ENDPOINT_DIR [--owner-pid PID]`.
 
 One process per endpoint on 127.0.0.1 and a free port, serving several deployments with traffic weights:
 - POST /score: key auth (`Authorization: Bearer <key>`), the notebook's scoring contract, header
@@ -27,18 +27,14 @@ from typing import Any
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 
+from workspaces.local.processes import write_json
+from workspaces.scoring import DEPLOYMENT_HEADER
+
 KEY_ENV, ADMIN_ENV = "TUNEGATE_ENDPOINT_KEY", "TUNEGATE_ADMIN_TOKEN"
-DEPLOYMENT_HEADER = "azureml-model-deployment"
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
 
 
 def create_app(endpoint_dir: Path, key: str, admin_token: str):
-    from workspaces.local_model import load_chat_model
+    from workspaces.local.model import load_chat_model
 
     state_file = endpoint_dir / "endpoint.json"
     state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.exists() else {}
@@ -49,7 +45,7 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
     app = FastAPI(title=f"tunegate endpoint {endpoint_dir.name}", docs_url=None, redoc_url=None)
 
     def save() -> None:
-        _write_json(state_file, state)
+        write_json(state_file, state)
 
     def check(expected: str, authorization: str | None) -> None:
         token = (authorization or "").removeprefix("Bearer ").strip()
@@ -147,7 +143,7 @@ def main() -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     # the port is known only once bound: publish it for the workspace, which then polls /health
-    _write_json(args.endpoint_dir / "server.json", {"pid": os.getpid(), "port": sock.getsockname()[1]})
+    write_json(args.endpoint_dir / "server.json", {"pid": os.getpid(), "port": sock.getsockname()[1]})
     if args.owner_pid:
         threading.Thread(target=_watch_owner, args=(args.owner_pid,), daemon=True).start()
     uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])

@@ -12,6 +12,8 @@ import hashlib
 import random
 from collections.abc import Iterator
 
+from data.splits import SPLITS
+
 COUNTRIES = {
     "France": ("Paris", "French", "euro"),
     "Japan": ("Tokyo", "Japanese", "yen"),
@@ -32,7 +34,7 @@ ADJECTIVES = ["quiet", "bright", "ancient", "small", "busy", "golden", "cold", "
 FOLLOW_UPS = ["Thanks! Can you say it again in one short sentence?", "Great, can you repeat that briefly?",
               "Could you summarize that for me?"]
 
-SPLIT_SIZES = {"train_sft": 1.0, "test_sft": 0.12, "train_gen": 1.2, "test_gen": 0.14}  # ratios as in ultrachat_200k
+SPLIT_SIZES = dict(zip(SPLITS, (1.0, 0.12, 1.2, 0.14), strict=True))  # ratios as in ultrachat_200k
 
 
 def _capital(rng: random.Random) -> tuple[str, str, str]:

@@ -1,6 +1,6 @@
 """Reading raw dataset splits: the generated dataset, a local directory of split files, or a hub id.
 
-This is I/O, so it lives with the adapters; the sampling rules that run on the rows live in tasks/data.py.
+This is I/O, so it lives here, beside the adapters; the sampling rules that run on the rows live in tasks/data.py.
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from data.splits import SPLITS
+from data.synthetic import generate_split
 from workspaces.base import WorkspaceError
-from workspaces.synthetic import generate_split
 
 HUB_PREFIX = "hf:"
 
@@ -24,7 +25,7 @@ def materialize_synthetic(root: Path, train_rows: int, seed: int = 0) -> Path:
     if (target / "_SUCCESS").exists():
         return target
     target.mkdir(parents=True, exist_ok=True)
-    for split in ("train_sft", "test_sft", "train_gen", "test_gen"):
+    for split in SPLITS:
         rows = list(generate_split(split, train_rows, seed))
         pq.write_table(pa.Table.from_pylist(rows), target / f"{split}.parquet")
     (target / "_SUCCESS").write_text("ok\n")

@@ -1,4 +1,4 @@
-"""The local fine-tune job: `python -m workspaces.local_trainer JOB_DIR`, run as its own process.
+"""The local fine-tune job: `python -m workspaces.local.trainer JOB_DIR`, run as its own process.
 
 Reads JOB_DIR/spec.json, writes JOB_DIR/status.json (atomically) as it goes, logs params and train/eval loss,
 plus the base model's eval loss, to MLflow, merges LoRA into the weights (MLflow would otherwise keep only
@@ -15,25 +15,20 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from workspaces.base import parameter_bool
+from workspaces.local.processes import read_json, write_json
+
 LORA_TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]  # peft has no phi3 defaults
 
 
 def write_status(job_dir: Path, **fields: Any) -> None:
     path = job_dir / "status.json"
-    current = json.loads(path.read_text()) if path.exists() else {}
-    current.update(fields, updated=time.time())
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(current, indent=2))
-    os.replace(tmp, path)  # readers never see half a file
+    write_json(path, {**read_json(path), **fields, "updated": time.time()})
 
 
 def _rows(path: str) -> list[dict]:
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
-
-
-def _as_bool(value: Any) -> bool:
-    return value is True or str(value).lower() == "true"
 
 
 def train(job_dir: Path) -> None:
@@ -43,7 +38,7 @@ def train(job_dir: Path) -> None:
     from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
                               TrainerCallback, TrainingArguments)
 
-    from workspaces.local_model import save_pyfunc
+    from workspaces.local.model import save_pyfunc
 
     spec = json.loads((job_dir / "spec.json").read_text())
     params: dict[str, Any] = spec["parameters"]
@@ -62,7 +57,7 @@ def train(job_dir: Path) -> None:
 
     train_set, eval_set = encode(_rows(spec["train_file"])), encode(_rows(spec["test_file"]))
 
-    if _as_bool(params.get("apply_lora", False)):
+    if parameter_bool(params.get("apply_lora", False)):
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(

@@ -12,7 +12,7 @@ from azure.ai.ml import Input, Output, command
 from azure.ai.ml.constants import AssetTypes
 from azure.ai.ml.dsl import pipeline
 
-from workspaces.azure_settings import CommandJobSettings
+from workspaces.azure.settings import CommandJobSettings
 from workspaces.base import FinetuneSpec
 
 # inputs the adapter wires itself, as the notebook does; a parameter may not override them

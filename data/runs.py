@@ -1,0 +1,66 @@
+"""The state directory's layout and the records a run leaves there: one home for every path.
+
+    <state_dir>/runs/<flow run id>/data/       train_sft.jsonl, test_sft.jsonl, test_gen.jsonl, FINGERPRINT
+    <state_dir>/runs/<flow run id>/summary.json
+    <state_dir>/datasets/                      generated and downloaded datasets (cached)
+    <state_dir>/workspace/                     the local workspace
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+SUMMARY = "summary.json"
+FINGERPRINT = "FINGERPRINT"
+
+
+class RunStore:
+    def __init__(self, state_dir: str | Path) -> None:
+        self.root = Path(state_dir)
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.root / "datasets"
+
+    @property
+    def workspace_dir(self) -> Path:
+        return self.root / "workspace"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / "runs" / run_id
+
+    def data_dir(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "data"
+
+    def summary_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / SUMMARY
+
+    def write_summary(self, run_id: str, text: str) -> Path:
+        path = self.summary_path(run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    def read_summary(self, run_id: str) -> str | None:
+        path = self.summary_path(run_id)
+        return path.read_text() if path.exists() else None
+
+
+def write_sample(out_dir: Path, contents: dict[str, bytes], fingerprint: str) -> dict[str, str]:
+    """Write the sampled split files and their fingerprint; returns split -> path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, blob in contents.items():
+        (out_dir / name).write_bytes(blob)
+        files[name.removesuffix(".jsonl")] = str(out_dir / name)
+    (out_dir / FINGERPRINT).write_text(fingerprint + "\n")
+    return files
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict]:
+    with Path(path).open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)

@@ -1,0 +1,35 @@
+"""Every stage task of the flow, with the profile's retries applied once (not around every call)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from tasks import approval, compute, data, deploy, finetune, metrics, model, register, teardown
+from tasks.settings import RetrySettings
+
+
+@dataclass(frozen=True)
+class Stages:
+    sample_data: Any = data.sample_data
+    pick_model: Any = model.pick_model
+    validate_compute: Any = compute.validate_compute
+    upload_data: Any = finetune.upload_data
+    submit_finetune: Any = finetune.submit_finetune
+    wait_for_finetune: Any = finetune.wait_for_finetune
+    check_metrics: Any = metrics.check_metrics
+    register_model: Any = register.register_model
+    record_decision: Any = approval.record_decision
+    deploy_candidate: Any = deploy.deploy_candidate
+    smoke_invoke: Any = deploy.smoke_invoke
+    roll_back: Any = deploy.roll_back
+    promote: Any = deploy.promote
+    read_endpoint: Any = deploy.read_endpoint
+    teardown: Any = teardown.teardown
+
+    @classmethod
+    def with_retries(cls, retries: RetrySettings) -> Stages:
+        return cls(**{
+            field.name: getattr(cls, field.name).with_options(retries=retries.attempts, retry_delay_seconds=retries.delay_s)
+            for field in fields(cls)
+        })

@@ -1,0 +1,104 @@
+"""The reviewer's side of the approval gate, on a Prefect server: is one reachable, which runs wait for a
+decision (with the review they show), and resuming one with a decision. `tunegate pending|approve|reject` are
+thin wrappers over these; the UI's Resume form fills the same `Decision`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from pydantic import BaseModel
+
+from tasks.approval import Decision
+
+FLOW_NAME = "tunegate"
+
+
+class ReviewError(Exception):
+    """A review action that cannot be done; the message says why and what to do."""
+
+    def __init__(self, message: str, usage: bool = False) -> None:
+        super().__init__(message)
+        self.usage = usage  # the caller's input was wrong (exit 2), not the state of the run (exit 1)
+
+
+class PendingReview(BaseModel):
+    run_id: str
+    run_name: str
+    times_out: datetime | None
+    review: str | None
+
+
+def server_url() -> str:
+    """The Prefect API URL, after checking that a server answers there."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise ReviewError(
+            "PREFECT_API_URL is not set: start a server with `prefect server start` and "
+            "`export PREFECT_API_URL=http://127.0.0.1:4200/api`",
+            usage=True,
+        )
+    with get_client(sync_client=True) as client:
+        problem = client.api_healthcheck()
+    if problem is not None:
+        raise ReviewError(f"no Prefect server answers at {url} ({problem}); start one with `prefect server start`", True)
+    return url
+
+
+def pending_reviews(limit: int = 100) -> list[PendingReview]:
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.input.actions import read_flow_run_input
+
+    server_url()
+    paused = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
+            flow_run_filter=FlowRunFilter(state=paused),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=limit,
+        )
+    reviews = []
+    for run in runs:
+        details = run.state.state_details if run.state else None
+        keyset = details.run_input_keyset if details else None
+        review = read_flow_run_input(keyset["description"], flow_run_id=run.id) if keyset else None
+        reviews.append(PendingReview(run_id=str(run.id), run_name=run.name, review=review,
+                                     times_out=details.pause_timeout if details else None))
+    return reviews
+
+
+def decide(run_id: str, approved: bool, approver: str, comment: str = "") -> Decision:
+    """Resume a paused run with a decision; ReviewError says why it could not be done."""
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import resume_flow_run
+
+    if not approver.strip():
+        raise ReviewError("--approver must name a person", usage=True)
+    try:
+        flow_run_id = UUID(run_id)
+    except ValueError:
+        raise ReviewError(
+            f"{run_id!r} is not a flow run id; `tunegate pending` lists the runs waiting for a decision", usage=True
+        ) from None
+    decision = Decision(approved=approved, approver=approver, comment=comment)
+    server_url()
+    try:
+        resume_flow_run(flow_run_id, run_input=decision.model_dump(include={"approved", "approver", "comment"}))
+    except FlowPauseTimeout:
+        raise ReviewError(f"run {run_id} can no longer be resumed: its approval timed out (recorded as a reject)") from None
+    except Exception as exc:  # noqa: BLE001 - NotPausedError, ObjectNotFound, a refused input: say which
+        raise ReviewError(f"could not resume run {run_id}: {type(exc).__name__}: {exc}") from None
+    return decision

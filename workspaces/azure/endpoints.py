@@ -1,0 +1,112 @@
+"""Managed online endpoints (key auth) and deployments, as the notebook creates, invokes and deletes them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from azure.ai.ml import MLClient
+from azure.ai.ml.entities import (
+    IdentityConfiguration,
+    ManagedIdentityConfiguration,
+    ManagedOnlineDeployment,
+    ManagedOnlineEndpoint,
+    OnlineRequestSettings,
+    ProbeSettings,
+)
+from pydantic import SecretStr
+
+from workspaces.azure.errors import get_or_none, gone_is_fine, translated
+from workspaces.azure.settings import AzureSettings
+from workspaces.base import ConflictError, Credentials, Deployment, Endpoint, ModelVersion, NotFoundError
+
+CREATED_BY = {"created_by": "tunegate"}
+
+
+class AzureEndpoints:
+    def __init__(self, ml: MLClient, settings: AzureSettings) -> None:
+        self.ml = ml
+        self.settings = settings
+
+    def _endpoint(self, name: str) -> Any | None:
+        return get_or_none(f"endpoint {name}", lambda: self.ml.online_endpoints.get(name))
+
+    def ensure(self, name: str, description: str = "", ephemeral: bool = False) -> Endpoint:
+        if self._endpoint(name) is None:
+            identity = None
+            if self.settings.endpoint_identity:
+                identity = IdentityConfiguration(
+                    type="user_assigned",
+                    user_assigned_identities=[ManagedIdentityConfiguration(resource_id=self.settings.endpoint_identity)],
+                )
+            endpoint = ManagedOnlineEndpoint(
+                name=name,
+                description=description,
+                auth_mode="key",
+                identity=identity,
+                tags={**CREATED_BY, "tunegate.ephemeral": str(ephemeral).lower()},
+            )
+            with translated(f"create endpoint {name}"):
+                self.ml.online_endpoints.begin_create_or_update(endpoint).result()
+        return self.get(name)  # type: ignore[return-value]
+
+    def get(self, name: str) -> Endpoint | None:
+        endpoint = self._endpoint(name)
+        if endpoint is None:
+            return None
+        with translated(f"deployments of {name}"):
+            deployments = tuple(sorted(d.name for d in self.ml.online_deployments.list(endpoint_name=name)))
+        traffic = {key: int(value) for key, value in (endpoint.traffic or {}).items()}
+        return Endpoint(name=name, traffic=traffic, deployments=deployments)
+
+    def created_by_tunegate(self) -> list[str]:
+        with translated("list endpoints"):
+            return [e.name for e in self.ml.online_endpoints.list() if (e.tags or {}).get("created_by") == "tunegate"]
+
+    def create_deployment(
+        self, endpoint: str, name: str, model: ModelVersion, instance_type: str, instance_count: int = 1
+    ) -> Deployment:
+        deployment = ManagedOnlineDeployment(
+            name=name,
+            endpoint_name=endpoint,
+            model=f"azureml:{model.name}:{model.version}",
+            instance_type=instance_type,
+            instance_count=instance_count,
+            liveness_probe=ProbeSettings(initial_delay=self.settings.liveness_initial_delay_s),
+            request_settings=OnlineRequestSettings(request_timeout_ms=self.settings.request_timeout_ms),
+            tags=dict(CREATED_BY),
+        )
+        with translated(f"create deployment {endpoint}/{name}"):
+            self.ml.online_deployments.begin_create_or_update(deployment).result()
+        return Deployment(endpoint=endpoint, name=name, model=f"{model.name}:{model.version}", instance_type=instance_type)
+
+    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> Endpoint:
+        with translated(f"traffic of {endpoint}"):
+            current = self.ml.online_endpoints.get(endpoint)
+        deployments = self.get(endpoint).deployments  # type: ignore[union-attr]
+        unknown = sorted(set(traffic) - set(deployments))
+        if unknown:  # the service refuses this too, after a long-running operation; say it at once
+            raise NotFoundError(f"traffic of {endpoint}: no deployment(s) {unknown}; it has {list(deployments)}")
+        current.traffic = {name: int(traffic.get(name, 0)) for name in deployments}
+        with translated(f"traffic of {endpoint}"):
+            self.ml.online_endpoints.begin_create_or_update(current).result()
+        return self.get(endpoint)  # type: ignore[return-value]
+
+    def credentials(self, endpoint: str) -> Credentials:
+        with translated(f"credentials of {endpoint}"):
+            scoring_uri = self.ml.online_endpoints.get(endpoint).scoring_uri
+            keys = self.ml.online_endpoints.get_keys(endpoint)
+        return Credentials(scoring_uri=scoring_uri, key=SecretStr(keys.primary_key))
+
+    def delete_deployment(self, endpoint: str, name: str) -> None:
+        current = self.get(endpoint)
+        if current is None or name not in current.deployments:
+            return
+        if current.traffic.get(name, 0) > 0:
+            raise ConflictError(f"deployment {endpoint}/{name} takes {current.traffic[name]}% of traffic; not deleting")
+        gone_is_fine(
+            f"delete deployment {endpoint}/{name}",
+            lambda: self.ml.online_deployments.begin_delete(name=name, endpoint_name=endpoint).result(),
+        )
+
+    def delete(self, endpoint: str) -> None:
+        gone_is_fine(f"delete endpoint {endpoint}", lambda: self.ml.online_endpoints.begin_delete(name=endpoint).result())

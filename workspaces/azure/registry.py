@@ -1,0 +1,75 @@
+"""Models: the foundation model from the `azureml` registry, fine-tuned versions in the workspace (registered
+from the job's `trained_model` output, as the notebook does), their tags, and the champion tag."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from azure.ai.ml import MLClient
+from azure.ai.ml.constants import AssetTypes
+from azure.ai.ml.entities import Model
+
+from workspaces.azure.errors import get_or_none, translated
+from workspaces.base import FoundationModel, JobRef, ModelVersion
+
+CHAMPION_TAG = "tunegate.champion"
+JOB_TAG = "finetune_job"
+CREATED_BY = {"created_by": "tunegate"}
+
+
+def as_version(model: Any) -> ModelVersion:
+    return ModelVersion(name=model.name, version=str(model.version), tags=dict(model.tags or {}))
+
+
+class AzureRegistry:
+    def __init__(self, ml: MLClient, registry: MLClient) -> None:
+        self.ml = ml
+        self.registry = registry
+
+    def get_foundation_model(self, name: str, version: str | None = None, label: str = "latest") -> FoundationModel:
+        with translated(f"registry model {name}"):
+            if version:
+                model = self.registry.models.get(name, version=version)
+            else:
+                model = self.registry.models.get(name, label=label)
+        return FoundationModel(name=model.name, version=str(model.version), id=model.id, tags=dict(model.tags or {}))
+
+    def _versions(self, name: str) -> list[Any]:
+        return get_or_none(f"model {name}", lambda: list(self.ml.models.list(name=name))) or []
+
+    def find_model_version(self, name: str, job: JobRef) -> ModelVersion | None:
+        found = [model for model in self._versions(name) if (model.tags or {}).get(JOB_TAG) == job.name]
+        return as_version(min(found, key=lambda model: str(model.version))) if found else None
+
+    def register_model(self, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion:
+        model = Model(
+            path=f"azureml://jobs/{job.name}/outputs/trained_model",
+            type=AssetTypes.MLFLOW_MODEL,
+            name=name,
+            version=str(int(time.time())),  # as the notebook: a timestamp
+            description=f"{name} fine tuned by tunegate job {job.name}",
+            tags={**tags, JOB_TAG: job.name, **CREATED_BY},
+        )
+        with translated(f"register model {name}"):
+            return as_version(self.ml.models.create_or_update(model))
+
+    def tag_model(self, model: ModelVersion, tags: dict[str, str]) -> ModelVersion:
+        with translated(f"tag model {model.name}:{model.version}"):
+            current = self.ml.models.get(model.name, version=model.version)
+            current.tags = {**(current.tags or {}), **tags}
+            return as_version(self.ml.models.create_or_update(current))
+
+    def champion(self, name: str) -> ModelVersion | None:
+        # the champion is a tag on the model version: it survives ephemeral endpoints and is one lookup
+        for model in self._versions(name):
+            if (model.tags or {}).get(CHAMPION_TAG) == "true":
+                return as_version(model)
+        return None
+
+    def set_champion(self, model: ModelVersion | None, name: str) -> None:
+        previous = self.champion(name)
+        if previous is not None and (model is None or previous.version != model.version):
+            self.tag_model(previous, {CHAMPION_TAG: "false"})
+        if model is not None:
+            self.tag_model(model, {CHAMPION_TAG: "true"})

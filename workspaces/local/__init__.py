@@ -1,0 +1,1 @@
+"""The local workspace adapter, one module per role; `workspace.LocalWorkspace` assembles them."""

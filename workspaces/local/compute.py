@@ -1,0 +1,24 @@
+"""Local compute: this machine, as `local-cpu` and, where torch sees CUDA, `local-cuda` with its GPU count."""
+
+from __future__ import annotations
+
+from workspaces.base import Compute, ComputeSpec, Sku, WorkspaceError
+from workspaces.local.registry import LOCAL_SIZES
+
+
+def list_sizes() -> list[Sku]:
+    sizes = [Sku(name="local-cpu", gpus=0)]
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            sizes.append(Sku(name="local-cuda", gpus=torch.cuda.device_count()))
+    except ImportError:
+        pass
+    return sizes
+
+
+def ensure_compute(spec: ComputeSpec) -> Compute:
+    if spec.size.lower() not in LOCAL_SIZES:
+        raise WorkspaceError(f"compute.size {spec.size!r} is not a local size; use one of {', '.join(LOCAL_SIZES)}")
+    return Compute(name=spec.name, size=spec.size.lower(), provisioning_state="Succeeded")

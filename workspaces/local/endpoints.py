@@ -1,0 +1,180 @@
+"""Local online endpoints: one server process per endpoint (`python -m workspaces.local.server DIR`) and the
+admin client that changes its deployments and traffic.
+
+    <root>/endpoints/<name>/endpoint.json    deployments and traffic (the server saves them; a restart reloads)
+    <root>/endpoints/<name>/server.json      pid and port of the running server
+    <root>/endpoints/<name>/secrets.json     scoring key and admin token (0600); never logged
+    <root>/endpoints/<name>/server.log
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+from pydantic import SecretStr
+
+from workspaces.base import (
+    ConflictError,
+    Credentials,
+    Deployment,
+    Endpoint,
+    ModelVersion,
+    NotFoundError,
+    TransientWorkspaceError,
+    WorkspaceError,
+)
+from workspaces.local.processes import pid_alive, read_json, start_detached, stop_process_group, tail
+from workspaces.local.registry import LOCAL_SIZES, MlflowRegistry
+
+SERVER_MODULE = "workspaces.local.server"
+SERVER_START_TIMEOUT_S = 90
+
+
+class EndpointServers:
+    def __init__(self, root: Path, registry: MlflowRegistry) -> None:
+        self.root = root
+        self.registry = registry
+
+    def _dir(self, name: str) -> Path:
+        return self.root / "endpoints" / name
+
+    def _secrets(self, name: str) -> dict[str, str]:
+        return json.loads((self._dir(name) / "secrets.json").read_text())
+
+    def _server(self, name: str) -> tuple[int, int]:
+        """(pid, port) of the endpoint's running server, or an error that says it is not running."""
+        info = read_json(self._dir(name) / "server.json")
+        if not info:
+            raise NotFoundError(f"endpoint {name} has no server")
+        if not pid_alive(info["pid"]):
+            raise TransientWorkspaceError(
+                f"endpoint {name}'s server (pid {info['pid']}) is not running; log tail:\n"
+                f"{tail(self._dir(name) / 'server.log')}"
+            )
+        return info["pid"], info["port"]
+
+    def server_pids(self) -> list[int]:
+        pids = []
+        for directory in sorted((self.root / "endpoints").glob("*")) if (self.root / "endpoints").exists() else []:
+            pid = read_json(directory / "server.json").get("pid")
+            if pid and pid_alive(pid):
+                pids.append(pid)
+        return pids
+
+    def names(self) -> list[str]:
+        folder = self.root / "endpoints"
+        return sorted(d.name for d in folder.glob("*") if (d / "endpoint.json").exists()) if folder.exists() else []
+
+    def _start_server(self, name: str, owner_pid: int | None) -> None:
+        directory = self._dir(name)
+        (directory / "server.json").unlink(missing_ok=True)
+        tokens = self._secrets(name)
+        # keys through the environment, never argv (argv shows in `ps`)
+        env = {"TUNEGATE_ENDPOINT_KEY": tokens["key"], "TUNEGATE_ADMIN_TOKEN": tokens["admin"]}
+        args = [str(directory)] + (["--owner-pid", str(owner_pid)] if owner_pid else [])
+        process = start_detached(SERVER_MODULE, args, directory / "server.log", env=env)
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if process.poll() is not None:  # crashed at start: say why, do not wait out the timeout
+                raise WorkspaceError(
+                    f"endpoint {name}'s server exited with {process.returncode}:\n{tail(directory / 'server.log')}"
+                )
+            port = read_json(directory / "server.json").get("port")
+            if port:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.1)
+        stop_process_group(process.pid)
+        raise TransientWorkspaceError(f"endpoint {name}'s server did not answer /health in {SERVER_START_TIMEOUT_S} s")
+
+    def ensure(self, name: str, description: str = "", ephemeral: bool = False) -> Endpoint:
+        directory = self._dir(name)
+        if not (directory / "secrets.json").exists():
+            directory.mkdir(parents=True, exist_ok=True)
+            secrets_path = directory / "secrets.json"
+            secrets_path.touch(mode=0o600)
+            secrets_path.write_text(json.dumps({"key": secrets.token_urlsafe(32), "admin": secrets.token_urlsafe(32)}))
+            state = {"name": name, "description": description, "ephemeral": ephemeral, "deployments": {}, "traffic": {}}
+            (directory / "endpoint.json").write_text(json.dumps(state))
+        try:
+            self._server(name)
+        except WorkspaceError:  # new, or its server crashed: (re)start it from endpoint.json
+            self._start_server(name, owner_pid=os.getpid() if ephemeral else None)
+        return self.get(name)  # type: ignore[return-value]
+
+    def get(self, name: str) -> Endpoint | None:
+        state = read_json(self._dir(name) / "endpoint.json")
+        if not state:
+            return None
+        return Endpoint(name=name, traffic=dict(state.get("traffic", {})), deployments=tuple(state.get("deployments", {})))
+
+    def _admin(self, name: str, method: str, path: str, payload: object | None = None, timeout: float = 30) -> dict:
+        if self.get(name) is None:
+            raise NotFoundError(f"endpoint {name} does not exist")
+        _, port = self._server(name)
+        headers = {"Authorization": f"Bearer {self._secrets(name)['admin']}"}
+        try:
+            response = httpx.request(
+                method, f"http://127.0.0.1:{port}{path}", json=payload, timeout=timeout, headers=headers
+            )
+        except httpx.TransportError as exc:
+            raise TransientWorkspaceError(f"endpoint {name}: {exc}") from exc
+        if response.status_code >= 500:
+            raise TransientWorkspaceError(f"endpoint {name}: HTTP {response.status_code} {response.text[:300]}")
+        if response.status_code >= 400:
+            detail = response.json().get("detail", response.text)
+            error = {404: NotFoundError, 409: ConflictError}.get(response.status_code, WorkspaceError)
+            raise error(f"endpoint {name}: HTTP {response.status_code} {detail}")
+        return response.json()
+
+    def create_deployment(
+        self, endpoint: str, name: str, model: ModelVersion, instance_type: str, instance_count: int = 1
+    ) -> Deployment:
+        if instance_type.lower() not in LOCAL_SIZES:
+            raise WorkspaceError(
+                f"endpoint.instance_type {instance_type!r} is not a local size; use one of {', '.join(LOCAL_SIZES)}"
+            )
+        if self.get(endpoint) is None:
+            raise NotFoundError(f"endpoint {endpoint} does not exist")
+        folder = self.registry.model_folder(f"models:/{model.name}/{model.version}", self._dir(endpoint) / "models" / name)
+        payload = {
+            "model_dir": str(folder),
+            "model": f"{model.name}:{model.version}",
+            "instance_type": instance_type,
+            "instance_count": instance_count,
+        }
+        self._admin(endpoint, "POST", f"/admin/deployments/{name}", payload, timeout=180)
+        return Deployment(endpoint=endpoint, name=name, model=payload["model"], instance_type=instance_type)
+
+    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> Endpoint:
+        self._admin(endpoint, "PUT", "/admin/traffic", traffic)
+        return self.get(endpoint)  # type: ignore[return-value]
+
+    def credentials(self, endpoint: str) -> Credentials:
+        if self.get(endpoint) is None:
+            raise NotFoundError(f"endpoint {endpoint} does not exist")
+        _, port = self._server(endpoint)
+        return Credentials(scoring_uri=f"http://127.0.0.1:{port}/score", key=SecretStr(self._secrets(endpoint)["key"]))
+
+    def delete_deployment(self, endpoint: str, name: str) -> None:
+        current = self.get(endpoint)
+        if current is None or name not in current.deployments:
+            return  # already gone: a retried teardown must not fail
+        self._admin(endpoint, "DELETE", f"/admin/deployments/{name}")
+        shutil.rmtree(self._dir(endpoint) / "models" / name, ignore_errors=True)
+
+    def delete(self, endpoint: str) -> None:
+        directory = self._dir(endpoint)
+        pid = read_json(directory / "server.json").get("pid")
+        if pid:
+            stop_process_group(pid)
+        shutil.rmtree(directory, ignore_errors=True)

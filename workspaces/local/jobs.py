@@ -1,0 +1,117 @@
+"""Local fine-tune jobs: one trainer process per job (`python -m workspaces.local.trainer JOB_DIR`).
+
+    <root>/jobs/<name>/spec.json     what to train (written before the process starts)
+    <root>/jobs/<name>/status.json   state, pid, MLflow run id (written atomically by the trainer)
+    <root>/jobs/<name>/log.txt       the trainer's output
+
+A job is a process of its own (a new session), like a cloud job: it outlives a crashed flow and is found again
+by its name. A trainer that died without writing a final state is reported as failed, with its log's tail.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from workspaces.base import ConflictError, FinetuneSpec, JobRef, JobState, JobStatus, NotFoundError, WorkspaceError
+from workspaces.local.processes import pid_alive, read_json, start_detached, stop_process_group, tail, write_json
+from workspaces.local.registry import MlflowRegistry
+
+TRAINER_MODULE = "workspaces.local.trainer"
+
+
+class TrainerJobs:
+    def __init__(self, root: Path, registry: MlflowRegistry) -> None:
+        self.root = root
+        self.registry = registry
+
+    def _dir(self, name: str) -> Path:
+        return self.root / "jobs" / name
+
+    def _status(self, name: str) -> dict:
+        return read_json(self._dir(name) / "status.json")
+
+    def _ref(self, name: str) -> JobRef:
+        spec = read_json(self._dir(name) / "spec.json")
+        return JobRef(name=name, idempotency_key=spec.get("idempotency_key", ""), url=self._dir(name).as_uri())
+
+    def get_job(self, name: str) -> JobRef | None:
+        return self._ref(name) if (self._dir(name) / "status.json").exists() else None
+
+    def submit(self, spec: FinetuneSpec, name: str, idempotency_key: str) -> JobRef:
+        job_dir = self._dir(name)
+        try:
+            job_dir.mkdir(parents=True)  # atomic: of two submissions of one name, exactly one gets here
+        except FileExistsError:
+            raise ConflictError(f"job {name} exists already in {job_dir.parent}") from None
+        model_dir = self.registry.model_folder(
+            spec.model_id, self.root / "models" / spec.model_id.removeprefix("models:/").replace("/", "-")
+        )
+        spec_file = {
+            "job_name": name,
+            "idempotency_key": idempotency_key,
+            "display_name": spec.display_name,
+            "experiment_name": spec.experiment_name,
+            "tracking_uri": self.registry.tracking_uri,
+            "model_dir": str(model_dir / "artifacts" / "hf_model"),
+            "train_file": spec.data.train,
+            "test_file": spec.data.test,
+            "parameters": spec.parameters,
+            "gpus": spec.gpus_per_node,
+        }
+        (job_dir / "spec.json").write_text(json.dumps(spec_file, indent=2))
+        self.registry.ensure_experiment(spec.experiment_name)
+        process = start_detached(TRAINER_MODULE, [str(job_dir)], job_dir / "log.txt")
+        write_json(job_dir / "status.json", {"state": "queued", "pid": process.pid, "submitted": time.time()})
+        return self._ref(name)
+
+    def status(self, job: JobRef) -> JobStatus:
+        status = self._status(job.name)
+        if not status:
+            raise NotFoundError(f"job {job.name} does not exist in {self.root / 'jobs'}")
+        log = self._dir(job.name) / "log.txt"
+        state = JobState(status["state"])
+        if not state.terminal and not pid_alive(int(status.get("pid") or 0)):
+            time.sleep(0.2)  # the trainer may have written its last status just as it exited
+            status = self._status(job.name)
+            state = JobState(status["state"])
+            if not state.terminal:
+                return JobStatus(
+                    state=JobState.FAILED, message=f"trainer process died without a result; log tail:\n{tail(log)}"
+                )
+        message = status.get("message", "")
+        if state is JobState.FAILED:
+            message = f"{message}\nlog tail:\n{tail(log)}"
+        return JobStatus(state=state, message=message)
+
+    def cancel(self, job: JobRef) -> None:
+        status = self._status(job.name)
+        if not status or JobState(status["state"]).terminal:
+            return
+        stop_process_group(int(status["pid"]))
+        current = self._status(job.name)
+        if not JobState(current["state"]).terminal:
+            write_json(
+                self._dir(job.name) / "status.json",
+                {**current, "state": "canceled", "message": "cancelled by tunegate", "ended": time.time()},
+            )
+
+    def mlflow_run_id(self, job: JobRef) -> str | None:
+        return self._status(job.name).get("mlflow_run_id")
+
+    def metrics(self, job: JobRef) -> dict[str, float]:
+        run_id = self.mlflow_run_id(job)
+        if not run_id:
+            raise WorkspaceError(f"job {job.name} recorded no MLflow run; see {self._dir(job.name) / 'log.txt'}")
+        return self.registry.run_metrics(run_id)
+
+    def running(self) -> list[tuple[str, int]]:
+        """(name, pid) of every job whose trainer still runs."""
+        found = []
+        for job_dir in sorted((self.root / "jobs").glob("*")) if (self.root / "jobs").exists() else []:
+            status = self._status(job_dir.name)
+            pid = int(status.get("pid") or 0)
+            if status and not JobState(status["state"]).terminal and pid_alive(pid):
+                found.append((job_dir.name, pid))
+        return found

@@ -1,0 +1,193 @@
+"""The local model catalogue and registry: MLflow (sqlite) under the state directory.
+
+The foundation model is built once on first use and registered with the same string tags an azureml registry
+model carries; fine-tuned versions carry lineage tags; the champion is the registered model's `champion` alias
+(aliases replace MLflow's deprecated stages).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from workspaces.base import FoundationModel, JobRef, ModelVersion, NotFoundError, WorkspaceError
+
+LOCAL_FOUNDATION = "tiny-phi3-chat"
+LOCAL_SIZES = ("local-cpu", "local-cuda")
+# the same string forms an azureml registry model carries
+FOUNDATION_TAGS = {
+    "finetune_compute_allow_list": str(list(LOCAL_SIZES)),
+    "inference_compute_allow_list": str(list(LOCAL_SIZES)),
+    "model_specific_defaults": (
+        "{'apply_deepspeed': 'false', 'apply_lora': 'true', 'lora_r': 16, 'lora_alpha': 32, "
+        "'learning_rate': 0.01, 'lr_scheduler_type': 'linear', 'num_train_epochs': 3, "
+        "'per_device_train_batch_size': 8, 'per_device_eval_batch_size': 16, 'max_seq_length': 128, "
+        # a from-scratch model has no embeddings worth freezing: LoRA on the layers, embeddings and head in full
+        "'lora_modules_to_save': 'embed_tokens,lm_head'}"
+    ),
+    "task": "chat-completion",
+}
+CHAMPION = "champion"
+JOB_TAG = "finetune_job"
+
+
+class MlflowRegistry:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+        self._client: Any = None
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in run logs
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import mlflow
+            from mlflow.tracking import MlflowClient
+
+            mlflow.set_tracking_uri(self.tracking_uri)
+            self.ensure_experiment("tunegate-registry")
+            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return self._client
+
+    def ensure_experiment(self, name: str) -> str:
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        return mlflow.create_experiment(name, artifact_location=(self.root / "mlartifacts" / name).as_uri())
+
+    def _versions(self, name: str) -> list[Any]:
+        return list(self.client.search_model_versions(f"name = '{name}'"))
+
+    @staticmethod
+    def _as_version(mv: Any) -> ModelVersion:
+        return ModelVersion(name=mv.name, version=str(mv.version), tags=dict(mv.tags))
+
+    # ------------------------------------------------------------------ catalogue
+    def get_foundation_model(self, name: str, version: str | None = None, label: str = "latest") -> FoundationModel:
+        versions = self._versions(name)
+        if not versions and name == LOCAL_FOUNDATION:
+            self._create_foundation(name)
+            versions = self._versions(name)
+        if not versions:
+            known = sorted({m.name for m in self.client.search_registered_models()})
+            raise NotFoundError(
+                f"model.name {name!r} is not in the local registry; registered: {known or 'none'} "
+                f"(the built-in foundation model is {LOCAL_FOUNDATION!r})"
+            )
+        if version is None:
+            if label != "latest":
+                raise NotFoundError(f"model.label {label!r}: the local registry knows only 'latest' (or pin model.version)")
+            chosen = max(versions, key=lambda mv: int(mv.version))
+        else:
+            chosen = next((mv for mv in versions if str(mv.version) == str(version)), None)
+            if chosen is None:
+                known_versions = sorted(int(v.version) for v in versions)
+                raise NotFoundError(f"model {name} has no version {version}; versions: {known_versions}")
+        return FoundationModel(
+            name=name, version=str(chosen.version), id=f"models:/{name}/{chosen.version}", tags=dict(chosen.tags)
+        )
+
+    def _create_foundation(self, name: str) -> None:
+        import mlflow
+
+        from data.synthetic import generate_split
+        from workspaces.local.model import build_foundation, save_pyfunc
+
+        texts = [
+            message["content"]
+            for row in generate_split("train_sft", 2000)
+            for message in row.get("messages") or []
+            if isinstance(message.get("content"), str)
+        ]
+        folder = self.root / "foundation" / name
+        shutil.rmtree(folder, ignore_errors=True)
+        hf_dir = build_foundation(texts, folder / "hf_model")
+        save_pyfunc(hf_dir, folder / "mlflow_model")
+        experiment = self.ensure_experiment("tunegate-foundation")
+        with mlflow.start_run(experiment_id=experiment, run_name=f"create {name}") as run:
+            mlflow.log_artifacts(str(folder / "mlflow_model"), artifact_path="model")
+        self.client.create_registered_model(
+            name,
+            tags={"task": "chat-completion"},
+            description="tiny Phi-3 created from scratch by tunegate's local workspace",
+        )
+        self.client.create_model_version(
+            name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id, tags=FOUNDATION_TAGS
+        )
+
+    def model_folder(self, model_uri: str, into: Path) -> Path:
+        """Download a registered MLflow model folder (models:/name/version) to `into`, once."""
+        import mlflow.artifacts
+
+        if not (into / "MLmodel").exists():
+            shutil.rmtree(into, ignore_errors=True)
+            into.parent.mkdir(parents=True, exist_ok=True)
+            partial = into.parent / (into.name + ".part")
+            self.client  # noqa: B018 - sets the tracking/registry uri
+            mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(partial))
+            os.replace(partial, into)
+        return into
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        return {key: float(value) for key, value in self.client.get_run(run_id).data.metrics.items()}
+
+    # ------------------------------------------------------------------ registry
+    def find_model_version(self, name: str, job: JobRef) -> ModelVersion | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            versions = self._versions(name)
+        except MlflowException:
+            return None
+        found = [mv for mv in versions if mv.tags.get(JOB_TAG) == job.name]
+        return self._as_version(min(found, key=lambda mv: int(mv.version))) if found else None
+
+    def register_model(self, job: JobRef, run_id: str | None, name: str, tags: dict[str, str]) -> ModelVersion:
+        from mlflow.exceptions import MlflowException
+
+        if not run_id:
+            raise WorkspaceError(f"job {job.name} has no MLflow run to register a model from")
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException:
+            self.client.create_registered_model(name, description="fine-tuned by tunegate")
+        run = self.client.get_run(run_id)
+        mv = self.client.create_model_version(  # MLflow assigns the next integer version
+            name,
+            source=f"{run.info.artifact_uri}/trained_model",
+            run_id=run_id,
+            tags={**tags, JOB_TAG: job.name},
+            description=f"fine-tuned by tunegate job {job.name}",
+        )
+        return self._as_version(self.client.get_model_version(name, mv.version))
+
+    def tag_model(self, model: ModelVersion, tags: dict[str, str]) -> ModelVersion:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(model.name, model.version, key, value)
+        return self._as_version(self.client.get_model_version(model.name, model.version))
+
+    def champion(self, name: str) -> ModelVersion | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._as_version(self.client.get_model_version_by_alias(name, CHAMPION))
+        except MlflowException:
+            return None
+
+    def set_champion(self, model: ModelVersion | None, name: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        if model is not None:
+            self.client.set_registered_model_alias(name, CHAMPION, model.version)
+            return
+        try:
+            self.client.delete_registered_model_alias(name, CHAMPION)
+        except MlflowException:
+            pass
