@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
 
@@ -11,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from data.documents import write_json
 from data.runs import RunStore
 from flows.params import ProfileError, load_profile
 from flows.summary import RunSummary
@@ -79,8 +79,7 @@ def run(
     summary = RunSummary.model_validate_json(text)
     _print_summary(summary)
     if summary_json:
-        summary_json.parent.mkdir(parents=True, exist_ok=True)
-        summary_json.write_text(json.dumps(summary.model_dump(mode="json"), indent=2))
+        write_json(summary_json, summary.model_dump(mode="json"))
     raise typer.Exit(0 if summary.status == "succeeded" else 1)
 
 

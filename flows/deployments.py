@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
+from data.documents import read_yaml
 
 PREFECT_YAML = Path(__file__).resolve().parent.parent / "prefect.yaml"
 
 
 def deployment_specs(path: Path = PREFECT_YAML) -> list[dict]:
-    return yaml.safe_load(path.read_text())["deployments"]
+    document = read_yaml(path)
+    if not isinstance(document, dict) or not isinstance(document.get("deployments"), list):
+        raise ValueError(f"{path} has no list of deployments")
+    return document["deployments"]
 
 
 def runner_deployments(path: Path = PREFECT_YAML) -> list:

@@ -13,6 +13,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from data.documents import DocumentError, read_yaml
+
 from tasks.settings import (
     ApprovalSettings,
     ComputeSettings,
@@ -110,9 +112,9 @@ def load_profile(path: str | Path | None = None, overrides: list[str] | None = N
     if not profile.is_file():
         raise ProfileError(f"profile {profile} does not exist (profiles live in deployments/, e.g. deployments/local.yaml)")
     try:
-        document = yaml.safe_load(profile.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"profile {profile} is not valid YAML: {exc}") from exc
+        document = read_yaml(profile) or {}
+    except DocumentError as exc:
+        raise ProfileError(f"profile {exc}") from exc
     if not isinstance(document, dict):
         raise ProfileError(f"profile {profile} must be a mapping of sections (workspace, data, model, ...)")
     source = f"profile {profile}" + (f" with --set {' '.join(overrides)}" if overrides else "")

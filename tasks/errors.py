@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from tasks.settings import RetrySettings
 from workspaces.base import RETRYABLE_STATUS, TransientWorkspaceError, WorkspaceError
+
+CONNECTION_FAILURES = frozenset({"TransportError", "ServiceRequestError", "ServiceResponseError"})
 
 
 def _status_code(exc: BaseException) -> int | None:
@@ -27,13 +27,14 @@ def is_transient(exc: BaseException | None) -> bool:
         return True
     if isinstance(exc, WorkspaceError | ValueError | TypeError | KeyError | PermissionError):
         return False
-    if isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError):
+    if isinstance(exc, ConnectionError | TimeoutError):
         return True
     code = _status_code(exc)
     if code is not None:
         return code in RETRYABLE_STATUS
-    # an azure-core ServiceRequestError/ServiceResponseError is a connection-level failure
-    return type(exc).__name__ in {"ServiceRequestError", "ServiceResponseError"}
+    # connection-level failures of the HTTP stacks underneath (httpx's TransportError, azure-core's
+    # ServiceRequestError/ServiceResponseError), recognised by class name so tasks import no HTTP library
+    return any(cls.__name__ in CONNECTION_FAILURES for cls in type(exc).__mro__)
 
 
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from enum import Enum
 from pathlib import Path
 
 import pytest
+import yaml
+from pydantic import BaseModel
 
 from flows.params import DEFAULT_PROFILE, ProfileError, TunegateConfig, load_profile
 
@@ -70,3 +74,35 @@ def test_unknown_profile_key_and_missing_file(tmp_path):
 def test_config_schema_renders_as_a_form():
     schema = TunegateConfig.model_json_schema()
     assert {"data", "finetune", "approval", "teardown"} <= set(schema["properties"])
+
+
+def _leaf_defaults(model: type[BaseModel], prefix: str = "") -> dict[str, object]:
+    leaves: dict[str, object] = {}
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            leaves.update(_leaf_defaults(annotation, f"{prefix}{name}."))
+        else:
+            default = field.get_default(call_default_factory=True)
+            leaves[f"{prefix}{name}"] = default.value if isinstance(default, Enum) else default
+    return leaves
+
+
+def test_readme_profile_table_is_the_model_defaults():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Profiles", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `([a-z_.*]+)` \| `([^`]*)` \|", section, flags=re.M))
+    defaults = _leaf_defaults(TunegateConfig)
+    documented: set[str] = set()
+    for key, text in rows.items():
+        documented_value = yaml.safe_load(text)
+        matching = [leaf for leaf in defaults if leaf == key or (key.endswith(".*") and leaf.startswith(key[:-1]))]
+        assert matching, f"README documents {key}, which the profile model does not have"
+        for leaf in matching:
+            assert documented_value == defaults[leaf], f"README says {leaf} defaults to {text}, the model {defaults[leaf]!r}"
+        documented.update(matching)
+    assert not set(defaults) - documented, f"undocumented keys: {sorted(set(defaults) - documented)}"
+
+
+def test_local_profile_is_the_defaults():
+    assert load_profile(DEFAULT_PROFILE) == TunegateConfig()
