@@ -11,8 +11,8 @@ import random
 import sys
 import time
 
-from tasks.data import sample_split
 from data.synthetic import generate_split
+from tasks.data import sample_split
 
 
 def first_percent(rows: list[dict], percent: float) -> list[dict]:

@@ -1,9 +1,9 @@
 """The state directory's layout and the records a run leaves there: one home for every path.
 
-    <state_dir>/runs/<flow run id>/data/       train_sft.jsonl, test_sft.jsonl, test_gen.jsonl, FINGERPRINT
-    <state_dir>/runs/<flow run id>/summary.json
-    <state_dir>/datasets/                      generated and downloaded datasets (cached)
-    <state_dir>/workspace/                     the local workspace
+<state_dir>/runs/<flow run id>/data/       train_sft.jsonl, test_sft.jsonl, test_gen.jsonl, FINGERPRINT
+<state_dir>/runs/<flow run id>/summary.json
+<state_dir>/datasets/                      generated and downloaded datasets (cached)
+<state_dir>/workspace/                     the local workspace
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def read_split(source: str, split: str, cache_dir: Path, synthetic_rows: int = 2
         import datasets
 
         try:
-            dataset = datasets.load_dataset(source[len(HUB_PREFIX):], split=split, cache_dir=str(cache_dir / "hub"))
+            dataset = datasets.load_dataset(source[len(HUB_PREFIX) :], split=split, cache_dir=str(cache_dir / "hub"))
         except Exception as exc:  # the hub is unreachable offline: say what to use instead
             raise WorkspaceError(
                 f"data.source {source!r}: could not load split {split!r} from the hub ({exc}). "

@@ -28,11 +28,34 @@ COUNTRIES = {
     "Chile": ("Santiago", "Spanish", "peso"),
     "Vietnam": ("Hanoi", "Vietnamese", "dong"),
 }
-WORDS = ["garden", "river", "planet", "window", "candle", "forest", "bridge", "market", "rocket", "pencil",
-         "harbor", "meadow", "castle", "violin", "desert", "lantern", "island", "orchard", "thunder", "compass"]
+WORDS = [
+    "garden",
+    "river",
+    "planet",
+    "window",
+    "candle",
+    "forest",
+    "bridge",
+    "market",
+    "rocket",
+    "pencil",
+    "harbor",
+    "meadow",
+    "castle",
+    "violin",
+    "desert",
+    "lantern",
+    "island",
+    "orchard",
+    "thunder",
+    "compass",
+]
 ADJECTIVES = ["quiet", "bright", "ancient", "small", "busy", "golden", "cold", "gentle", "hidden", "endless"]
-FOLLOW_UPS = ["Thanks! Can you say it again in one short sentence?", "Great, can you repeat that briefly?",
-              "Could you summarize that for me?"]
+FOLLOW_UPS = [
+    "Thanks! Can you say it again in one short sentence?",
+    "Great, can you repeat that briefly?",
+    "Could you summarize that for me?",
+]
 
 SPLIT_SIZES = dict(zip(SPLITS, (1.0, 0.12, 1.2, 0.14), strict=True))  # ratios as in ultrachat_200k
 
@@ -42,13 +65,22 @@ def _capital(rng: random.Random) -> tuple[str, str, str]:
     capital, language, currency = COUNTRIES[country]
     kind = rng.randrange(3)
     if kind == 0:
-        return (f"What is the capital of {country}?", f"The capital of {country} is {capital}.",
-                f"{capital} is the capital of {country}.")
+        return (
+            f"What is the capital of {country}?",
+            f"The capital of {country} is {capital}.",
+            f"{capital} is the capital of {country}.",
+        )
     if kind == 1:
-        return (f"Which language is spoken in {country}?", f"The main language of {country} is {language}.",
-                f"People in {country} speak {language}.")
-    return (f"What currency does {country} use?", f"{country} uses the {currency}.",
-            f"The currency of {country} is the {currency}.")
+        return (
+            f"Which language is spoken in {country}?",
+            f"The main language of {country} is {language}.",
+            f"People in {country} speak {language}.",
+        )
+    return (
+        f"What currency does {country} use?",
+        f"{country} uses the {currency}.",
+        f"The currency of {country} is the {currency}.",
+    )
 
 
 def _arithmetic(rng: random.Random) -> tuple[str, str, str]:
@@ -56,7 +88,11 @@ def _arithmetic(rng: random.Random) -> tuple[str, str, str]:
     if rng.random() < 0.5:
         return (f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}.", f"The sum is {a + b}.")
     big, small = max(a, b), min(a, b)
-    return (f"What is {big} minus {small}?", f"{big} minus {small} is {big - small}.", f"The difference is {big - small}.")
+    return (
+        f"What is {big} minus {small}?",
+        f"{big} minus {small} is {big - small}.",
+        f"The difference is {big - small}.",
+    )
 
 
 def _spelling(rng: random.Random) -> tuple[str, str, str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -20,8 +20,12 @@ app = typer.Typer(help="tunegate: fine-tune a chat model and take it safely to a
 console = Console()
 err = Console(stderr=True)
 
-ProfileOption = Annotated[Optional[Path], typer.Option("--profile", "-p", help="YAML profile (default deployments/local.yaml).")]
-SetOption = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a profile key: section.key=value (repeatable).")]
+ProfileOption = Annotated[
+    Path | None, typer.Option("--profile", "-p", help="YAML profile (default deployments/local.yaml).")
+]
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="Override a profile key: section.key=value (repeatable).")
+]
 
 
 def _config(profile: Path | None, sets: list[str] | None):
@@ -37,17 +41,36 @@ def _print_summary(summary: RunSummary) -> None:
     table.add_column(style="bold")
     table.add_column()
     table.add_row("flow run", str(summary.flow_run_id))
-    table.add_row("data", f"{summary.data.rows} fingerprint {summary.data.fingerprint} ({summary.data.dropped_invalid} invalid rows dropped)")
-    table.add_row("fine-tune job", f"{summary.job.name} {'(re-attached)' if summary.job.reattached else ''}\n{summary.job.display_name or ''}")
+    table.add_row(
+        "data",
+        f"{summary.data.rows} fingerprint {summary.data.fingerprint} "
+        f"({summary.data.dropped_invalid} invalid rows dropped)",
+    )
+    table.add_row(
+        "fine-tune job",
+        f"{summary.job.name} {'(re-attached)' if summary.job.reattached else ''}\n{summary.job.display_name or ''}",
+    )
     table.add_row("metrics", ", ".join(f"{k}={v:.4f}" for k, v in sorted(summary.metrics.items()) if "loss" in k))
-    table.add_row("gate", ("passed" if summary.gate.passed else "failed" if summary.gate.passed is False else "-")
-                  + "".join(f"\n  {r}" for r in summary.gate.reasons))
+    table.add_row(
+        "gate",
+        ("passed" if summary.gate.passed else "failed" if summary.gate.passed is False else "-")
+        + "".join(f"\n  {r}" for r in summary.gate.reasons),
+    )
     table.add_row("model", f"{summary.model.name}:{summary.model.version} (from {summary.model.foundation})")
-    table.add_row("approval", f"{summary.approval.decision} by {summary.approval.approver}\n  {summary.approval.comment or ''}")
-    table.add_row("endpoint", f"{summary.endpoint.name} / {summary.endpoint.deployment} traffic {summary.endpoint.traffic}")
-    table.add_row("smoke", f"ok={summary.smoke.ok} latency {summary.smoke.latency_ms} ms {summary.smoke.error or ''}"
-                  + (f"\n  sample: {summary.smoke.sample_output!r}" if summary.smoke.sample_output else ""))
-    table.add_row("teardown", f"{summary.teardown.mode} done={summary.teardown.done} deleted {summary.teardown.deleted}")
+    table.add_row(
+        "approval", f"{summary.approval.decision} by {summary.approval.approver}\n  {summary.approval.comment or ''}"
+    )
+    table.add_row(
+        "endpoint", f"{summary.endpoint.name} / {summary.endpoint.deployment} traffic {summary.endpoint.traffic}"
+    )
+    table.add_row(
+        "smoke",
+        f"ok={summary.smoke.ok} latency {summary.smoke.latency_ms} ms {summary.smoke.error or ''}"
+        + (f"\n  sample: {summary.smoke.sample_output!r}" if summary.smoke.sample_output else ""),
+    )
+    table.add_row(
+        "teardown", f"{summary.teardown.mode} done={summary.teardown.done} deleted {summary.teardown.deleted}"
+    )
     if summary.error:
         table.add_row("error", f"[red]{summary.error}[/red]")
     table.add_row("seconds", str(summary.seconds))
@@ -58,7 +81,9 @@ def _print_summary(summary: RunSummary) -> None:
 def run(
     profile: ProfileOption = None,
     set_: SetOption = None,
-    summary_json: Annotated[Optional[Path], typer.Option("--summary-json", help="Write the run summary here as JSON.")] = None,
+    summary_json: Annotated[
+        Path | None, typer.Option("--summary-json", help="Write the run summary here as JSON.")
+    ] = None,
 ) -> None:
     """Run the whole flow once (an ephemeral Prefect server is started when PREFECT_API_URL is not set)."""
     config = _config(profile, set_)
@@ -127,8 +152,11 @@ def pending() -> None:
     for review in reviews:
         console.rule(f"{review.run_id}  {review.run_name}  (times out {review.times_out})")
         console.print(Markdown(review.review or "(no summary)"))
-        console.print(f"tunegate approve {review.run_id} --approver NAME   |   "
-                      f"tunegate reject {review.run_id} --approver NAME --comment WHY", markup=False)
+        console.print(
+            f"tunegate approve {review.run_id} --approver NAME   |   "
+            f"tunegate reject {review.run_id} --approver NAME --comment WHY",
+            markup=False,
+        )
 
 
 @app.command()
@@ -152,8 +180,12 @@ def _workspace(profile: Path | None, sets: list[str] | None):
 @app.command()
 def chat(
     endpoint: Annotated[str, typer.Option("--endpoint", "-e", help="Endpoint name in the profile's workspace.")],
-    deployment: Annotated[Optional[str], typer.Option(help="Target one deployment (header azureml-model-deployment).")] = None,
-    message: Annotated[Optional[list[str]], typer.Option("--message", "-m", help="Send these and exit (no prompt).")] = None,
+    deployment: Annotated[
+        str | None, typer.Option(help="Target one deployment (header azureml-model-deployment).")
+    ] = None,
+    message: Annotated[
+        list[str] | None, typer.Option("--message", "-m", help="Send these and exit (no prompt).")
+    ] = None,
     max_new_tokens: int = 64,
     temperature: float = 0.6,
     profile: ProfileOption = None,
@@ -185,7 +217,9 @@ def chat(
             history.pop()
             continue
         history.append({"role": "assistant", "content": result.output or ""})
-        console.print(Text.assemble(("model> ", "bold cyan"), result.output or "", (f"  ({result.latency_ms:.0f} ms)", "dim")))
+        console.print(
+            Text.assemble(("model> ", "bold cyan"), result.output or "", (f"  ({result.latency_ms:.0f} ms)", "dim"))
+        )
 
 
 @app.command()

@@ -27,10 +27,15 @@ def runner_deployments(path: Path = PREFECT_YAML) -> list:
     deployments = []
     for spec in deployment_specs(path):
         schedules = [Cron(s["cron"], timezone=s.get("timezone")) for s in spec.get("schedules") or [] if s.get("cron")]
-        deployments.append(tunegate.to_deployment(
-            name=spec["name"], description=spec.get("description"), tags=spec.get("tags"),
-            parameters=spec.get("parameters") or {}, schedules=schedules or None,
-        ))
+        deployments.append(
+            tunegate.to_deployment(
+                name=spec["name"],
+                description=spec.get("description"),
+                tags=spec.get("tags"),
+                parameters=spec.get("parameters") or {},
+                schedules=schedules or None,
+            )
+        )
     return deployments
 
 

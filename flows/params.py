@@ -14,7 +14,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from data.documents import DocumentError, read_yaml
-
 from tasks.settings import (
     ApprovalSettings,
     ComputeSettings,
@@ -110,7 +109,9 @@ def load_profile(path: str | Path | None = None, overrides: list[str] | None = N
     if not profile.is_absolute() and not profile.exists():  # deployments name profiles relative to the repository
         profile = DEFAULT_PROFILE.parent.parent / profile
     if not profile.is_file():
-        raise ProfileError(f"profile {profile} does not exist (profiles live in deployments/, e.g. deployments/local.yaml)")
+        raise ProfileError(
+            f"profile {profile} does not exist (profiles live in deployments/, e.g. deployments/local.yaml)"
+        )
     try:
         document = read_yaml(profile) or {}
     except DocumentError as exc:

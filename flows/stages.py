@@ -29,7 +29,11 @@ class Stages:
 
     @classmethod
     def with_retries(cls, retries: RetrySettings) -> Stages:
-        return cls(**{
-            field.name: getattr(cls, field.name).with_options(retries=retries.attempts, retry_delay_seconds=retries.delay_s)
-            for field in fields(cls)
-        })
+        return cls(
+            **{
+                field.name: getattr(cls, field.name).with_options(
+                    retries=retries.attempts, retry_delay_seconds=retries.delay_s
+                )
+                for field in fields(cls)
+            }
+        )

@@ -105,8 +105,9 @@ class RunSummary(BaseModel):
         self.endpoint.name, self.endpoint.deployment = endpoint, deployment
 
     def record_smoke(self, smoke: SmokeResult) -> None:
-        self.smoke = SmokeSummary(ok=smoke.ok, latency_ms=smoke.latency_ms, error=smoke.error,
-                                  sample_output=smoke.sample_output)
+        self.smoke = SmokeSummary(
+            ok=smoke.ok, latency_ms=smoke.latency_ms, error=smoke.error, sample_output=smoke.sample_output
+        )
 
     def record_rollback(self) -> None:
         self.endpoint.deployment = None
@@ -135,7 +136,8 @@ class RunSummary(BaseModel):
         reasons = "\n".join(f"- {r}" for r in self.gate.reasons) or "- (gate not reached)"
         return (
             f"# tunegate run: {self.status}\n\n"
-            f"- data: {self.data.rows} fingerprint `{self.data.fingerprint}` ({self.data.dropped_invalid} invalid rows dropped)\n"
+            f"- data: {self.data.rows} fingerprint `{self.data.fingerprint}` "
+            f"({self.data.dropped_invalid} invalid rows dropped)\n"
             f"- model: {self.model.name}:{self.model.version} (from {self.model.foundation})\n"
             f"- job: {self.job.name} {self.job.url or ''}\n"
             f"- approval: {self.approval.decision} by {self.approval.approver}\n"

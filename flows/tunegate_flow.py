@@ -66,9 +66,7 @@ def run_stages(config: TunegateConfig, workspace: Workspace, run_id: str, summar
 
     compute = stages.validate_compute(workspace, config.compute, foundation)
 
-    data_ref = stages.upload_data(
-        workspace, sampled.files["train_sft"], sampled.files["test_sft"], sampled.fingerprint
-    )
+    data_ref = stages.upload_data(workspace, sampled.files["train_sft"], sampled.files["test_sft"], sampled.fingerprint)
     experiment = config.job.experiment_name or f"chat_completion_{foundation.name}"
     spec = finetune.build_spec(foundation, compute, data_ref, config.finetune, experiment)
     key = finetune.idempotency_key(run_id, foundation, data_ref, compute.name, spec.parameters)
@@ -90,7 +88,9 @@ def run_stages(config: TunegateConfig, workspace: Workspace, run_id: str, summar
     version = stages.record_decision(workspace, version, decision, gate)
     summary.record_decision(decision)
     if not decision.approved:
-        raise RunStopped("rejected", f"{version.name}:{version.version} rejected by {decision.approver}: {decision.comment}")
+        raise RunStopped(
+            "rejected", f"{version.name}:{version.version} rejected by {decision.approver}: {decision.comment}"
+        )
 
     state.endpoint = endpoint_name
     deployed = stages.deploy_candidate(
@@ -104,16 +104,25 @@ def run_stages(config: TunegateConfig, workspace: Workspace, run_id: str, summar
     if not smoke.ok:
         stages.roll_back(workspace, deployed)
         summary.record_rollback()
-        raise RunStopped("smoke_failed", f"smoke request through {deployed.deployment} failed: {smoke.error}; rolled back")
+        raise RunStopped(
+            "smoke_failed", f"smoke request through {deployed.deployment} failed: {smoke.error}; rolled back"
+        )
 
     retired = stages.promote(workspace, deployed, version, set_champion=config.teardown.mode == "keep")
-    get_run_logger().info("%s now takes 100%% of %s; retired %s", deployed.deployment, endpoint_name, retired or "nothing")
+    get_run_logger().info(
+        "%s now takes 100%% of %s; retired %s", deployed.deployment, endpoint_name, retired or "nothing"
+    )
     summary.record_endpoint(stages.read_endpoint(workspace, endpoint_name))
 
 
 def approval_decision(
-    config: TunegateConfig, summary: RunSummary, version: ModelVersion, foundation: FoundationModel,
-    gate: GateResult, job: JobRef, endpoint_name: str,
+    config: TunegateConfig,
+    summary: RunSummary,
+    version: ModelVersion,
+    foundation: FoundationModel,
+    gate: GateResult,
+    job: JobRef,
+    endpoint_name: str,
 ) -> ApprovalRecord:
     """The policy decides, or a person on the paused run; with no server to ask one, a needed person is a reject."""
     decision = approval.policy_decision(config.approval, gate)
@@ -121,8 +130,11 @@ def approval_decision(
         return decision
     if not approval.has_prefect_server():
         return ApprovalRecord(
-            approved=False, approver=f"policy:{config.approval.policy}", policy=config.approval.policy,
-            decided_at=approval.now_iso(), comment="a person must decide and no Prefect server runs to ask one: rejected",
+            approved=False,
+            approver=f"policy:{config.approval.policy}",
+            policy=config.approval.policy,
+            decided_at=approval.now_iso(),
+            comment="a person must decide and no Prefect server runs to ask one: rejected",
         )
     facts = {
         "model": f"{version.name}:{version.version} (from {foundation.name}:{foundation.version})",
@@ -134,7 +146,8 @@ def approval_decision(
     }
     summary.record_waiting_for_approval()
     return approval.ask_a_person(
-        approval.review_markdown(version, gate, facts), config.approval,
+        approval.review_markdown(version, gate, facts),
+        config.approval,
         # a key per flow attempt: a retried run pauses again instead of reusing the previous answer
         key=f"approval-{version.version}-attempt{flow_run.run_count}",
     )
@@ -155,7 +168,9 @@ def _finish(config: TunegateConfig, summary: RunSummary, run_id: str, started: f
     summary.seconds = round(time.monotonic() - started, 1)
     RunStore(config.workspace.state_dir).write_summary(run_id, summary.model_dump_json(indent=2))
     try:
-        create_markdown_artifact(key="run-summary", markdown=summary.markdown(), description=f"tunegate {summary.status}")
+        create_markdown_artifact(
+            key="run-summary", markdown=summary.markdown(), description=f"tunegate {summary.status}"
+        )
     except Exception:  # noqa: BLE001 - the summary file above is the record; the artifact is a convenience
         get_run_logger().warning("could not create the run-summary artifact", exc_info=True)
 

@@ -9,7 +9,7 @@ would hand back the previous attempt's answer), and deploy refuses a version wit
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from prefect.artifacts import create_markdown_artifact
 from prefect.input import RunInput
@@ -67,29 +67,46 @@ def has_prefect_server() -> bool:
 def require_server_for_manual(settings: ApprovalSettings) -> None:
     if settings.policy == "manual" and not has_prefect_server():
         raise ManualApprovalNeedsServer(
-            "approval.policy manual needs a Prefect server a reviewer can reach: start one with `prefect server start`, "
-            "then `export PREFECT_API_URL=http://127.0.0.1:4200/api` (or `prefect config set PREFECT_API_URL=...`) "
-            "and run again"
+            "approval.policy manual needs a Prefect server a reviewer can reach: start one with "
+            "`prefect server start`, then `export PREFECT_API_URL=http://127.0.0.1:4200/api` "
+            "(or `prefect config set PREFECT_API_URL=...`) and run again"
         )
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def policy_decision(settings: ApprovalSettings, gate: GateResult) -> ApprovalRecord | None:
     """The decision a policy makes on its own, or None when a person must decide."""
     if settings.policy == "auto":
-        return ApprovalRecord(approved=True, approver="policy:auto", comment="auto policy approves every gated model",
-                        policy="auto", decided_at=now_iso())
+        return ApprovalRecord(
+            approved=True,
+            approver="policy:auto",
+            comment="auto policy approves every gated model",
+            policy="auto",
+            decided_at=now_iso(),
+        )
     if settings.policy == "auto-if-better":
         candidate = gate.metrics.get(EVAL_LOSS)
         if gate.champion is None:
-            return ApprovalRecord(approved=True, approver="policy:auto-if-better", policy="auto-if-better",
-                            comment="no champion yet; the gate passed", decided_at=now_iso())
-        if gate.champion_eval_loss is not None and candidate is not None and candidate < gate.champion_eval_loss - settings.margin:
             return ApprovalRecord(
-                approved=True, approver="policy:auto-if-better", policy="auto-if-better", decided_at=now_iso(),
+                approved=True,
+                approver="policy:auto-if-better",
+                policy="auto-if-better",
+                comment="no champion yet; the gate passed",
+                decided_at=now_iso(),
+            )
+        if (
+            gate.champion_eval_loss is not None
+            and candidate is not None
+            and candidate < gate.champion_eval_loss - settings.margin
+        ):
+            return ApprovalRecord(
+                approved=True,
+                approver="policy:auto-if-better",
+                policy="auto-if-better",
+                decided_at=now_iso(),
                 comment=f"eval_loss {candidate:.4f} beats champion {gate.champion} ({gate.champion_eval_loss:.4f}) "
                 f"by more than the margin {settings.margin}",
             )
@@ -124,18 +141,22 @@ def review_markdown(model: ModelVersion, gate: GateResult, facts: dict[str, str]
     """What a reviewer decides from: the model, its data, metrics vs base vs champion, the gate, the target."""
     metrics = gate.metrics
     champion = f"{gate.champion_eval_loss:.4f}" if gate.champion_eval_loss is not None else "-"
+
     def cell(value: float | None) -> str:
         return f"{value:.4f}" if value is not None else "-"
 
     rows = "\n".join(
-        f"| {name} | {cell(metrics[name])} | {cell(metrics.get('base_' + name))} | {champion if name == EVAL_LOSS else '-'} |"
-        for name in ("eval_loss", "train_loss") if name in metrics
+        f"| {name} | {cell(metrics[name])} | {cell(metrics.get('base_' + name))} "
+        f"| {champion if name == EVAL_LOSS else '-'} |"
+        for name in ("eval_loss", "train_loss")
+        if name in metrics
     )
     facts_md = "\n".join(f"- **{key}**: {value}" for key, value in facts.items())
     return (
         f"## Approve {model.name} version {model.version} for deployment?\n\n{facts_md}\n\n"
         f"| metric | candidate | base | champion ({gate.champion or 'none'}) |\n|---|---|---|---|\n{rows}\n\n"
-        f"**Metric gate: {'passed' if gate.passed else 'FAILED'}**\n\n" + "\n".join(f"- {r}" for r in gate.reasons)
+        f"**Metric gate: {'passed' if gate.passed else 'FAILED'}**\n\n"
+        + "\n".join(f"- {r}" for r in gate.reasons)
         + "\n\nSet **approved** and your name as **approver**, then submit."
     )
 
@@ -151,26 +172,44 @@ def ask_a_person(description: str, settings: ApprovalSettings, key: str, poll_in
         try:
             answer = pause_flow_run(
                 wait_for_input=Decision.with_initial_data(description=description, approved=False),
-                timeout=timeout_s, poll_interval=poll_interval_s, key=f"{key}-ask{round_}",
+                timeout=timeout_s,
+                poll_interval=poll_interval_s,
+                key=f"{key}-ask{round_}",
             )
         except FlowPauseTimeout:
-            return ApprovalRecord(approved=False, approver="timeout", policy=settings.policy, decided_at=now_iso(),
-                                  comment=f"no decision within {settings.timeout_hours} h: rejected")
+            return ApprovalRecord(
+                approved=False,
+                approver="timeout",
+                policy=settings.policy,
+                decided_at=now_iso(),
+                comment=f"no decision within {settings.timeout_hours} h: rejected",
+            )
         except ValidationError as exc:  # an answer the form should not have let through: ask again
             logger.warning("invalid approval input (%s); asking again", exc.errors()[0]["msg"])
-            description = "**The last answer was invalid (an approver's name is required); please answer again.**\n\n" + description
+            description = (
+                "**The last answer was invalid (an approver's name is required); please answer again.**\n\n"
+                + description
+            )
             continue
-        return ApprovalRecord(approved=answer.approved, approver=answer.approver, comment=answer.comment,
-                              policy=settings.policy, decided_at=now_iso())
+        return ApprovalRecord(
+            approved=answer.approved,
+            approver=answer.approver,
+            comment=answer.comment,
+            policy=settings.policy,
+            decided_at=now_iso(),
+        )
     raise RuntimeError("no valid approval input after 99 rounds")
 
 
 @stage("record decision")
-def record_decision(workspace: Workspace, model: ModelVersion, decision: ApprovalRecord, gate: GateResult) -> ModelVersion:
+def record_decision(
+    workspace: Workspace, model: ModelVersion, decision: ApprovalRecord, gate: GateResult
+) -> ModelVersion:
     """Tags on the model version (decision, approver, time, comment) and a markdown artifact on the run."""
     model = workspace.tag_model(model, decision_tags(decision))
     create_markdown_artifact(
-        key="approval-decision", markdown=decision_markdown(model, decision, gate),
+        key="approval-decision",
+        markdown=decision_markdown(model, decision, gate),
         description=f"{decision.label} {model.name}:{model.version}",
     )
     return model

@@ -53,7 +53,9 @@ class ValidatedCompute(BaseModel):
 def validate(compute: Compute, model: FoundationModel, skus: list[Sku]) -> ValidatedCompute:
     check_provisioning(compute)
     check_size_allowed(compute.size, allow_list(model, FINETUNE_ALLOW_LIST))
-    return ValidatedCompute(name=compute.name, size=compute.size, gpus_per_node=gpus_for_size(compute.size, skus, compute.name))
+    return ValidatedCompute(
+        name=compute.name, size=compute.size, gpus_per_node=gpus_for_size(compute.size, skus, compute.name)
+    )
 
 
 @stage("validate compute")

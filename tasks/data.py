@@ -86,7 +86,8 @@ def sample_split(rows: Iterable[dict], percent: float, seed: int) -> SplitSample
 def jsonl_bytes(rows: Iterable[dict]) -> bytes:
     # fixed key order and separators: same rows -> same bytes on every machine
     return b"".join(
-        json.dumps(row, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8") + b"\n" for row in rows
+        json.dumps(row, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8") + b"\n"
+        for row in rows
     )
 
 
@@ -115,7 +116,9 @@ def sample_to_directory(settings: DataSettings, out_dir: Path, cache_dir: Path) 
     invalid: dict[str, dict[str, int]] = {}
     for split in WRITTEN_SPLITS:
         sample = sample_split(
-            read_split(settings.source, split, cache_dir, settings.synthetic_rows), settings.percent_for(split), settings.seed
+            read_split(settings.source, split, cache_dir, settings.synthetic_rows),
+            settings.percent_for(split),
+            settings.seed,
         )
         if not sample.kept:
             raise ValueError(
@@ -137,6 +140,10 @@ def sample_data(settings: DataSettings, out_dir: str, cache_dir: str) -> Sampled
     result = sample_to_directory(settings, Path(out_dir), Path(cache_dir))
     get_run_logger().info(
         "sampled %s from %s; dropped %d invalid rows %s; fingerprint %s",
-        result.rows, settings.source, result.dropped, result.invalid, result.fingerprint,
+        result.rows,
+        settings.source,
+        result.dropped,
+        result.invalid,
+        result.fingerprint,
     )
     return result

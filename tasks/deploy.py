@@ -31,7 +31,8 @@ def check_instance_type(instance_type: str, inference_allow_list: list[str] | No
     # the notebook only prints a hint here; deploying to a size the model cannot serve on wastes an hour
     if inference_allow_list is not None and instance_type.lower() not in [x.lower() for x in inference_allow_list]:
         raise DeploymentRefused(
-            f"endpoint.instance_type {instance_type} is not in the model's inference_compute_allow_list: {inference_allow_list}"
+            f"endpoint.instance_type {instance_type} is not in the model's inference_compute_allow_list: "
+            f"{inference_allow_list}"
         )
 
 
@@ -43,12 +44,17 @@ class DeployResult(BaseModel):
 
 @stage("deploy")
 def deploy_candidate(
-    workspace: Workspace, settings: EndpointSettings, endpoint_name: str, model: ModelVersion, foundation: FoundationModel,
+    workspace: Workspace,
+    settings: EndpointSettings,
+    endpoint_name: str,
+    model: ModelVersion,
+    foundation: FoundationModel,
     ephemeral: bool = False,
 ) -> DeployResult:
     if not is_approved(model):
         raise DeploymentRefused(
-            f"{model.name}:{model.version} has no recorded approval (decision={model.tags.get('decision')!r}); not deploying"
+            f"{model.name}:{model.version} has no recorded approval "
+            f"(decision={model.tags.get('decision')!r}); not deploying"
         )
     check_instance_type(settings.instance_type, allow_list(foundation, INFERENCE_ALLOW_LIST))
     endpoint = workspace.ensure_endpoint(
@@ -59,7 +65,9 @@ def deploy_candidate(
         workspace.create_deployment(endpoint_name, name, model, settings.instance_type, settings.instance_count)
     previous = {dep: pct for dep, pct in endpoint.traffic.items() if dep != name}
     workspace.set_traffic(endpoint_name, {**previous, name: 0})
-    get_run_logger().info("deployment %s/%s created at 0%% traffic; live traffic stays %s", endpoint_name, name, previous)
+    get_run_logger().info(
+        "deployment %s/%s created at 0%% traffic; live traffic stays %s", endpoint_name, name, previous
+    )
     return DeployResult(endpoint=endpoint_name, deployment=name, previous_traffic=previous)
 
 
@@ -81,19 +89,27 @@ class SmokeResult(BaseModel):
 
 
 @stage("smoke invoke")
-def smoke_invoke(workspace: Workspace, deployed: DeployResult, settings: SmokeSettings, test_gen_path: str) -> SmokeResult:
+def smoke_invoke(
+    workspace: Workspace, deployed: DeployResult, settings: SmokeSettings, test_gen_path: str
+) -> SmokeResult:
     parameters = settings.scoring_parameters()
     latencies: list[float] = []
     output = None
     requests = smoke_messages(test_gen_path, settings.samples)
     for messages in requests:
         request = ScoringRequest(messages=messages, parameters=parameters)
-        result = workspace.invoke(deployed.endpoint, request, deployment=deployed.deployment, timeout_s=settings.timeout_s)
+        result = workspace.invoke(
+            deployed.endpoint, request, deployment=deployed.deployment, timeout_s=settings.timeout_s
+        )
         if result.error:
             return SmokeResult(ok=False, latency_ms=result.latency_ms, requests=len(requests), error=result.error)
         if result.latency_ms > settings.max_latency_ms:
-            return SmokeResult(ok=False, latency_ms=result.latency_ms, requests=len(requests),
-                               error=f"latency {result.latency_ms:.0f} ms > smoke.max_latency_ms {settings.max_latency_ms:.0f}")
+            return SmokeResult(
+                ok=False,
+                latency_ms=result.latency_ms,
+                requests=len(requests),
+                error=f"latency {result.latency_ms:.0f} ms > smoke.max_latency_ms {settings.max_latency_ms:.0f}",
+            )
         latencies.append(result.latency_ms)
         output = output or result.output
     worst = max(latencies)

@@ -57,7 +57,7 @@ def merge_finetune_parameters(settings: FinetuneSettings, model_defaults: dict[s
         typed = FinetuneSettings.model_validate(known)
     except ValueError as exc:
         raise ValueError(f"model_specific_defaults tag gives a value our settings refuse: {exc}") from exc
-    return {key: (getattr(typed, key) if key in known else value) for key, value in merged.items()}  # type: ignore[misc]
+    return {key: (getattr(typed, key) if key in known else value) for key, value in merged.items()}
 
 
 def pipeline_display_name(model_name: str, params: Params, gpus_per_node: int) -> str:
@@ -80,7 +80,8 @@ def idempotency_key(flow_run_id: str, model: FoundationModel, data: DataRef, com
     """Same run, same inputs -> same key: a retried task or a resumed run finds its job instead of paying twice."""
     payload = json.dumps(
         {"run": flow_run_id, "model": model.id, "data": data.fingerprint, "compute": compute, "params": params},
-        sort_keys=True, default=str,
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
@@ -150,7 +151,9 @@ def wait_until_terminal(workspace: Workspace, job: JobRef, settings: JobSettings
             if status.state.terminal:
                 return status
             if time.monotonic() > deadline:
-                raise WorkspaceError(f"job {job.name} still {status.state.value} after {settings.timeout_hours} h; cancelled")
+                raise WorkspaceError(
+                    f"job {job.name} still {status.state.value} after {settings.timeout_hours} h; cancelled"
+                )
             sleep(delay)
     except BaseException as exc:
         if not is_transient(exc):  # a transient poll error is retried by the task; the job keeps running

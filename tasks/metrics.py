@@ -39,7 +39,9 @@ def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
 
-def evaluate_gate(metrics: dict[str, float], settings: GateSettings, champion: ModelVersion | None = None) -> GateResult:
+def evaluate_gate(
+    metrics: dict[str, float], settings: GateSettings, champion: ModelVersion | None = None
+) -> GateResult:
     reasons: list[str] = []
 
     def check(ok: bool, text: str) -> None:
@@ -50,7 +52,10 @@ def evaluate_gate(metrics: dict[str, float], settings: GateSettings, champion: M
         check(False, f"eval_loss is missing or not finite ({eval_loss}); the job reported {sorted(metrics)}")
     else:
         if settings.max_eval_loss is not None:
-            check(eval_loss <= settings.max_eval_loss, f"eval_loss {eval_loss:.4f} <= max_eval_loss {settings.max_eval_loss}")
+            check(
+                eval_loss <= settings.max_eval_loss,
+                f"eval_loss {eval_loss:.4f} <= max_eval_loss {settings.max_eval_loss}",
+            )
         if not settings.compare_with_base:
             check(True, "base comparison off (gate.compare_with_base=false)")
         elif not _finite(base):
@@ -63,7 +68,8 @@ def evaluate_gate(metrics: dict[str, float], settings: GateSettings, champion: M
             need = settings.min_improvement_over_champion
             check(
                 eval_loss < best - need,
-                f"eval_loss {eval_loss:.4f} beats champion {champion.name}:{champion.version} ({best:.4f}) by more than {need}",
+                f"eval_loss {eval_loss:.4f} beats champion {champion.name}:{champion.version} ({best:.4f}) "
+                f"by more than {need}",
             )
         elif champion is not None:
             check(True, f"champion {champion.name}:{champion.version} has no eval_loss tag; not compared")

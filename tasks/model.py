@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 
-
 from tasks.errors import stage
 from tasks.settings import ModelSettings
 from workspaces.base import FoundationModel, Workspace

@@ -44,7 +44,9 @@ def server_url() -> str:
     with get_client(sync_client=True) as client:
         problem = client.api_healthcheck()
     if problem is not None:
-        raise ReviewError(f"no Prefect server answers at {url} ({problem}); start one with `prefect server start`", True)
+        raise ReviewError(
+            f"no Prefect server answers at {url} ({problem}); start one with `prefect server start`", True
+        )
     return url
 
 
@@ -75,8 +77,14 @@ def pending_reviews(limit: int = 100) -> list[PendingReview]:
         details = run.state.state_details if run.state else None
         keyset = details.run_input_keyset if details else None
         review = read_flow_run_input(keyset["description"], flow_run_id=run.id) if keyset else None
-        reviews.append(PendingReview(run_id=str(run.id), run_name=run.name, review=review,
-                                     times_out=details.pause_timeout if details else None))
+        reviews.append(
+            PendingReview(
+                run_id=str(run.id),
+                run_name=run.name,
+                review=review,
+                times_out=details.pause_timeout if details else None,
+            )
+        )
     return reviews
 
 
@@ -98,7 +106,9 @@ def decide(run_id: str, approved: bool, approver: str, comment: str = "") -> Dec
     try:
         resume_flow_run(flow_run_id, run_input=decision.model_dump(include={"approved", "approver", "comment"}))
     except FlowPauseTimeout:
-        raise ReviewError(f"run {run_id} can no longer be resumed: its approval timed out (recorded as a reject)") from None
+        raise ReviewError(
+            f"run {run_id} can no longer be resumed: its approval timed out (recorded as a reject)"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - NotPausedError, ObjectNotFound, a refused input: say which
         raise ReviewError(f"could not resume run {run_id}: {type(exc).__name__}: {exc}") from None
     return decision

@@ -47,7 +47,9 @@ class ModelSettings(_Section):
     name: str = Field("tiny-phi3-chat", description="Foundation model name in the registry.")
     version: str | None = Field(None, description="Pinned version; when empty the label is used.")
     label: str = Field("latest", description="Registry label used when no version is pinned.")
-    finetuned_name: str | None = Field(None, description="Registered name of the fine-tuned model (default: <name>-ultrachat-200k).")
+    finetuned_name: str | None = Field(
+        None, description="Registered name of the fine-tuned model (default: <name>-ultrachat-200k)."
+    )
 
     def registered_name(self) -> str:
         # as the notebook: model_name + "-ultrachat-200k", slashes replaced
@@ -74,9 +76,9 @@ class FinetuneSettings(_Section):
     per_device_eval_batch_size: int | None = Field(None, ge=1)
     gradient_accumulation_steps: int | None = Field(None, ge=1)
     learning_rate: float | None = Field(None, gt=0)
-    lr_scheduler_type: Literal[
-        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
-    ] | None = None
+    lr_scheduler_type: (
+        Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"] | None
+    ) = None
     apply_lora: bool | None = None
     lora_r: int | None = Field(None, ge=1)
     lora_alpha: int | None = Field(None, ge=1)
@@ -102,8 +104,10 @@ class GateSettings(_Section):
     max_eval_loss: float | None = Field(None, description="Fail when the fine-tuned eval loss is above this.")
     max_train_loss: float | None = Field(None, description="Fail when the final train loss is above this.")
     compare_with_base: bool = Field(
-        True, description="Require the base model's eval loss and beat it (off where the trainer logs no base_eval_loss, "
-        "e.g. chat_completion_pipeline 0.0.82 whose evaluation step is commented out).")
+        True,
+        description="Require the base model's eval loss and beat it (off where the trainer logs no base_eval_loss, "
+        "e.g. chat_completion_pipeline 0.0.82 whose evaluation step is commented out).",
+    )
     min_improvement_over_base: float = Field(0.0, ge=0, description="Eval loss must be below base by more than this.")
     min_improvement_over_champion: float = Field(
         0.0, ge=0, description="When a champion exists, eval loss must be below its eval loss by more than this."
@@ -116,16 +120,23 @@ class ApprovalSettings(_Section):
         description="auto-if-better: a person decides unless the model beats the champion by the margin; "
         "manual: a person always decides; auto: every model that passes the gate goes live.",
     )
-    margin: float = Field(0.0, ge=0, description="auto-if-better: how much lower the eval loss must be than the champion's.")
+    margin: float = Field(
+        0.0, ge=0, description="auto-if-better: how much lower the eval loss must be than the champion's."
+    )
     timeout_hours: float = Field(24.0, gt=0, description="manual: a decision not made in time is a reject.")
 
 
 class EndpointSettings(_Section):
-    name: str = Field("tunegate-chat", pattern=r"^[a-zA-Z][a-zA-Z0-9-]{2,22}$",
-        description="Online endpoint name (ephemeral mode appends -<run id> to it, as the notebook appends a timestamp).",)
+    name: str = Field(
+        "tunegate-chat",
+        pattern=r"^[a-zA-Z][a-zA-Z0-9-]{2,22}$",
+        description="Online endpoint name (ephemeral mode appends -<run id>, as the notebook appends a timestamp).",
+    )
     instance_type: str = Field("local-cpu", description="Must be in the model's inference_compute_allow_list.")
     instance_count: int = Field(1, ge=1)
-    deployment_prefix: str = Field("ft-", pattern=r"^[a-z][a-z0-9-]{0,15}$", description="Deployment name = prefix + model version.")
+    deployment_prefix: str = Field(
+        "ft-", pattern=r"^[a-z][a-z0-9-]{0,15}$", description="Deployment name = prefix + model version."
+    )
 
 
 class SmokeSettings(_Section, ScoringParameters):
@@ -148,7 +159,9 @@ class TeardownSettings(_Section):
 class JobSettings(_Section):
     poll_initial_s: float = Field(0.5, gt=0, description="First wait between job status polls.")
     poll_max_s: float = Field(2.0, gt=0, description="Backoff cap between polls.")
-    timeout_hours: float = Field(12.0, gt=0, description="A job still running after this is cancelled and the run fails.")
+    timeout_hours: float = Field(
+        12.0, gt=0, description="A job still running after this is cancelled and the run fails."
+    )
     experiment_name: str | None = Field(None, description="Default: chat_completion_<model name>.")
 
 

@@ -25,7 +25,9 @@ def leftovers(traffic: dict[str, int], deployments: tuple[str, ...], created: st
     return [name for name in deployments if name == created and traffic.get(name, 0) == 0]
 
 
-def take_down(workspace: Workspace, mode: Mode, endpoint_name: str, created_deployment: str | None = None) -> TeardownResult:
+def take_down(
+    workspace: Workspace, mode: Mode, endpoint_name: str, created_deployment: str | None = None
+) -> TeardownResult:
     """Idempotent: an endpoint or deployment that is already gone counts as taken down."""
     endpoint = workspace.get_endpoint(endpoint_name)
     if endpoint is None:

@@ -34,13 +34,19 @@ REG_SUB, REG_RG = "reg-sub-0000", "registry-rg"
 ARM = "https://management.azure.com"
 REGISTRY_HOST = "https://eastus.api.azureml.ms"
 WS_PATH = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WS}"
-REG_PATH = f"/mferp/managementfrontend/subscriptions/{REG_SUB}/resourceGroups/{REG_RG}/providers/Microsoft.MachineLearningServices/registries/azureml"
+REG_PATH = (
+    f"/mferp/managementfrontend/subscriptions/{REG_SUB}/resourceGroups/{REG_RG}"
+    "/providers/Microsoft.MachineLearningServices/registries/azureml"
+)
 ENDPOINT_KEY = "replayed-primary-key-do-not-log"
+BLOB_CONTAINER = "https://replayacct.blob.core.windows.net/azureml-blobstore"
 
 FOUNDATION_TAGS = {
     "finetune_compute_allow_list": "['Standard_NC24ads_A100_v4', 'Standard_NC48ads_A100_v4', 'Standard_ND96asr_v4']",
     "inference_compute_allow_list": "['Standard_NC6s_v3', 'Standard_NC24ads_A100_v4']",
-    "model_specific_defaults": "{'apply_deepspeed': 'true', 'deepspeed_stage': 2, 'apply_lora': 'true', 'max_seq_length': 2048}",
+    "model_specific_defaults": (
+        "{'apply_deepspeed': 'true', 'deepspeed_stage': 2, 'apply_lora': 'true', 'max_seq_length': 2048}"
+    ),
 }
 
 
@@ -50,8 +56,13 @@ def _fake_jwt(scopes: tuple[str, ...] = ()) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
     audience = scopes[0].removesuffix("/.default") if scopes else "https://management.azure.com"
-    claims = {"aud": audience, "exp": int(time.time()) + 3600, "oid": "0000-replay",
-              "tid": "tenant-replay", "upn": "replay@example.com"}
+    claims = {
+        "aud": audience,
+        "exp": int(time.time()) + 3600,
+        "oid": "0000-replay",
+        "tid": "tenant-replay",
+        "upn": "replay@example.com",
+    }
     return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.c2ln"
 
 
@@ -70,8 +81,14 @@ def example(name: str, status: str = "200") -> dict:
 
 
 def system_data() -> dict:
-    return {"createdAt": "2026-11-01T12:00:00Z", "createdBy": "tunegate", "createdByType": "User",
-            "lastModifiedAt": "2026-11-01T12:00:00Z", "lastModifiedBy": "tunegate", "lastModifiedByType": "User"}
+    return {
+        "createdAt": "2026-11-01T12:00:00Z",
+        "createdBy": "tunegate",
+        "createdByType": "User",
+        "lastModifiedAt": "2026-11-01T12:00:00Z",
+        "lastModifiedBy": "tunegate",
+        "lastModifiedByType": "User",
+    }
 
 
 class FakeAzureML:
@@ -107,14 +124,30 @@ class FakeAzureML:
                 body = json.loads(raw)
             except ValueError:
                 body = raw
-        call = {"method": request.method, "host": url.netloc, "path": url.path, "query": parse_qs(url.query), "json": body}
+        call = {
+            "method": request.method,
+            "host": url.netloc,
+            "path": url.path,
+            "query": parse_qs(url.query),
+            "json": body,
+        }
         self.calls.append(call)
         for key, codes in self.faults.items():
             method, pattern = key.split(" ", 1)
             if codes and method == request.method and re.search(pattern, url.path):
                 code = codes.pop(0)
-                return code, {"x-ms-error-code": "Injected", "Retry-After": "0"}, json.dumps(
-                    {"error": {"code": "Injected" if code != 429 else "TooManyRequests", "message": f"injected {code}"}})
+                return (
+                    code,
+                    {"x-ms-error-code": "Injected", "Retry-After": "0"},
+                    json.dumps(
+                        {
+                            "error": {
+                                "code": "Injected" if code != 429 else "TooManyRequests",
+                                "message": f"injected {code}",
+                            }
+                        }
+                    ),
+                )
         if url.netloc.endswith(".blob.core.windows.net"):
             return self.blob(call, request)
         if "/api/2.0/mlflow/" in url.path:
@@ -122,7 +155,11 @@ class FakeAzureML:
         for method, pattern, handler in self._table():
             if method == request.method and (match := re.fullmatch(pattern, url.path)):
                 status, payload, *headers = handler(call, **match.groupdict())
-                return status, {"Content-Type": "application/json", **(headers[0] if headers else {})}, json.dumps(payload)
+                return (
+                    status,
+                    {"Content-Type": "application/json", **(headers[0] if headers else {})},
+                    json.dumps(payload),
+                )
         raise AssertionError(f"the Azure replay has no answer for {request.method} {request.url}")
 
     def _table(self):
@@ -136,7 +173,11 @@ class FakeAzureML:
             ("GET", w, self.workspace),
             ("GET", rf"{w}/computes/(?P<name>[^/]+)", self.compute_get),
             ("PUT", rf"{w}/computes/(?P<name>[^/]+)", self.compute_put),
-            ("GET", rf"/subscriptions/{SUB}/providers/Microsoft.MachineLearningServices/locations/(?P<loc>[^/]+)/vmSizes", self.vm_sizes),
+            (
+                "GET",
+                rf"/subscriptions/{SUB}/providers/Microsoft.MachineLearningServices/locations/(?P<loc>[^/]+)/vmSizes",
+                self.vm_sizes,
+            ),
             ("GET", rf"{w}/jobs/(?P<name>[^/]+)", self.job_get),
             ("PUT", rf"{w}/jobs/(?P<name>[^/]+)", self.job_put),
             ("POST", rf"{w}/jobs/(?P<name>[^/]+)/cancel", self.job_cancel),
@@ -162,7 +203,11 @@ class FakeAzureML:
             ("GET", rf"{w}/codes/(?P<name>[^/]+)/versions", self.code_list),
             ("GET", rf"{w}/codes/(?P<name>[^/]+)/versions/(?P<version>[^/]+)", self.code_get),
             ("PUT", rf"{w}/codes/(?P<name>[^/]+)/versions/(?P<version>[^/]+)", self.code_put),
-            ("POST", rf"{w}/codes/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/startPendingUpload", self.code_pending_upload),
+            (
+                "POST",
+                rf"{w}/codes/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/startPendingUpload",
+                self.code_pending_upload,
+            ),
             ("POST", rf"{w}/datastores/(?P<name>[^/]+)/listSecrets", self.datastore_secrets),
         ]
 
@@ -179,18 +224,32 @@ class FakeAzureML:
 
     # ------------------------------------------------------------------ registry
     def discovery(self, call, name):
-        return 200, {"registryName": name, "primaryRegionResourceProviderUri": f"{REGISTRY_HOST}/",
-                     "subscriptionId": REG_SUB, "resourceGroup": REG_RG, "primaryRegion": "eastus", "regions": ["eastus"]}
+        return 200, {
+            "registryName": name,
+            "primaryRegionResourceProviderUri": f"{REGISTRY_HOST}/",
+            "subscriptionId": REG_SUB,
+            "resourceGroup": REG_RG,
+            "primaryRegion": "eastus",
+            "regions": ["eastus"],
+        }
 
     def _registry_model_body(self, name: str, version: str) -> dict:
         return {
             "id": f"azureml://registries/azureml/models/{name}/versions/{version}",
-            "name": version, "type": "Microsoft.MachineLearningServices/registries/models/versions",
-            "properties": {"modelType": "mlflow_model", "modelUri": f"azureml://registries/azureml/models/{name}/versions/{version}",
-                           "description": f"{name} foundation model", "tags": dict(self.foundation_tags), "properties": {},
-                           "flavors": {"python_function": {"data": {"loader_module": "mlflow.transformers"}},
-                                       "transformers": {"data": {"task": "chat-completion"}}},
-                           "isArchived": False},
+            "name": version,
+            "type": "Microsoft.MachineLearningServices/registries/models/versions",
+            "properties": {
+                "modelType": "mlflow_model",
+                "modelUri": f"azureml://registries/azureml/models/{name}/versions/{version}",
+                "description": f"{name} foundation model",
+                "tags": dict(self.foundation_tags),
+                "properties": {},
+                "flavors": {
+                    "python_function": {"data": {"loader_module": "mlflow.transformers"}},
+                    "transformers": {"data": {"task": "chat-completion"}},
+                },
+                "isArchived": False,
+            },
             "systemData": system_data(),
         }
 
@@ -205,9 +264,12 @@ class FakeAzureML:
 
         component = load_component(source=str(self.component_spec))
         rest = json.loads(json.dumps(component._to_rest_object().as_dict(), default=str))
-        rest.update(id=f"azureml://registries/azureml/components/{component.name}/versions/{component.version}",
-                    name=component.version, type="Microsoft.MachineLearningServices/registries/components/versions",
-                    systemData=system_data())
+        rest.update(
+            id=f"azureml://registries/azureml/components/{component.name}/versions/{component.version}",
+            name=component.version,
+            type="Microsoft.MachineLearningServices/registries/components/versions",
+            systemData=system_data(),
+        )
         return rest
 
     def registry_component_versions(self, call, name):
@@ -218,9 +280,18 @@ class FakeAzureML:
 
     # ------------------------------------------------------------------ workspace, compute
     def workspace(self, call):
-        return 200, {"id": WS_PATH, "name": WS, "type": "Microsoft.MachineLearningServices/workspaces", "location": "eastus",
-                     "properties": {"friendlyName": WS, "mlFlowTrackingUri": "azureml://eastus.api.azureml.ms/mlflow/v1.0" + WS_PATH,
-                                    "discoveryUrl": "https://eastus.api.azureml.ms/discovery"}, "systemData": system_data()}
+        return 200, {
+            "id": WS_PATH,
+            "name": WS,
+            "type": "Microsoft.MachineLearningServices/workspaces",
+            "location": "eastus",
+            "properties": {
+                "friendlyName": WS,
+                "mlFlowTrackingUri": "azureml://eastus.api.azureml.ms/mlflow/v1.0" + WS_PATH,
+                "discoveryUrl": "https://eastus.api.azureml.ms/discovery",
+            },
+            "systemData": system_data(),
+        }
 
     def _compute_body(self, name: str) -> dict:
         body = example("Compute_get_AmlCompute.2025-12-01.json")
@@ -243,17 +314,32 @@ class FakeAzureML:
     def vm_sizes(self, call, loc):
         body = example("VirtualMachineSize_list.2025-12-01.json")
         template = body["value"][0]
-        for name, gpus in (("Standard_NC24ads_A100_v4", 1), ("Standard_NC48ads_A100_v4", 2), ("Standard_NC6s_v3", 1),
-                           ("STANDARD_NC6", 1)):
+        for name, gpus in (
+            ("Standard_NC24ads_A100_v4", 1),
+            ("Standard_NC48ads_A100_v4", 2),
+            ("Standard_NC6s_v3", 1),
+            ("STANDARD_NC6", 1),
+        ):
             body["value"].append({**copy.deepcopy(template), "name": name, "family": "standardNCFamily", "gpus": gpus})
         return 200, body
 
     # ------------------------------------------------------------------ datastore and blob upload
     def datastore(self, call, name):
-        return 200, {"id": f"{WS_PATH}/datastores/{name}", "name": name, "type": "Microsoft.MachineLearningServices/workspaces/datastores",
-                     "properties": {"datastoreType": "AzureBlob", "accountName": "replayacct", "containerName": "azureml-blobstore",
-                                    "endpoint": "core.windows.net", "protocol": "https", "isDefault": True,
-                                    "credentials": {"credentialsType": "AccountKey"}}, "systemData": system_data()}
+        return 200, {
+            "id": f"{WS_PATH}/datastores/{name}",
+            "name": name,
+            "type": "Microsoft.MachineLearningServices/workspaces/datastores",
+            "properties": {
+                "datastoreType": "AzureBlob",
+                "accountName": "replayacct",
+                "containerName": "azureml-blobstore",
+                "endpoint": "core.windows.net",
+                "protocol": "https",
+                "isDefault": True,
+                "credentials": {"credentialsType": "AccountKey"},
+            },
+            "systemData": system_data(),
+        }
 
     def datastore_secrets(self, call, name):
         return 200, {"secretsType": "AccountKey", "key": "cmVwbGF5LWtleQ=="}
@@ -266,20 +352,38 @@ class FakeAzureML:
             is_content = "comp=" not in urlparse(request.url).query  # comp=metadata etc. update, answered 200
             if is_content:
                 self.uploads.append(call["path"])
-            return (201 if is_content else 200), {**headers, "ETag": '"0x1"', "Last-Modified": "Mon, 23 Nov 2026 12:00:00 GMT"}, ""
+            return (
+                (201 if is_content else 200),
+                {**headers, "ETag": '"0x1"', "Last-Modified": "Mon, 23 Nov 2026 12:00:00 GMT"},
+                "",
+            )
         if "comp=list" in request.url:
-            return 200, {**headers, "Content-Type": "application/xml"}, (
-                '<?xml version="1.0" encoding="utf-8"?><EnumerationResults ServiceEndpoint="https://replayacct.blob.core.windows.net/" '
-                'ContainerName="azureml-blobstore"><Blobs /><NextMarker /></EnumerationResults>')
+            return (
+                200,
+                {**headers, "Content-Type": "application/xml"},
+                (
+                    '<?xml version="1.0" encoding="utf-8"?>'
+                    '<EnumerationResults ServiceEndpoint="https://replayacct.blob.core.windows.net/" '
+                    'ContainerName="azureml-blobstore"><Blobs /><NextMarker /></EnumerationResults>'
+                ),
+            )
         return 404, {**headers, "x-ms-error-code": "BlobNotFound"}, ""
 
     # ------------------------------------------------------------------ environment and code (command jobs, seed 004)
     def _environment_body(self, name: str, version: str) -> dict:
-        return {"id": f"{WS_PATH}/environments/{name}/versions/{version}", "name": version,
-                "type": "Microsoft.MachineLearningServices/workspaces/environments/versions",
-                "properties": {"image": "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04", "osType": "Linux",
-                               "condaFile": "dependencies: [python=3.10]", "tags": {}, "properties": {}},
-                "systemData": system_data()}
+        return {
+            "id": f"{WS_PATH}/environments/{name}/versions/{version}",
+            "name": version,
+            "type": "Microsoft.MachineLearningServices/workspaces/environments/versions",
+            "properties": {
+                "image": "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04",
+                "osType": "Linux",
+                "condaFile": "dependencies: [python=3.10]",
+                "tags": {},
+                "properties": {},
+            },
+            "systemData": system_data(),
+        }
 
     def environment_versions(self, call, name):
         return 200, {"value": [self._environment_body(name, "3")]}
@@ -304,32 +408,60 @@ class FakeAzureML:
         return 200, body
 
     def code_pending_upload(self, call, name, version):
-        return 200, {"blobReferenceForConsumption": {"blobUri": f"https://replayacct.blob.core.windows.net/azureml-blobstore/LocalUpload/{name}",
-                     "credential": {"credentialType": "SAS", "sasUri": f"https://replayacct.blob.core.windows.net/azureml-blobstore/LocalUpload/{name}?sv=1&sig=x"}},
-                     "pendingUploadId": "u1", "pendingUploadType": "TemporaryBlobReference"}
+        return 200, {
+            "blobReferenceForConsumption": {
+                "blobUri": f"https://replayacct.blob.core.windows.net/azureml-blobstore/LocalUpload/{name}",
+                "credential": {
+                    "credentialType": "SAS",
+                    "sasUri": f"{BLOB_CONTAINER}/LocalUpload/{name}?sv=1&sig=x",
+                },
+            },
+            "pendingUploadId": "u1",
+            "pendingUploadType": "TemporaryBlobReference",
+        }
 
     # ------------------------------------------------------------------ MLflow (the workspace's tracking server)
     def _run(self, run_id: str, name: str, parent: str | None, metrics: dict[str, float]) -> dict:
         tags = [{"key": "mlflow.runName", "value": name}]
         if parent:
             tags += [{"key": "mlflow.parentRunId", "value": parent}, {"key": "azureml.nodeid", "value": name}]
-        return {"info": {"run_id": run_id, "run_uuid": run_id, "experiment_id": "1", "run_name": name, "status": "FINISHED",
-                         "start_time": 1, "end_time": 2, "lifecycle_stage": "active", "artifact_uri": "azureml://replay"},
-                "data": {"metrics": [{"key": k, "value": v, "timestamp": 1, "step": 0} for k, v in metrics.items()],
-                         "params": [], "tags": tags}}
+        return {
+            "info": {
+                "run_id": run_id,
+                "run_uuid": run_id,
+                "experiment_id": "1",
+                "run_name": name,
+                "status": "FINISHED",
+                "start_time": 1,
+                "end_time": 2,
+                "lifecycle_stage": "active",
+                "artifact_uri": "azureml://replay",
+            },
+            "data": {
+                "metrics": [{"key": k, "value": v, "timestamp": 1, "step": 0} for k, v in metrics.items()],
+                "params": [],
+                "tags": tags,
+            },
+        }
 
     def mlflow(self, call, request) -> tuple[int, dict, str]:
-        """MLflow's REST API: the pipeline job is a run; its steps are child runs (the finetune step logs the losses)."""
+        """MLflow's REST API: the pipeline job is a run; its steps are child runs (the finetune step logs losses)."""
         headers = {"Content-Type": "application/json"}
         if call["path"].endswith("/runs/get"):
             run_id = call["query"]["run_id"][0]
             if run_id not in self.jobs:
-                return 404, headers, json.dumps({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"run {run_id} not found"})
+                return (
+                    404,
+                    headers,
+                    json.dumps({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"run {run_id} not found"}),
+                )
             return 200, headers, json.dumps({"run": self._run(run_id, run_id, None, {})})
         if call["path"].endswith("/runs/search"):
             parent = re.search(r"parentRunId = '([^']+)'", call["json"]["filter"]).group(1)
-            children = [self._run(f"{parent}-validation", "ft_nlp_common_validation", parent, {}),
-                        self._run(f"{parent}-finetune", "chat_completion_finetune", parent, self.finetune_metrics)]
+            children = [
+                self._run(f"{parent}-validation", "ft_nlp_common_validation", parent, {}),
+                self._run(f"{parent}-finetune", "chat_completion_finetune", parent, self.finetune_metrics),
+            ]
             return 200, headers, json.dumps({"runs": children})
         raise AssertionError(f"the MLflow replay has no answer for {request.method} {request.url}")
 
@@ -345,11 +477,16 @@ class FakeAzureML:
     def job_put(self, call, name):
         template = example("Job_PipelineJob_get.2025-12-01.json")
         body = copy.deepcopy(call["json"])
-        body.update(id=f"{WS_PATH}/jobs/{name}", name=name, type="Microsoft.MachineLearningServices/workspaces/jobs",
-                    systemData=template["systemData"])
+        body.update(
+            id=f"{WS_PATH}/jobs/{name}",
+            name=name,
+            type="Microsoft.MachineLearningServices/workspaces/jobs",
+            systemData=template["systemData"],
+        )
         body["properties"]["status"] = "NotStarted"
-        body["properties"]["services"] = {"Studio": {"jobServiceType": "Studio", "endpoint":
-                                          f"https://ml.azure.com/runs/{name}?wsid={WS_PATH}"}}
+        body["properties"]["services"] = {
+            "Studio": {"jobServiceType": "Studio", "endpoint": f"https://ml.azure.com/runs/{name}?wsid={WS_PATH}"}
+        }
         body["_statuses"] = list(self.job_status_sequence)
         self.jobs[name] = body
         return 201, {k: v for k, v in body.items() if not k.startswith("_")}
@@ -363,7 +500,11 @@ class FakeAzureML:
     def model_container_get(self, call, name):
         if name not in self.models:
             return 404, {"error": {"code": "UserError", "message": f"model {name} not found"}}
-        return 200, {"id": f"{WS_PATH}/models/{name}", "name": name, "properties": {"latestVersion": max(self.models[name])}}
+        return 200, {
+            "id": f"{WS_PATH}/models/{name}",
+            "name": name,
+            "properties": {"latestVersion": max(self.models[name])},
+        }
 
     def model_container_put(self, call, name):
         self.models.setdefault(name, {})
@@ -379,10 +520,16 @@ class FakeAzureML:
 
     def model_put(self, call, name, version):
         body = copy.deepcopy(call["json"])
-        body.update(id=f"{WS_PATH}/models/{name}/versions/{version}", name=version,
-                    type="Microsoft.MachineLearningServices/workspaces/models/versions", systemData=system_data())
+        body.update(
+            id=f"{WS_PATH}/models/{name}/versions/{version}",
+            name=version,
+            type="Microsoft.MachineLearningServices/workspaces/models/versions",
+            systemData=system_data(),
+        )
         # the service reads flavors from the MLmodel file of an mlflow_model
-        body["properties"]["flavors"] = body["properties"].get("flavors") or {"python_function": {"data": {"loader_module": "mlflow.transformers"}}}
+        body["properties"]["flavors"] = body["properties"].get("flavors") or {
+            "python_function": {"data": {"loader_module": "mlflow.transformers"}}
+        }
         self.models.setdefault(name, {})[version] = body
         return 200, body
 
@@ -401,13 +548,24 @@ class FakeAzureML:
     def endpoint_put(self, call, name):
         body = example("Workspace_OnlineEndpoint_createOrUpdate.2025-12-01.json", "201")
         sent = call["json"]
-        body.update(id=f"{WS_PATH}/onlineEndpoints/{name}", name=name, location=sent.get("location", "eastus"),
-                    tags=sent.get("tags", {}), identity=sent.get("identity") or {"type": "SystemAssigned"}, kind="Managed")
+        body.update(
+            id=f"{WS_PATH}/onlineEndpoints/{name}",
+            name=name,
+            location=sent.get("location", "eastus"),
+            tags=sent.get("tags", {}),
+            identity=sent.get("identity") or {"type": "SystemAssigned"},
+            kind="Managed",
+        )
         body.pop("sku", None)
         properties = body["properties"]
-        properties.update(description=sent["properties"].get("description"), authMode=sent["properties"].get("authMode"),
-                          traffic=sent["properties"].get("traffic") or {}, scoringUri=self.scoring_uri,
-                          provisioningState="Succeeded", properties={})
+        properties.update(
+            description=sent["properties"].get("description"),
+            authMode=sent["properties"].get("authMode"),
+            traffic=sent["properties"].get("traffic") or {},
+            scoringUri=self.scoring_uri,
+            provisioningState="Succeeded",
+            properties={},
+        )
         properties.pop("compute", None)
         self.endpoints[name] = body
         return 201, body, self._lro_headers()
@@ -431,8 +589,13 @@ class FakeAzureML:
     def deployment_put(self, call, endpoint, name):
         body = example("OnlineDeployment_ManagedOnlineDeployment_createOrUpdate.2025-12-01.json", "201")
         sent = call["json"]
-        body.update(id=f"{WS_PATH}/onlineEndpoints/{endpoint}/deployments/{name}", name=name, location="eastus",
-                    tags=sent.get("tags", {}), sku={"name": "Default", "capacity": 1})
+        body.update(
+            id=f"{WS_PATH}/onlineEndpoints/{endpoint}/deployments/{name}",
+            name=name,
+            location="eastus",
+            tags=sent.get("tags", {}),
+            sku={"name": "Default", "capacity": 1},
+        )
         body["properties"].update({key: value for key, value in sent["properties"].items() if value is not None})
         body["properties"]["provisioningState"] = "Succeeded"
         self.deployments.setdefault(endpoint, {})[name] = body

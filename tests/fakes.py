@@ -54,10 +54,15 @@ class ScoringServer:
             def log_message(self, *args) -> None:  # keep test output clean
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append({"body": body, "deployment": self.headers.get("azureml-model-deployment"),
-                                        "auth": self.headers.get("Authorization")})
+                server.requests.append(
+                    {
+                        "body": body,
+                        "deployment": self.headers.get("azureml-model-deployment"),
+                        "auth": self.headers.get("Authorization"),
+                    }
+                )
                 if self.headers.get("Authorization") != f"Bearer {server.key}":
                     self._send(401, {"error": "bad key"})
                 elif server.mode == "error":
@@ -89,20 +94,30 @@ class ScoringServer:
 class FakeWorkspace:
     kind = "memory"
 
-    def __init__(self, scoring: ScoringServer, *, compute_size: str = "Standard_NC24ads_A100_v4",
-                 metrics: dict[str, float] | None = None, job_states: list[JobState] | None = None,
-                 foundation_tags: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        scoring: ScoringServer,
+        *,
+        compute_size: str = "Standard_NC24ads_A100_v4",
+        metrics: dict[str, float] | None = None,
+        job_states: list[JobState] | None = None,
+        foundation_tags: dict[str, str] | None = None,
+    ) -> None:
         self.scoring = scoring
         self.faults: dict[str, list[BaseException]] = defaultdict(list)
         self.calls: list[str] = []
         self.compute_size = compute_size
         self.metrics = metrics or {"train_loss": 1.2, "eval_loss": 1.5, "base_eval_loss": 2.5}
         self.job_states = list(job_states or [JobState.RUNNING, JobState.COMPLETED])
-        self.foundation_tags = foundation_tags if foundation_tags is not None else {
-            "finetune_compute_allow_list": "['Standard_NC24ads_A100_v4', 'Standard_NC48ads_A100_v4']",
-            "inference_compute_allow_list": "['Standard_NC6s_v3', 'Standard_NC24ads_A100_v4']",
-            "model_specific_defaults": "{'apply_deepspeed': 'true', 'deepspeed_stage': 2, 'apply_lora': 'true'}",
-        }
+        self.foundation_tags = (
+            foundation_tags
+            if foundation_tags is not None
+            else {
+                "finetune_compute_allow_list": "['Standard_NC24ads_A100_v4', 'Standard_NC48ads_A100_v4']",
+                "inference_compute_allow_list": "['Standard_NC6s_v3', 'Standard_NC24ads_A100_v4']",
+                "model_specific_defaults": "{'apply_deepspeed': 'true', 'deepspeed_stage': 2, 'apply_lora': 'true'}",
+            }
+        )
         self.jobs: dict[str, dict] = {}  # name -> {key, states, canceled}
         self.submissions = 0
         self.models: dict[str, list[ModelVersion]] = defaultdict(list)
@@ -121,8 +136,12 @@ class FakeWorkspace:
         self._enter("get_foundation_model")
         if name in self.unknown_models:
             raise NotFoundError(f"registry model {name} not found")
-        return FoundationModel(name=name, version=version or "7", id=f"azureml://registries/azureml/models/{name}/versions/{version or 7}",
-                               tags=self.foundation_tags)
+        return FoundationModel(
+            name=name,
+            version=version or "7",
+            id=f"azureml://registries/azureml/models/{name}/versions/{version or 7}",
+            tags=self.foundation_tags,
+        )
 
     # compute -------------------------------------------------------------
     def ensure_compute(self, spec: ComputeSpec) -> Compute:
@@ -131,8 +150,12 @@ class FakeWorkspace:
 
     def list_sizes(self):
         self._enter("list_sizes")
-        return [Sku(name="Standard_NC24ads_A100_v4", gpus=1), Sku(name="Standard_NC48ads_A100_v4", gpus=2),
-                Sku(name="STANDARD_NC6", gpus=1), Sku(name="Standard_D2_v2", gpus=0)]
+        return [
+            Sku(name="Standard_NC24ads_A100_v4", gpus=1),
+            Sku(name="Standard_NC48ads_A100_v4", gpus=2),
+            Sku(name="STANDARD_NC6", gpus=1),
+            Sku(name="Standard_D2_v2", gpus=0),
+        ]
 
     # data / jobs ---------------------------------------------------------
     def upload_data(self, train: Path, test: Path, fingerprint: str) -> DataRef:
@@ -149,8 +172,13 @@ class FakeWorkspace:
         if name in self.jobs:
             raise ConflictError(f"job {name} exists already")
         self.submissions += 1
-        self.jobs[name] = {"spec": spec, "key": idempotency_key, "states": list(self.job_states), "canceled": False,
-                           "last": JobState.QUEUED}
+        self.jobs[name] = {
+            "spec": spec,
+            "key": idempotency_key,
+            "states": list(self.job_states),
+            "canceled": False,
+            "last": JobState.QUEUED,
+        }
         return JobRef(name=name, idempotency_key=idempotency_key, url=f"mem://jobs/{name}")
 
     def job_status(self, job: JobRef) -> JobStatus:
@@ -183,7 +211,9 @@ class FakeWorkspace:
         self._enter("register_model")
         if job.name not in self.jobs or self.jobs[job.name]["last"] is not JobState.COMPLETED:
             raise WorkspaceError(f"job {job.name} has no trained model to register")
-        version = ModelVersion(name=name, version=str(len(self.models[name]) + 1), tags={**tags, "finetune_job": job.name})
+        version = ModelVersion(
+            name=name, version=str(len(self.models[name]) + 1), tags={**tags, "finetune_job": job.name}
+        )
         self.models[name].append(version)
         return version
 
@@ -223,7 +253,9 @@ class FakeWorkspace:
         self._enter("create_deployment")
         if endpoint not in self.endpoints:
             raise NotFoundError(f"endpoint {endpoint} not found")
-        deployment = Deployment(endpoint=endpoint, name=name, model=f"{model.name}:{model.version}", instance_type=instance_type)
+        deployment = Deployment(
+            endpoint=endpoint, name=name, model=f"{model.name}:{model.version}", instance_type=instance_type
+        )
         self.endpoints[endpoint]["deployments"][name] = deployment
         return deployment
 
@@ -246,8 +278,9 @@ class FakeWorkspace:
             raise NotFoundError(f"endpoint {endpoint} not found")
         return Credentials(scoring_uri=self.scoring.url, key=SecretStr(FAKE_KEY))
 
-    def invoke(self, endpoint: str, request: ScoringRequest, deployment: str | None = None,
-               timeout_s: float = 120) -> ScoreResult:
+    def invoke(
+        self, endpoint: str, request: ScoringRequest, deployment: str | None = None, timeout_s: float = 120
+    ) -> ScoreResult:
         self._enter("invoke")
         if deployment is not None and deployment not in self.endpoints.get(endpoint, {}).get("deployments", {}):
             raise NotFoundError(f"deployment {endpoint}/{deployment} not found")
@@ -272,5 +305,6 @@ class FakeWorkspace:
 
     def inventory(self) -> Inventory:
         running = tuple(name for name, rec in self.jobs.items() if not rec["canceled"] and not rec["last"].terminal)
-        return Inventory(endpoints={name: tuple(rec["deployments"]) for name, rec in self.endpoints.items()},
-                         running_jobs=running)
+        return Inventory(
+            endpoints={name: tuple(rec["deployments"]) for name, rec in self.endpoints.items()}, running_jobs=running
+        )

@@ -36,12 +36,16 @@ class PrefectServer:
         self.log = home / "server.log"
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 120) -> "PrefectServer":
+    def start(self, timeout_s: float = 120) -> PrefectServer:
         self.home.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -82,7 +86,9 @@ class PrefectServer:
                 if flow_run_id is None or run["id"] == flow_run_id:
                     return run
             if process is not None and process.poll() is not None:
-                raise AssertionError(f"the run exited {process.returncode} before reaching {state}:\n"
-                                     + (process.stdout.read() if process.stdout else ""))
+                raise AssertionError(
+                    f"the run exited {process.returncode} before reaching {state}:\n"
+                    + (process.stdout.read() if process.stdout else "")
+                )
             time.sleep(0.5)
         raise AssertionError(f"no flow run reached {state} in {timeout_s} s")

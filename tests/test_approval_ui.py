@@ -16,8 +16,16 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
@@ -36,9 +44,23 @@ def test_approve_in_the_prefect_ui_then_the_run_deploys(prefect_server, browser,
     OUTPUT.mkdir(exist_ok=True)
     summary_path = tmp_path / "summary.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "run", "--set", f"workspace.state_dir={tmp_path}", "--set", "approval.policy=manual",
-         "--summary-json", str(summary_path)],
-        env=prefect_server.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "run",
+            "--set",
+            f"workspace.state_dir={tmp_path}",
+            "--set",
+            "approval.policy=manual",
+            "--summary-json",
+            str(summary_path),
+        ],
+        env=prefect_server.env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     paused = prefect_server.wait_for_state("PAUSED", process=process)
 

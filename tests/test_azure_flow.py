@@ -37,8 +37,10 @@ def replay(scoring):
 @pytest.fixture
 def workspace(replay):
     credential = FakeCredential()
-    return AzureWorkspace(MLClient(credential, subscription_id=SUB, resource_group_name=RG, workspace_name=WS),
-                          MLClient(credential, registry_name="azureml"))
+    return AzureWorkspace(
+        MLClient(credential, subscription_id=SUB, resource_group_name=RG, workspace_name=WS),
+        MLClient(credential, registry_name="azureml"),
+    )
 
 
 def make_config(tmp_path, **sections):
@@ -80,7 +82,9 @@ def test_happy_path_on_azure(tmp_path, workspace, replay, scoring):
     assert replay.requests("DELETE", f"/onlineEndpoints/{endpoint}$") and workspace.inventory().empty
     model = replay.models[summary["model"]["name"]][summary["model"]["version"]]["properties"]
     assert model["modelUri"] == f"azureml://jobs/{summary['job']['name']}/outputs/trained_model"
-    assert model["tags"]["decision"] == "approved" and model["tags"]["data_fingerprint"] == summary["data"]["fingerprint"]
+    assert (
+        model["tags"]["decision"] == "approved" and model["tags"]["data_fingerprint"] == summary["data"]["fingerprint"]
+    )
     assert summary["metrics"]["eval_loss"] == 1.42
     assert ENDPOINT_KEY not in json.dumps(summary)
 

@@ -16,8 +16,8 @@ from tasks.register import register_once
 from tasks.settings import FinetuneSettings
 from tests.azure_replay import ENDPOINT_KEY, RG, SUB, WS, FakeAzureML, FakeCredential
 from workspaces.azure.auth import make_credential
-from workspaces.azure.workspace import AzureWorkspace
 from workspaces.azure.settings import AzureSettings
+from workspaces.azure.workspace import AzureWorkspace
 from workspaces.base import ComputeSpec, JobState, ModelVersion, NotFoundError, TransientWorkspaceError, WorkspaceError
 
 SCORING_URI = "http://127.0.0.1:9/score"
@@ -32,8 +32,10 @@ def replay():
 @pytest.fixture
 def workspace(replay):
     credential = FakeCredential()
-    return AzureWorkspace(MLClient(credential, subscription_id=SUB, resource_group_name=RG, workspace_name=WS),
-                          MLClient(credential, registry_name="azureml"))
+    return AzureWorkspace(
+        MLClient(credential, subscription_id=SUB, resource_group_name=RG, workspace_name=WS),
+        MLClient(credential, registry_name="azureml"),
+    )
 
 
 @pytest.fixture
@@ -42,8 +44,13 @@ def job_spec(workspace, tmp_path):
         (tmp_path / name).write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
     foundation = workspace.get_foundation_model("Phi-3-mini-4k-instruct")
     data = workspace.upload_data(tmp_path / "train_sft.jsonl", tmp_path / "test_sft.jsonl", "fp-1")
-    return build_spec(foundation, ValidatedCompute(name="gpu-cluster", size="Standard_NC24ads_A100_v4", gpus_per_node=1),
-                      data, FinetuneSettings(num_train_epochs=1), "chat_completion_Phi-3-mini-4k-instruct")
+    return build_spec(
+        foundation,
+        ValidatedCompute(name="gpu-cluster", size="Standard_NC24ads_A100_v4", gpus_per_node=1),
+        data,
+        FinetuneSettings(num_train_epochs=1),
+        "chat_completion_Phi-3-mini-4k-instruct",
+    )
 
 
 def test_foundation_model_by_label_or_version(workspace, replay):
@@ -66,7 +73,9 @@ def test_existing_compute_and_gpu_sizes(workspace, replay):
 def test_missing_compute_is_created_dedicated_then_low_priority(workspace, replay):
     replay.compute_exists = False
     replay.faults["PUT /computes/"] = [400] * 4  # no dedicated quota (the SDK itself tries 4 times)
-    compute = workspace.ensure_compute(ComputeSpec(name="gpu-cluster", size="Standard_NC24ads_A100_v4", idle_seconds_before_scaledown=300))
+    compute = workspace.ensure_compute(
+        ComputeSpec(name="gpu-cluster", size="Standard_NC24ads_A100_v4", idle_seconds_before_scaledown=300)
+    )
     assert compute.name == "gpu-cluster"
     puts = replay.requests("PUT", "/computes/gpu-cluster")
     tiers = [p["json"]["properties"]["properties"]["vmPriority"] for p in puts]
@@ -141,7 +150,9 @@ def test_register_model_from_job_output_with_lineage(workspace, replay, job_spec
     assert put["json"]["properties"]["modelUri"] == f"azureml://jobs/{job.name}/outputs/trained_model"
     assert put["json"]["properties"]["modelType"] == "mlflow_model"
     assert put["json"]["properties"]["tags"]["data_fingerprint"] == "fp-1"
-    assert register_once(workspace, job, "Phi-3-mini-4k-instruct-ultrachat-200k", {}).version == version.version  # retried
+    assert (
+        register_once(workspace, job, "Phi-3-mini-4k-instruct-ultrachat-200k", {}).version == version.version
+    )  # retried
     tagged = workspace.tag_model(version, {"decision": "approved"})
     assert tagged.tags["decision"] == "approved" and tagged.tags["data_fingerprint"] == "fp-1"
     assert workspace.champion(version.name) is None
@@ -163,7 +174,9 @@ def test_endpoint_deployment_traffic_keys_and_deletes(workspace, replay, caplog)
     assert dep["instanceType"] == "Standard_NC6s_v3" and dep["model"].endswith("/models/phi-ft/versions/1700000000")
     assert dep["livenessProbe"]["initialDelay"] == "PT10M" and dep["requestSettings"]["requestTimeout"] == "PT1M30S"
     workspace.set_traffic("chat-1234", {"ft-1700000000": 100})
-    assert replay.requests("PUT", "/onlineEndpoints/chat-1234$")[-1]["json"]["properties"]["traffic"] == {"ft-1700000000": 100}
+    assert replay.requests("PUT", "/onlineEndpoints/chat-1234$")[-1]["json"]["properties"]["traffic"] == {
+        "ft-1700000000": 100
+    }
     assert workspace.get_endpoint("chat-1234").traffic == {"ft-1700000000": 100}
     credentials = workspace.endpoint_credentials("chat-1234")
     assert credentials.scoring_uri == SCORING_URI and credentials.key.get_secret_value() == ENDPOINT_KEY
@@ -172,15 +185,22 @@ def test_endpoint_deployment_traffic_keys_and_deletes(workspace, replay, caplog)
     workspace.set_traffic("chat-1234", {"ft-1700000000": 0})
     workspace.delete_deployment("chat-1234", "ft-1700000000")
     workspace.delete_endpoint("chat-1234")
-    assert replay.requests("DELETE", "/deployments/ft-1700000000$") and replay.requests("DELETE", "/onlineEndpoints/chat-1234$")
+    assert replay.requests("DELETE", "/deployments/ft-1700000000$") and replay.requests(
+        "DELETE", "/onlineEndpoints/chat-1234$"
+    )
     assert workspace.get_endpoint("chat-1234") is None and workspace.inventory().empty
 
 
 def test_endpoint_identity_from_settings(replay):
     credential = FakeCredential()
-    identity = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/phi"
-    workspace = AzureWorkspace(MLClient(credential, subscription_id=SUB, resource_group_name=RG, workspace_name=WS),
-                               MLClient(credential, registry_name="azureml"), AzureSettings(endpoint_identity=identity))
+    identity = (
+        f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/phi"
+    )
+    workspace = AzureWorkspace(
+        MLClient(credential, subscription_id=SUB, resource_group_name=RG, workspace_name=WS),
+        MLClient(credential, registry_name="azureml"),
+        AzureSettings(endpoint_identity=identity),
+    )
     workspace.ensure_endpoint("chat-id")
     sent = replay.requests("PUT", "/onlineEndpoints/chat-id$")[0]["json"]
     assert sent["identity"]["type"] == "UserAssigned" and identity in sent["identity"]["userAssignedIdentities"]
@@ -214,9 +234,14 @@ def test_command_job_path_of_the_e2e_guide(replay, tmp_path, job_spec):
     code.mkdir()
     (code / "fine_tune.py").write_text("print('your training script')\n")
     credential = FakeCredential()
-    settings = AzureSettings(finetune_mode="command", command_job={"code_dir": str(code), "environment": "phi-3-training-environment:1"})
-    workspace = AzureWorkspace(MLClient(credential, subscription_id=SUB, resource_group_name=RG, workspace_name=WS),
-                               MLClient(credential, registry_name="azureml"), settings)
+    settings = AzureSettings(
+        finetune_mode="command", command_job={"code_dir": str(code), "environment": "phi-3-training-environment:1"}
+    )
+    workspace = AzureWorkspace(
+        MLClient(credential, subscription_id=SUB, resource_group_name=RG, workspace_name=WS),
+        MLClient(credential, registry_name="azureml"),
+        settings,
+    )
     job = submit_or_reattach(workspace, job_spec, "command-key")
     props = replay.requests("PUT", f"/jobs/{job.name}$")[0]["json"]["properties"]
     assert props["jobType"] == "Command" and "${{inputs.train_file}}" in props["command"]

@@ -7,15 +7,18 @@ import random
 
 import pytest
 
+from data.synthetic import generate_split
 from tasks.data import in_sample, invalid_reason, sample_split, sample_to_directory
 from tasks.settings import DataSettings
 from workspaces.base import WorkspaceError
-from data.synthetic import generate_split
 
 
 def good(i: int) -> dict:
-    return {"prompt": f"q{i}", "prompt_id": f"id-{i}",
-            "messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+    return {
+        "prompt": f"q{i}",
+        "prompt_id": f"id-{i}",
+        "messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}],
+    }
 
 
 @pytest.mark.parametrize(
@@ -56,7 +59,12 @@ def test_sample_is_by_hash_not_position_and_keeps_about_the_share():
 
 
 def test_invalid_rows_are_dropped_and_counted():
-    rows = [good(1), {"prompt_id": "bad", "messages": []}, good(2), {"prompt_id": "t", "messages": [{"role": "tool", "content": "x"}]}]
+    rows = [
+        good(1),
+        {"prompt_id": "bad", "messages": []},
+        good(2),
+        {"prompt_id": "t", "messages": [{"role": "tool", "content": "x"}]},
+    ]
     sample = sample_split(rows, 100, seed=0)
     assert [r["prompt_id"] for r in sample.kept] == ["id-1", "id-2"]
     assert sample.seen == 4 and sum(sample.invalid.values()) == 2
@@ -69,7 +77,12 @@ def test_same_inputs_give_byte_identical_files(tmp_path):
     for split in ("train_sft", "test_sft", "test_gen"):
         assert (tmp_path / "a" / f"{split}.jsonl").read_bytes() == (tmp_path / "b" / f"{split}.jsonl").read_bytes()
     assert first.fingerprint == second.fingerprint and first.dropped > 0
-    assert sample_to_directory(DataSettings(percent=20, synthetic_rows=300, seed=5), tmp_path / "c", tmp_path / "cache").fingerprint != first.fingerprint
+    assert (
+        sample_to_directory(
+            DataSettings(percent=20, synthetic_rows=300, seed=5), tmp_path / "c", tmp_path / "cache"
+        ).fingerprint
+        != first.fingerprint
+    )
     row = json.loads((tmp_path / "a" / "train_sft.jsonl").read_text().splitlines()[0])
     assert set(row) == {"prompt", "prompt_id", "messages"} and set(row["messages"][0]) == {"role", "content"}
 

@@ -71,9 +71,20 @@ def test_happy_path_ephemeral_deploys_smokes_and_tears_down(tmp_path, workspace,
     assert scoring.requests[0]["deployment"] == summary.endpoint.deployment
     assert scoring.requests[0]["body"]["input_data"]["parameters"]["max_new_tokens"] == 8
     # the stages ran in the order of the design
-    order = [workspace.calls.index(m) for m in ("get_foundation_model", "ensure_compute", "submit_finetune",
-                                                "job_metrics", "register_model", "tag_model", "create_deployment",
-                                                "endpoint_credentials", "delete_endpoint")]
+    order = [
+        workspace.calls.index(m)
+        for m in (
+            "get_foundation_model",
+            "ensure_compute",
+            "submit_finetune",
+            "job_metrics",
+            "register_model",
+            "tag_model",
+            "create_deployment",
+            "endpoint_credentials",
+            "delete_endpoint",
+        )
+    ]
     assert order == sorted(order)
     assert workspace.inventory().empty
     # the model version carries lineage and the decision
@@ -129,7 +140,11 @@ def test_smoke_failure_rolls_back_and_old_deployment_keeps_traffic(tmp_path, wor
     state = run(workspace, config)
     assert state.is_failed()
     summary = read_summary(config, state)
-    assert summary["status"] == "smoke_failed" and summary["smoke"]["ok"] is False and "HTTP 500" in summary["smoke"]["error"]
+    assert (
+        summary["status"] == "smoke_failed"
+        and summary["smoke"]["ok"] is False
+        and "HTTP 500" in summary["smoke"]["error"]
+    )
     endpoint = workspace.get_endpoint("chat")
     assert endpoint.traffic == {"ft-1": 100} and endpoint.deployments == ("ft-1",)
     assert "chat/ft-2" in workspace.deleted and workspace.champions[summary["model"]["name"]].version == "1"
@@ -145,9 +160,22 @@ def test_bad_response_shape_fails_smoke(tmp_path, workspace, scoring):
 
 @pytest.mark.parametrize(
     "method",
-    ["get_foundation_model", "ensure_compute", "list_sizes", "upload_data", "submit_finetune", "job_status",
-     "job_metrics", "register_model", "tag_model", "ensure_endpoint", "create_deployment", "set_traffic",
-     "endpoint_credentials", "delete_endpoint"],
+    [
+        "get_foundation_model",
+        "ensure_compute",
+        "list_sizes",
+        "upload_data",
+        "submit_finetune",
+        "job_status",
+        "job_metrics",
+        "register_model",
+        "tag_model",
+        "ensure_endpoint",
+        "create_deployment",
+        "set_traffic",
+        "endpoint_credentials",
+        "delete_endpoint",
+    ],
 )
 def test_a_transient_fault_in_any_stage_is_retried(tmp_path, workspace, method):
     workspace.faults[method].append(TransientWorkspaceError(f"503 from {method}"))

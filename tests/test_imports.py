@@ -12,13 +12,33 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("flows", "tasks", "workspaces", "data")
 MODULES = sorted(
-    ".".join(path.relative_to(ROOT).with_suffix("").parts) for package in PACKAGES for path in (ROOT / package).rglob("*.py")
+    ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    for package in PACKAGES
+    for path in (ROOT / package).rglob("*.py")
 )
 # what speaks to outside systems: SDKs, HTTP, sockets, processes, file formats and databases
 IO_MODULES = {
-    "azure", "mlflow", "httpx", "requests", "urllib3", "urllib.request", "http", "socket", "subprocess",
-    "multiprocessing", "pyarrow", "pandas", "datasets", "sqlite3", "pickle", "shutil", "uvicorn", "fastapi",
-    "transformers", "torch", "peft",
+    "azure",
+    "mlflow",
+    "httpx",
+    "requests",
+    "urllib3",
+    "urllib.request",
+    "http",
+    "socket",
+    "subprocess",
+    "multiprocessing",
+    "pyarrow",
+    "pandas",
+    "datasets",
+    "sqlite3",
+    "pickle",
+    "shutil",
+    "uvicorn",
+    "fastapi",
+    "transformers",
+    "torch",
+    "peft",
 }
 # file I/O by method or builtin (json.dumps of a value in memory is fine; json.dump to a file is not)
 IO_CALLS = {"open", "read_text", "write_text", "read_bytes", "write_bytes", "mkdir", "unlink", "rmtree", "load", "dump"}
@@ -54,8 +74,11 @@ def test_module_imports(module):
     importlib.import_module(module)
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "flows").rglob("*.py")) + sorted((ROOT / "tasks").rglob("*.py")),
-                         ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "path",
+    sorted((ROOT / "flows").rglob("*.py")) + sorted((ROOT / "tasks").rglob("*.py")),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
 def test_flows_and_tasks_do_no_io_of_their_own(path):
     bad_imports = {name for name in imported_names(path) if _is_io(name)}
     assert not bad_imports, f"{path.relative_to(ROOT)} imports {bad_imports}: only workspaces/ and data/ do I/O"

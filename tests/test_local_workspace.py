@@ -44,7 +44,9 @@ def spec(workspace, tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     sampled = sample_to_directory(DataSettings(percent=10, synthetic_rows=1000), root / "run", root / "cache")
     foundation = workspace.get_foundation_model("tiny-phi3-chat")
-    compute = validate(workspace.ensure_compute(ComputeSpec(name="local", size="local-cpu")), foundation, workspace.list_sizes())
+    compute = validate(
+        workspace.ensure_compute(ComputeSpec(name="local", size="local-cpu")), foundation, workspace.list_sizes()
+    )
     data = workspace.upload_data(Path(sampled.files["train_sft"]), Path(sampled.files["test_sft"]), sampled.fingerprint)
     return build_spec(foundation, compute, data, FinetuneSettings(), "tunegate-tests")
 
@@ -145,19 +147,29 @@ def test_endpoint_key_auth_traffic_split_and_targeting(workspace, registered):
     workspace.create_deployment("ep-split", "green", registered, "local-cpu")
     workspace.set_traffic("ep-split", {"blue": 70, "green": 30})
     credentials = workspace.endpoint_credentials("ep-split")
-    body = {"input_data": {"input_string": [[{"role": "user", "content": "What is 2 plus 2?"}]], "parameters": PARAMS.model_dump()}}
+    body = {
+        "input_data": {
+            "input_string": [[{"role": "user", "content": "What is 2 plus 2?"}]],
+            "parameters": PARAMS.model_dump(),
+        }
+    }
     assert httpx.post(credentials.scoring_uri, json=body).status_code == 401
     assert httpx.post(credentials.scoring_uri, json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
     key = {"Authorization": f"Bearer {credentials.key.get_secret_value()}"}
-    served = Counter(httpx.post(credentials.scoring_uri, json=body, headers=key, timeout=30).headers["azureml-model-deployment"]
-                     for _ in range(40))
+    served = Counter(
+        httpx.post(credentials.scoring_uri, json=body, headers=key, timeout=30).headers["azureml-model-deployment"]
+        for _ in range(40)
+    )
     assert set(served) == {"blue", "green"} and served["blue"] > served["green"], served
     workspace.set_traffic("ep-split", {"blue": 100, "green": 0})
     targeted = workspace.invoke("ep-split", HI, deployment="green")
     assert targeted.error is None and isinstance(targeted.output, str)  # a 0% deployment answers when targeted
     assert targeted.deployment == "green"
     assert workspace.invoke("ep-split", HI, deployment="nope").status_code == 404
-    assert httpx.get(credentials.scoring_uri.replace("/score", "/health")).json()["traffic"] == {"blue": 100, "green": 0}
+    assert httpx.get(credentials.scoring_uri.replace("/score", "/health")).json()["traffic"] == {
+        "blue": 100,
+        "green": 0,
+    }
     with pytest.raises(WorkspaceError, match="takes 100%"):
         workspace.delete_deployment("ep-split", "blue")
     with pytest.raises(WorkspaceError, match="sum to 100"):
@@ -165,7 +177,10 @@ def test_endpoint_key_auth_traffic_split_and_targeting(workspace, registered):
     workspace.delete_deployment("ep-split", "green")
     assert workspace.get_endpoint("ep-split").deployments == ("blue",)
     secret = credentials.key.get_secret_value()
-    assert secret not in repr(credentials) and secret not in (workspace.root / "endpoints" / "ep-split" / "server.log").read_text()
+    assert (
+        secret not in repr(credentials)
+        and secret not in (workspace.root / "endpoints" / "ep-split" / "server.log").read_text()
+    )
     pid = workspace.inventory().processes[0]
     workspace.delete_endpoint("ep-split")
     assert not pid_alive(pid) and workspace.get_endpoint("ep-split") is None
@@ -188,8 +203,10 @@ def test_a_crashed_server_is_detected_and_restarted_with_its_deployments(workspa
 
 
 def test_an_ephemeral_endpoint_dies_with_the_process_that_made_it(workspace):
-    code = ("import sys; from pathlib import Path; from workspaces.local.workspace import LocalWorkspace; "
-            f"LocalWorkspace(Path({str(workspace.root)!r})).ensure_endpoint('ep-orphan', ephemeral=True)")
+    code = (
+        "import sys; from pathlib import Path; from workspaces.local.workspace import LocalWorkspace; "
+        f"LocalWorkspace(Path({str(workspace.root)!r})).ensure_endpoint('ep-orphan', ephemeral=True)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     pid = json.loads((workspace.root / "endpoints" / "ep-orphan" / "server.json").read_text())["pid"]
     deadline = time.monotonic() + 10

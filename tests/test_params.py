@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_every_shipped_profile_is_valid():
     for profile in sorted((ROOT / "deployments").glob("*.yaml")):
         filled = ["workspace.subscription_id=sub", "workspace.resource_group=rg", "workspace.workspace_name=ws"]
-        assert isinstance(load_profile(profile, filled if profile.name == "azure.yaml" else []), TunegateConfig), profile
+        assert isinstance(load_profile(profile, filled if profile.name == "azure.yaml" else []), TunegateConfig), (
+            profile
+        )
 
 
 def test_azure_profile_placeholders_must_be_filled():
@@ -32,8 +34,15 @@ def test_default_profile_is_local():
 
 
 def test_overrides_are_typed_and_nested():
-    config = load_profile(None, ["finetune.learning_rate=1e-4", "data.percent_per_split={test_gen: 50}",
-                                 "teardown.mode=keep", "finetune.apply_lora=false"])
+    config = load_profile(
+        None,
+        [
+            "finetune.learning_rate=1e-4",
+            "data.percent_per_split={test_gen: 50}",
+            "teardown.mode=keep",
+            "finetune.apply_lora=false",
+        ],
+    )
     assert config.finetune.learning_rate == 1e-4 and config.finetune.apply_lora is False
     assert config.data.percent_for("test_gen") == 50 and config.teardown.mode == "keep"
 
@@ -99,7 +108,9 @@ def test_readme_profile_table_is_the_model_defaults():
         matching = [leaf for leaf in defaults if leaf == key or (key.endswith(".*") and leaf.startswith(key[:-1]))]
         assert matching, f"README documents {key}, which the profile model does not have"
         for leaf in matching:
-            assert documented_value == defaults[leaf], f"README says {leaf} defaults to {text}, the model {defaults[leaf]!r}"
+            assert documented_value == defaults[leaf], (
+                f"README says {leaf} defaults to {text}, the model {defaults[leaf]!r}"
+            )
         documented.update(matching)
     assert not set(defaults) - documented, f"undocumented keys: {sorted(set(defaults) - documented)}"
 

@@ -23,7 +23,11 @@ def model(**tags: str) -> FoundationModel:
     return FoundationModel(name="Phi-3-mini-4k-instruct", version="7", id="azureml://x", tags=tags)
 
 
-SKUS = [Sku(name="Standard_NC24ads_A100_v4", gpus=1), Sku(name="Standard_NC96ads_A100_v4", gpus=4), Sku(name="STANDARD_NC6", gpus=1)]
+SKUS = [
+    Sku(name="Standard_NC24ads_A100_v4", gpus=1),
+    Sku(name="Standard_NC96ads_A100_v4", gpus=4),
+    Sku(name="STANDARD_NC6", gpus=1),
+]
 
 
 # ---------------------------------------------------------------- §3 compute rules
@@ -69,7 +73,9 @@ def test_unknown_size_lists_available_skus():
 
 def test_validate_combines_the_rules():
     tags = {"finetune_compute_allow_list": "['Standard_NC96ads_A100_v4']"}
-    got = validate(Compute(name="gpu", size="Standard_NC96ads_A100_v4", provisioning_state="Succeeded"), model(**tags), SKUS)
+    got = validate(
+        Compute(name="gpu", size="Standard_NC96ads_A100_v4", provisioning_state="Succeeded"), model(**tags), SKUS
+    )
     assert got.gpus_per_node == 4 and got.name == "gpu"
 
 
@@ -78,7 +84,12 @@ def test_validate_combines_the_rules():
 
 @pytest.mark.parametrize(
     "hostile",
-    ["__import__('os').system('touch /tmp/tunegate-pwned')", "open('/etc/passwd').read()", "[x for x in ()]", "lambda: 1"],
+    [
+        "__import__('os').system('touch /tmp/tunegate-pwned')",
+        "open('/etc/passwd').read()",
+        "[x for x in ()]",
+        "lambda: 1",
+    ],
 )
 def test_hostile_tag_strings_are_refused_not_run(hostile):
     with pytest.raises(TagError, match="finetune_compute_allow_list.*not a Python literal"):
@@ -106,7 +117,13 @@ def test_merge_without_tag_or_overrides_is_the_notebook():
 
 
 def test_model_defaults_override_notebook_and_user_overrides_both():
-    tag = model_specific_defaults(model(model_specific_defaults="{'apply_deepspeed': 'false', 'learning_rate': 2e-5, 'deepspeed_stage': 3, 'max_seq_length': 2048}"))
+    tag = model_specific_defaults(
+        model(
+            model_specific_defaults=(
+                "{'apply_deepspeed': 'false', 'learning_rate': 2e-5, 'deepspeed_stage': 3, 'max_seq_length': 2048}"
+            )
+        )
+    )
     merged = merge_finetune_parameters(FinetuneSettings(learning_rate=1e-4, num_train_epochs=1), tag)
     assert merged["apply_deepspeed"] is False  # "false" from the tag, coerced
     assert merged["deepspeed_stage"] == "3"  # int from the tag, as the enum's string
@@ -123,8 +140,12 @@ def test_unknown_tag_keys_pass_through_and_bad_values_are_named():
 
 def notebook_display_name(finetune_parameters, gpus_per_node, model_name):
     """The notebook's get_pipeline_display_name, verbatim in behaviour (string booleans)."""
-    batch_size = (int(finetune_parameters.get("per_device_train_batch_size", 1)) * int(finetune_parameters.get("gradient_accumulation_steps", 1))
-                  * int(gpus_per_node) * int(finetune_parameters.get("num_nodes_finetune", 1)))
+    batch_size = (
+        int(finetune_parameters.get("per_device_train_batch_size", 1))
+        * int(finetune_parameters.get("gradient_accumulation_steps", 1))
+        * int(gpus_per_node)
+        * int(finetune_parameters.get("num_nodes_finetune", 1))
+    )
     scheduler = finetune_parameters.get("lr_scheduler_type", "linear")
     deepspeed = finetune_parameters.get("apply_deepspeed", "false")
     ds_stage = finetune_parameters.get("deepspeed_stage", "2")
@@ -132,21 +153,46 @@ def notebook_display_name(finetune_parameters, gpus_per_node, model_name):
     lora_string = "lora" if finetune_parameters.get("apply_lora", "false") == "true" else "nolora"
     save_limit = finetune_parameters.get("save_total_limit", -1)
     seq_len = finetune_parameters.get("max_seq_length", -1)
-    return (model_name + "-" + "ultrachat" + "-" + f"bs{batch_size}" + "-" + f"{scheduler}" + "-" + ds_string + "-"
-            + lora_string + f"-save_limit{save_limit}" + f"-seqlen{seq_len}")
+    return (
+        model_name
+        + "-"
+        + "ultrachat"
+        + "-"
+        + f"bs{batch_size}"
+        + "-"
+        + f"{scheduler}"
+        + "-"
+        + ds_string
+        + "-"
+        + lora_string
+        + f"-save_limit{save_limit}"
+        + f"-seqlen{seq_len}"
+    )
 
 
 def test_display_name_matches_the_notebook():
-    notebook_params = {"num_train_epochs": 3, "per_device_train_batch_size": 1, "per_device_eval_batch_size": 1, "learning_rate": 5e-6,
-                       "lr_scheduler_type": "cosine", "apply_lora": "true", "apply_deepspeed": "true", "deepspeed_stage": 2,
-                       "gradient_accumulation_steps": 4}
+    notebook_params = {
+        "num_train_epochs": 3,
+        "per_device_train_batch_size": 1,
+        "per_device_eval_batch_size": 1,
+        "learning_rate": 5e-6,
+        "lr_scheduler_type": "cosine",
+        "apply_lora": "true",
+        "apply_deepspeed": "true",
+        "deepspeed_stage": 2,
+        "gradient_accumulation_steps": 4,
+    }
     ours = merge_finetune_parameters(FinetuneSettings(gradient_accumulation_steps=4), {})
-    assert pipeline_display_name("Phi-3-mini-4k-instruct", ours, 4) == notebook_display_name(notebook_params, 4, "Phi-3-mini-4k-instruct")
+    assert pipeline_display_name("Phi-3-mini-4k-instruct", ours, 4) == notebook_display_name(
+        notebook_params, 4, "Phi-3-mini-4k-instruct"
+    )
     assert pipeline_display_name("m", ours, 4) == "m-ultrachat-bs16-cosine-ds2-lora-save_limit-1-seqlen-1"
 
 
 def test_display_name_without_deepspeed_or_lora():
-    params = merge_finetune_parameters(FinetuneSettings(apply_lora=False, apply_deepspeed=False, max_seq_length=512), {})
+    params = merge_finetune_parameters(
+        FinetuneSettings(apply_lora=False, apply_deepspeed=False, max_seq_length=512), {}
+    )
     assert pipeline_display_name("m", params, 1) == "m-ultrachat-bs1-cosine-nods-nolora-save_limit-1-seqlen512"
 
 
@@ -168,7 +214,11 @@ def test_gate_passes_when_better_than_base_and_no_champion():
         ({"eval_loss": 2.1, "base_eval_loss": 2.0}, GateSettings(), "beats base"),
         ({"eval_loss": 1.9, "base_eval_loss": 2.0}, GateSettings(min_improvement_over_base=0.5), "beats base"),
         ({"eval_loss": 1.0, "base_eval_loss": 2.0}, GateSettings(max_eval_loss=0.5), "max_eval_loss"),
-        ({"eval_loss": 1.0, "base_eval_loss": 2.0, "train_loss": 3.0}, GateSettings(max_train_loss=2.0), "max_train_loss"),
+        (
+            {"eval_loss": 1.0, "base_eval_loss": 2.0, "train_loss": 3.0},
+            GateSettings(max_train_loss=2.0),
+            "max_train_loss",
+        ),
         ({"eval_loss": 1.0, "base_eval_loss": 2.0}, GateSettings(max_train_loss=2.0), "max_train_loss"),  # missing
         ({"eval_loss": math.nan, "base_eval_loss": 2.0}, GateSettings(), "not finite"),
         ({"base_eval_loss": 2.0}, GateSettings(), "missing"),
@@ -193,8 +243,11 @@ def test_gate_compares_with_champion():
 
 
 def gate_result(eval_loss: float, champion_loss: float | None):
-    return evaluate_gate({"eval_loss": eval_loss, "base_eval_loss": 5.0}, GateSettings(),
-                         champion(str(champion_loss)) if champion_loss is not None else None)
+    return evaluate_gate(
+        {"eval_loss": eval_loss, "base_eval_loss": 5.0},
+        GateSettings(),
+        champion(str(champion_loss)) if champion_loss is not None else None,
+    )
 
 
 def test_auto_policy_approves_as_policy():

@@ -26,10 +26,29 @@ from workspaces.errors import (
 from workspaces.scoring import Credentials, ScoreResult, ScoringRequest
 
 __all__ = [  # the port's errors and the scoring types are part of it: import them from here
-    "RETRYABLE_STATUS", "ConflictError", "Credentials", "NotFoundError", "ScoreResult", "ScoringRequest",
-    "TransientWorkspaceError", "WorkspaceError", "Compute", "ComputeSpec", "DataRef", "Deployment", "Endpoint",
-    "FinetuneSpec", "FoundationModel", "Inventory", "JobRef", "JobState", "JobStatus", "ModelVersion", "Sku",
-    "Workspace", "parameter_bool",
+    "RETRYABLE_STATUS",
+    "ConflictError",
+    "Credentials",
+    "NotFoundError",
+    "ScoreResult",
+    "ScoringRequest",
+    "TransientWorkspaceError",
+    "WorkspaceError",
+    "Compute",
+    "ComputeSpec",
+    "DataRef",
+    "Deployment",
+    "Endpoint",
+    "FinetuneSpec",
+    "FoundationModel",
+    "Inventory",
+    "JobRef",
+    "JobState",
+    "JobStatus",
+    "ModelVersion",
+    "Sku",
+    "Workspace",
+    "parameter_bool",
 ]
 
 
@@ -90,7 +109,7 @@ class FinetuneSpec(_Value):
     experiment_name: str
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     COMPLETED = "completed"

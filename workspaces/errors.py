@@ -21,4 +21,3 @@ class ConflictError(WorkspaceError):
 
 # HTTP answers that mean "try again later", whatever service gave them
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-

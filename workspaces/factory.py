@@ -31,12 +31,14 @@ class WorkspaceSettings(BaseModel):
     azure: AzureSettings = Field(default_factory=AzureSettings)
 
     @model_validator(mode="after")
-    def _no_placeholders(self) -> "WorkspaceSettings":
+    def _no_placeholders(self) -> WorkspaceSettings:
         for key in ("subscription_id", "resource_group", "workspace_name"):
             value = getattr(self, key)
             if value and value.startswith("<"):
-                raise ValueError(f"workspace.{key} is still the placeholder {value}: fill it in, or set "
-                                 "workspace.azure.config_path to your config.json and remove the three ids")
+                raise ValueError(
+                    f"workspace.{key} is still the placeholder {value}: fill it in, or set "
+                    "workspace.azure.config_path to your config.json and remove the three ids"
+                )
         return self
 
 

@@ -21,7 +21,7 @@ def make_credential(settings: AzureSettings, default: Any = None) -> Any:
     try:
         credential.get_token(MANAGEMENT_SCOPE)
         return credential
-    except Exception as exc:  # noqa: BLE001 - azure-identity raises several kinds here
+    except Exception as exc:
         if settings.interactive_login and sys.stdin.isatty():
             return InteractiveBrowserCredential()
         raise WorkspaceError(
@@ -42,14 +42,17 @@ def workspace_client(workspace: Any, credential: Any) -> MLClient:
     if settings.config_path or not any(ids.values()):
         try:
             return MLClient.from_config(credential=credential, path=settings.config_path)
-        except Exception as exc:  # noqa: BLE001 - from_config raises a bare Exception without config.json
+        except Exception as exc:
             raise WorkspaceError(
                 "Azure workspace not configured: download config.json from the workspace's page in Azure ML Studio "
                 "and point workspace.azure.config_path at it, or set workspace.subscription_id, "
                 f"workspace.resource_group and workspace.workspace_name ({str(exc)[:200]})"
             ) from exc
-    profile_keys = {"subscription_id": "subscription_id", "resource_group_name": "resource_group",
-                    "workspace_name": "workspace_name"}
+    profile_keys = {
+        "subscription_id": "subscription_id",
+        "resource_group_name": "resource_group",
+        "workspace_name": "workspace_name",
+    }
     missing = [f"workspace.{profile_keys[key]}" for key, value in ids.items() if not value]
     if missing:
         raise WorkspaceError(f"workspace.kind azure needs {', '.join(missing)} (or workspace.azure.config_path)")

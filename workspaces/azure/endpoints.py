@@ -36,7 +36,9 @@ class AzureEndpoints:
             if self.settings.endpoint_identity:
                 identity = IdentityConfiguration(
                     type="user_assigned",
-                    user_assigned_identities=[ManagedIdentityConfiguration(resource_id=self.settings.endpoint_identity)],
+                    user_assigned_identities=[
+                        ManagedIdentityConfiguration(resource_id=self.settings.endpoint_identity)
+                    ],
                 )
             endpoint = ManagedOnlineEndpoint(
                 name=name,
@@ -77,7 +79,9 @@ class AzureEndpoints:
         )
         with translated(f"create deployment {endpoint}/{name}"):
             self.ml.online_deployments.begin_create_or_update(deployment).result()
-        return Deployment(endpoint=endpoint, name=name, model=f"{model.name}:{model.version}", instance_type=instance_type)
+        return Deployment(
+            endpoint=endpoint, name=name, model=f"{model.name}:{model.version}", instance_type=instance_type
+        )
 
     def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> Endpoint:
         with translated(f"traffic of {endpoint}"):
@@ -109,4 +113,6 @@ class AzureEndpoints:
         )
 
     def delete(self, endpoint: str) -> None:
-        gone_is_fine(f"delete endpoint {endpoint}", lambda: self.ml.online_endpoints.begin_delete(name=endpoint).result())
+        gone_is_fine(
+            f"delete endpoint {endpoint}", lambda: self.ml.online_endpoints.begin_delete(name=endpoint).result()
+        )

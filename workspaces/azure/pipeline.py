@@ -17,8 +17,14 @@ from workspaces.base import FinetuneSpec
 
 # inputs the adapter wires itself, as the notebook does; a parameter may not override them
 WIRED_INPUTS = (
-    "mlflow_model_path", "compute_model_import", "compute_preprocess", "compute_finetune", "compute_model_evaluation",
-    "train_file_path", "test_file_path", "number_of_gpu_to_use_finetuning",
+    "mlflow_model_path",
+    "compute_model_import",
+    "compute_preprocess",
+    "compute_finetune",
+    "compute_model_evaluation",
+    "train_file_path",
+    "test_file_path",
+    "number_of_gpu_to_use_finetuning",
 )
 SCALAR_TYPES = {"string", "integer", "number", "boolean"}
 
@@ -30,7 +36,9 @@ class ComponentParameterError(ValueError):
 def _coerce(name: str, value: Any, declared: Any) -> Any:
     kind = str(declared.type).lower()
     if kind not in SCALAR_TYPES:
-        raise ComponentParameterError(f"finetune parameter {name!r} is a {kind} input of the component, not a parameter")
+        raise ComponentParameterError(
+            f"finetune parameter {name!r} is a {kind} input of the component, not a parameter"
+        )
     if kind == "string":
         if isinstance(value, bool):
             value = "true" if value else "false"
@@ -72,13 +80,20 @@ def check_parameters(component: Any, parameters: dict[str, Any]) -> dict[str, An
     declared = dict(component.inputs)
     unknown = sorted(set(parameters) - set(declared))
     if unknown:
-        valid = sorted(name for name, spec in declared.items() if str(spec.type).lower() in SCALAR_TYPES and name not in WIRED_INPUTS)
+        valid = sorted(
+            name
+            for name, spec in declared.items()
+            if str(spec.type).lower() in SCALAR_TYPES and name not in WIRED_INPUTS
+        )
         raise ComponentParameterError(
-            f"{component.name} {component.version} has no input(s) {unknown}; valid finetune parameters: {', '.join(valid)}"
+            f"{component.name} {component.version} has no input(s) {unknown}; "
+            f"valid finetune parameters: {', '.join(valid)}"
         )
     wired = sorted(set(parameters) & set(WIRED_INPUTS))
     if wired:
-        raise ComponentParameterError(f"{wired} are set by tunegate from the profile (model, compute, data), not as finetune parameters")
+        raise ComponentParameterError(
+            f"{wired} are set by tunegate from the profile (model, compute, data), not as finetune parameters"
+        )
     return {name: _coerce(name, value, declared[name]) for name, value in parameters.items()}
 
 

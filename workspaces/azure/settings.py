@@ -12,25 +12,42 @@ class CommandJobSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    code_dir: str = Field("./finetuning_dir", description="Folder uploaded as the job's code (holds the training script).")
+    code_dir: str = Field(
+        "./finetuning_dir", description="Folder uploaded as the job's code (holds the training script)."
+    )
     command: str = Field(
         "python fine_tune.py --train-file ${{inputs.train_file}} --eval-file ${{inputs.eval_file}} "
         "--model_output_dir ${{outputs.trained_model}}",
-        description="Command line; ${{inputs.train_file}}, ${{inputs.eval_file}} and ${{outputs.trained_model}} are bound.",
+        description="Command line; ${{inputs.train_file}}, ${{inputs.eval_file}} and ${{outputs.trained_model}} "
+        "are bound.",
     )
-    environment: str = Field("phi-3-training-environment@latest", description="Registered environment name@label or name:version.")
+    environment: str = Field(
+        "phi-3-training-environment@latest", description="Registered environment name@label or name:version."
+    )
 
 
 class AzureSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    config_path: str | None = Field(None, description="config.json of the workspace (MLClient.from_config); else the ids below.")
-    pipeline_component: str = Field("chat_completion_pipeline", description="Fine-tune pipeline component in the registry.")
-    pipeline_component_version: str | None = Field(None, description="Pinned component version; default label 'latest'.")
-    finetune_mode: Literal["pipeline", "command"] = Field("pipeline", description="Registry pipeline (notebook) or your own command job (seed 004).")
+    config_path: str | None = Field(
+        None, description="config.json of the workspace (MLClient.from_config); else the ids below."
+    )
+    pipeline_component: str = Field(
+        "chat_completion_pipeline", description="Fine-tune pipeline component in the registry."
+    )
+    pipeline_component_version: str | None = Field(
+        None, description="Pinned component version; default label 'latest'."
+    )
+    finetune_mode: Literal["pipeline", "command"] = Field(
+        "pipeline", description="Registry pipeline (notebook) or your own command job (seed 004)."
+    )
     command_job: CommandJobSettings = Field(default_factory=CommandJobSettings)
     interactive_login: bool = Field(True, description="Fall back to a browser login when a terminal is attached.")
-    endpoint_identity: str | None = Field(None, description="Resource id of a user-assigned managed identity for the endpoint (seed 004).")
+    endpoint_identity: str | None = Field(
+        None, description="Resource id of a user-assigned managed identity for the endpoint (seed 004)."
+    )
     request_timeout_ms: int = Field(90000, ge=1000)
     liveness_initial_delay_s: int = Field(600, ge=0)
-    mlflow_tracking_uri: str | None = Field(None, description="Default: the workspace's own tracking URI (azureml-mlflow).")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="Default: the workspace's own tracking URI (azureml-mlflow)."
+    )

@@ -48,7 +48,10 @@ class AzureWorkspace:
     kind = "azure"
 
     def __init__(
-        self, workspace_client: MLClient, registry_client: MLClient, settings: AzureSettings | None = None,
+        self,
+        workspace_client: MLClient,
+        registry_client: MLClient,
+        settings: AzureSettings | None = None,
         credential: Any = None,
     ) -> None:
         self.ml = workspace_client
@@ -147,6 +150,9 @@ class AzureWorkspace:
 
     # leak checks
     def inventory(self) -> Inventory:
-        endpoints = {name: found.deployments for name in self.endpoints.created_by_tunegate()
-                     if (found := self.endpoints.get(name))}
+        endpoints = {
+            name: found.deployments
+            for name in self.endpoints.created_by_tunegate()
+            if (found := self.endpoints.get(name))
+        }
         return Inventory(endpoints=endpoints, running_jobs=tuple(self.jobs.running(self._submitted)))

@@ -115,7 +115,9 @@ class EndpointServers:
         state = read_json(self._dir(name) / "endpoint.json")
         if not state:
             return None
-        return Endpoint(name=name, traffic=dict(state.get("traffic", {})), deployments=tuple(state.get("deployments", {})))
+        return Endpoint(
+            name=name, traffic=dict(state.get("traffic", {})), deployments=tuple(state.get("deployments", {}))
+        )
 
     def _admin(self, name: str, method: str, path: str, payload: object | None = None, timeout: float = 30) -> dict:
         if self.get(name) is None:
@@ -145,7 +147,9 @@ class EndpointServers:
             )
         if self.get(endpoint) is None:
             raise NotFoundError(f"endpoint {endpoint} does not exist")
-        folder = self.registry.model_folder(f"models:/{model.name}/{model.version}", self._dir(endpoint) / "models" / name)
+        folder = self.registry.model_folder(
+            f"models:/{model.name}/{model.version}", self._dir(endpoint) / "models" / name
+        )
         payload = {
             "model_dir": str(folder),
             "model": f"{model.name}:{model.version}",

@@ -21,8 +21,14 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}"
 )
 
-TINY_PHI3 = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=4, max_position_embeddings=512)
+TINY_PHI3 = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    max_position_embeddings=512,
+)
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 800):
@@ -35,11 +41,19 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 800):
     core.decoder = decoders.ByteLevel()
     core.train_from_iterator(
         texts,
-        trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False),
+        trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=SPECIAL_TOKENS,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
     )
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>", pad_token="<|pad|>",
-                                        additional_special_tokens=SPECIAL_TOKENS[2:])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        eos_token="<|endoftext|>",
+        pad_token="<|pad|>",
+        additional_special_tokens=SPECIAL_TOKENS[2:],
+    )
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 
@@ -51,9 +65,14 @@ def build_foundation(texts: Iterable[str], out_dir: Path, seed: int = 0) -> Path
 
     tokenizer = train_tokenizer(texts)
     torch.manual_seed(seed)
-    config = Phi3Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.convert_tokens_to_ids("<|end|>"),
-                        tie_word_embeddings=False, **TINY_PHI3)
+    config = Phi3Config(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|end|>"),
+        tie_word_embeddings=False,
+        **TINY_PHI3,
+    )
     model = Phi3ForCausalLM(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
@@ -67,14 +86,17 @@ def generate(model: Any, tokenizer: Any, messages: list[dict[str, str]], paramet
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
     do_sample = bool(parameters.get("do_sample", False))
-    kwargs: dict[str, Any] = {"max_new_tokens": int(parameters.get("max_new_tokens", 50)), "do_sample": do_sample,
-                              "pad_token_id": tokenizer.pad_token_id,
-                              "eos_token_id": [tokenizer.convert_tokens_to_ids("<|end|>"), tokenizer.eos_token_id]}
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": int(parameters.get("max_new_tokens", 50)),
+        "do_sample": do_sample,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": [tokenizer.convert_tokens_to_ids("<|end|>"), tokenizer.eos_token_id],
+    }
     if do_sample:
         kwargs.update(temperature=float(parameters.get("temperature", 1.0)), top_p=float(parameters.get("top_p", 1.0)))
     with torch.no_grad():
         output = model.generate(**inputs, **kwargs)
-    return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
 class ChatModel(mlflow.pyfunc.PythonModel):
@@ -91,15 +113,19 @@ class ChatModel(mlflow.pyfunc.PythonModel):
     def chat(self, conversations: list[list[dict[str, str]]], parameters: dict[str, Any]) -> list[str]:
         return [generate(self.model, self.tokenizer, messages, parameters) for messages in conversations]
 
-    def predict(self, context, model_input, params=None):  # noqa: ARG002 - pyfunc signature
+    def predict(self, context, model_input, params=None):
         payload = model_input if isinstance(model_input, dict) else dict(model_input)
         return self.chat(payload["input_string"], payload.get("parameters") or {})
 
 
 def save_pyfunc(hf_dir: Path, out_dir: Path) -> Path:
     """An MLflow model folder (the pipeline's `mlflow_model_folder` output) around a HF folder."""
-    mlflow.pyfunc.save_model(path=str(out_dir), python_model=ChatModel(), artifacts={"hf_model": str(hf_dir)},
-                             pip_requirements=["transformers", "torch", "tokenizers"])
+    mlflow.pyfunc.save_model(
+        path=str(out_dir),
+        python_model=ChatModel(),
+        artifacts={"hf_model": str(hf_dir)},
+        pip_requirements=["transformers", "torch", "tokenizers"],
+    )
     return out_dir
 
 

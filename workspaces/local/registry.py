@@ -83,7 +83,9 @@ class MlflowRegistry:
             )
         if version is None:
             if label != "latest":
-                raise NotFoundError(f"model.label {label!r}: the local registry knows only 'latest' (or pin model.version)")
+                raise NotFoundError(
+                    f"model.label {label!r}: the local registry knows only 'latest' (or pin model.version)"
+                )
             chosen = max(versions, key=lambda mv: int(mv.version))
         else:
             chosen = next((mv for mv in versions if str(mv.version) == str(version)), None)

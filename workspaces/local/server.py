@@ -40,7 +40,9 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
     state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.exists() else {}
     state.setdefault("deployments", {})
     state.setdefault("traffic", {})
-    models: dict[str, Any] = {name: load_chat_model(Path(dep["model_dir"])) for name, dep in state["deployments"].items()}
+    models: dict[str, Any] = {
+        name: load_chat_model(Path(dep["model_dir"])) for name, dep in state["deployments"].items()
+    }
     lock = threading.Lock()
     app = FastAPI(title=f"tunegate endpoint {endpoint_dir.name}", docs_url=None, redoc_url=None)
 
@@ -97,7 +99,9 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
         check(admin_token, authorization)
         with lock:
             if state["traffic"].get(name, 0) > 0:
-                raise HTTPException(status_code=409, detail=f"deployment {name} takes {state['traffic'][name]}% of traffic")
+                raise HTTPException(
+                    status_code=409, detail=f"deployment {name} takes {state['traffic'][name]}% of traffic"
+                )
             models.pop(name, None)
             state["deployments"].pop(name, None)
             state["traffic"].pop(name, None)

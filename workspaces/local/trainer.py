@@ -35,8 +35,14 @@ def train(job_dir: Path) -> None:
     import mlflow
     import torch
     from datasets import Dataset
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
-                              TrainerCallback, TrainingArguments)
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     from workspaces.local.model import save_pyfunc
 
@@ -60,12 +66,18 @@ def train(job_dir: Path) -> None:
     if parameter_bool(params.get("apply_lora", False)):
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(
-            r=int(params.get("lora_r", 8)), lora_alpha=int(params.get("lora_alpha", 128)),
-            lora_dropout=float(params.get("lora_dropout", 0.0)), target_modules=LORA_TARGETS, task_type="CAUSAL_LM",
-            # a from-scratch tiny model has no useful embeddings to keep frozen: let the model's defaults train them
-            modules_to_save=[m for m in str(params.get("lora_modules_to_save") or "").split(",") if m] or None,
-        ))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=int(params.get("lora_r", 8)),
+                lora_alpha=int(params.get("lora_alpha", 128)),
+                lora_dropout=float(params.get("lora_dropout", 0.0)),
+                target_modules=LORA_TARGETS,
+                task_type="CAUSAL_LM",
+                # a from-scratch tiny model has no useful embeddings to keep frozen: let the model's defaults train them
+                modules_to_save=[m for m in str(params.get("lora_modules_to_save") or "").split(",") if m] or None,
+            ),
+        )
 
     mlflow.set_tracking_uri(spec["tracking_uri"])
     mlflow.set_experiment(spec["experiment_name"])
@@ -93,8 +105,14 @@ def train(job_dir: Path) -> None:
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), callbacks=[MlflowLoss()])
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        callbacks=[MlflowLoss()],
+    )
 
     with mlflow.start_run(run_name=spec["display_name"], tags={"tunegate.job": spec["job_name"]}) as run:
         write_status(job_dir, state="running", mlflow_run_id=run.info.run_id)
