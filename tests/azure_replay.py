@@ -101,6 +101,7 @@ class FakeAzureML:
         self.compute_exists = True
         self.compute_state = "Succeeded"
         self.foundation_tags = dict(FOUNDATION_TAGS)
+        self.registry_models = {"Phi-3-mini-4k-instruct", "Phi-3-medium-4k-instruct"}
         self.job_status_sequence = ["Running", "Completed"]
         self.jobs: dict[str, dict] = {}
         self.models: dict[str, dict[str, dict]] = {}
@@ -254,9 +255,13 @@ class FakeAzureML:
         }
 
     def registry_model_versions(self, call, name):
+        if name not in self.registry_models:
+            return 200, {"value": []}
         return 200, {"value": [self._registry_model_body(name, "7")]}
 
     def registry_model(self, call, name, version):
+        if name not in self.registry_models:
+            return 404, {"error": {"code": "UserError", "message": f"model {name} not found in registry azureml"}}
         return 200, self._registry_model_body(name, version)
 
     def _registry_component_body(self) -> dict:
@@ -475,6 +480,8 @@ class FakeAzureML:
         return 200, {k: v for k, v in job.items() if not k.startswith("_")}
 
     def job_put(self, call, name):
+        if name in self.jobs:  # a job is immutable once submitted (stricter than a PUT that updates tags)
+            return 409, {"error": {"code": "UserError", "message": f"Job {name} already exists and cannot be updated"}}
         template = example("Job_PipelineJob_get.2025-12-01.json")
         body = copy.deepcopy(call["json"])
         body.update(
@@ -500,11 +507,9 @@ class FakeAzureML:
     def model_container_get(self, call, name):
         if name not in self.models:
             return 404, {"error": {"code": "UserError", "message": f"model {name} not found"}}
-        return 200, {
-            "id": f"{WS_PATH}/models/{name}",
-            "name": name,
-            "properties": {"latestVersion": max(self.models[name])},
-        }
+        latest = max((int(v) for v in self.models[name] if v.isdigit()), default=0)
+        properties = {"latestVersion": str(latest), "nextVersion": str(latest + 1)}
+        return 200, {"id": f"{WS_PATH}/models/{name}", "name": name, "properties": properties}
 
     def model_container_put(self, call, name):
         self.models.setdefault(name, {})
@@ -519,6 +524,12 @@ class FakeAzureML:
         return 200, self.models[name][version]
 
     def model_put(self, call, name, version):
+        existing = self.models.get(name, {}).get(version)
+        sent_uri = call["json"]["properties"].get("modelUri")
+        if existing is not None and existing["properties"].get("modelUri") != sent_uri:
+            # versions are immutable: only tags and description of an existing version may change
+            message = f"Model {name}:{version} already exists with other content; versions are immutable"
+            return 409, {"error": {"code": "UserError", "message": message}}
         body = copy.deepcopy(call["json"])
         body.update(
             id=f"{WS_PATH}/models/{name}/versions/{version}",
@@ -548,6 +559,12 @@ class FakeAzureML:
     def endpoint_put(self, call, name):
         body = example("Workspace_OnlineEndpoint_createOrUpdate.2025-12-01.json", "201")
         sent = call["json"]
+        traffic = sent["properties"].get("traffic") or {}
+        unknown = sorted(set(traffic) - set(self.deployments.get(name, {})))
+        if unknown:
+            return 400, {"error": {"code": "BadArgument", "message": f"Deployment(s) {unknown} do not exist on {name}"}}
+        if any(int(v) < 0 for v in traffic.values()) or sum(int(v) for v in traffic.values()) not in (0, 100):
+            return 400, {"error": {"code": "BadArgument", "message": f"Traffic must add up to 100 (or 0): {traffic}"}}
         body.update(
             id=f"{WS_PATH}/onlineEndpoints/{name}",
             name=name,
@@ -571,6 +588,8 @@ class FakeAzureML:
         return 201, body, self._lro_headers()
 
     def endpoint_delete(self, call, name):
+        if name not in self.endpoints:
+            return 404, {"error": {"code": "UserError", "message": f"endpoint {name} not found"}}
         self.endpoints.pop(name, None)
         self.deployments.pop(name, None)
         return 202, {}, {"Location": f"{ARM}/operations/delete-{name}", "Retry-After": "0"}
@@ -602,5 +621,15 @@ class FakeAzureML:
         return 201, body, self._lro_headers()
 
     def deployment_delete(self, call, endpoint, name):
+        if name not in self.deployments.get(endpoint, {}):
+            return 404, {"error": {"code": "UserError", "message": f"deployment {name} not found"}}
+        share = int((self.endpoints.get(endpoint, {}).get("properties", {}).get("traffic") or {}).get(name, 0))
+        if share > 0:
+            return 400, {
+                "error": {
+                    "code": "BadArgument",
+                    "message": f"Deployment {name} has {share}% of traffic; set it to 0 before deleting",
+                }
+            }
         self.deployments.get(endpoint, {}).pop(name, None)
         return 202, {}, {"Location": f"{ARM}/operations/delete-{endpoint}-{name}", "Retry-After": "0"}

@@ -49,7 +49,10 @@ def translated(action: str) -> Iterator[None]:
     except ComponentParameterError:
         raise
     except Exception as exc:
-        # the SDK's own client-side validation (ValidationException, ...) is a permanent input error
+        # the SDK's own client-side validation (ValidationException, ...) is a permanent input error; it also
+        # reports "no such asset" that way (a label lookup of a missing model), which is a not-found
+        if str(getattr(getattr(exc, "error_type", None), "value", "")) == "RESOURCE NOT FOUND":
+            raise NotFoundError(f"{action}: {exc}") from exc
         if type(exc).__module__.startswith("azure."):
             raise WorkspaceError(f"{action}: {exc}") from exc
         raise

@@ -3,7 +3,6 @@ from the job's `trained_model` output, as the notebook does), their tags, and th
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from azure.ai.ml import MLClient
@@ -47,7 +46,8 @@ class AzureRegistry:
             path=f"azureml://jobs/{job.name}/outputs/trained_model",
             type=AssetTypes.MLFLOW_MODEL,
             name=name,
-            version=str(int(time.time())),  # as the notebook: a timestamp
+            # no version: the SDK asks the registry for the container's next integer (a seconds timestamp, as
+            # in the notebook, collides when two registrations fall in one second)
             description=f"{name} fine tuned by tunegate job {job.name}",
             tags={**tags, JOB_TAG: job.name, **CREATED_BY},
         )
