@@ -374,7 +374,7 @@ class FakeAzureML:
             )
         return 404, {**headers, "x-ms-error-code": "BlobNotFound"}, ""
 
-    # ------------------------------------------------------------------ environment and code (command jobs, seed 004)
+    # ------------------------------------------------------------------ environment and code (E2E guide)
     def _environment_body(self, name: str, version: str) -> dict:
         return {
             "id": f"{WS_PATH}/environments/{name}/versions/{version}",

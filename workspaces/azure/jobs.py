@@ -1,4 +1,4 @@
-"""Fine-tune jobs on Azure ML: the notebook's pipeline job (or seed 004's command job), its status, cancel,
+"""Fine-tune jobs on Azure ML: the notebook's pipeline job (or the E2E guide's command job), its status, cancel,
 and the finetune step's metrics from the workspace's MLflow tracking server."""
 
 from __future__ import annotations

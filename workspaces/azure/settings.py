@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class CommandJobSettings(BaseModel):
-    """The E2E guide's path (seed 004): your own training script as a command job."""
+    """The Azure ML E2E fine-tuning guide's path: your own training script as a command job."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -39,12 +39,12 @@ class AzureSettings(BaseModel):
         None, description="Pinned component version; default label 'latest'."
     )
     finetune_mode: Literal["pipeline", "command"] = Field(
-        "pipeline", description="Registry pipeline (notebook) or your own command job (seed 004)."
+        "pipeline", description="Registry pipeline (notebook) or your own training script as a command job."
     )
     command_job: CommandJobSettings = Field(default_factory=CommandJobSettings)
     interactive_login: bool = Field(True, description="Fall back to a browser login when a terminal is attached.")
     endpoint_identity: str | None = Field(
-        None, description="Resource id of a user-assigned managed identity for the endpoint (seed 004)."
+        None, description="Resource id of a user-assigned managed identity for the endpoint."
     )
     request_timeout_ms: int = Field(90000, ge=1000)
     liveness_initial_delay_s: int = Field(600, ge=0)

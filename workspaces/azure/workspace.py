@@ -8,7 +8,8 @@
     online_endpoints / online_deployments, get_keys, begin_delete  endpoints.py
     POST scoring_uri with the key                                   ../scoring.py invoke
 
-Errors are translated once, in errors.py. `AzureWorkspace` assembles the roles into the Workspace port.
+Errors are translated once, in errors.py. `AzureWorkspace` assembles the roles into the Workspace port
+(workspaces/assembled.py).
 """
 
 from __future__ import annotations
@@ -18,33 +19,17 @@ from typing import Any
 
 from azure.ai.ml import MLClient
 
-from workspaces import scoring
+from workspaces.assembled import AssembledWorkspace
 from workspaces.azure import compute
 from workspaces.azure.auth import make_credential, registry_client, workspace_client
 from workspaces.azure.endpoints import AzureEndpoints
 from workspaces.azure.jobs import AzureJobs
 from workspaces.azure.registry import AzureRegistry
 from workspaces.azure.settings import AzureSettings
-from workspaces.base import (
-    Compute,
-    ComputeSpec,
-    Credentials,
-    DataRef,
-    Deployment,
-    Endpoint,
-    FinetuneSpec,
-    FoundationModel,
-    Inventory,
-    JobRef,
-    JobStatus,
-    ModelVersion,
-    ScoreResult,
-    ScoringRequest,
-    Sku,
-)
+from workspaces.base import Compute, ComputeSpec, DataRef, FinetuneSpec, Inventory, JobRef, Sku
 
 
-class AzureWorkspace:
+class AzureWorkspace(AssembledWorkspace):
     kind = "azure"
 
     def __init__(
@@ -70,85 +55,22 @@ class AzureWorkspace:
             workspace_client(workspace, credential), registry_client(workspace, credential), workspace.azure, credential
         )
 
-    # catalogue and compute
-    def get_foundation_model(self, name: str, version: str | None = None, label: str = "latest") -> FoundationModel:
-        return self.registry.get_foundation_model(name, version, label)
-
     def ensure_compute(self, spec: ComputeSpec) -> Compute:
         return compute.ensure_compute(self.ml, spec)
 
     def list_sizes(self) -> list[Sku]:
         return compute.list_sizes(self.ml)
 
-    # data and jobs
     def upload_data(self, train: Path, test: Path, fingerprint: str) -> DataRef:
         # uri_file inputs: the SDK uploads each local file at submission under a content hash (LocalUpload/<md5>/),
         # so an identical sample is stored once; the fingerprint goes on the model as a lineage tag.
         return DataRef(train=str(train.resolve()), test=str(test.resolve()), fingerprint=fingerprint)
-
-    def get_job(self, name: str) -> JobRef | None:
-        return self.jobs.get_job(name)
 
     def submit_finetune(self, spec: FinetuneSpec, name: str, idempotency_key: str) -> JobRef:
         job = self.jobs.submit(spec, name, idempotency_key)
         self._submitted.append(job.name)
         return job
 
-    def job_status(self, job: JobRef) -> JobStatus:
-        return self.jobs.status(job)
-
-    def cancel_job(self, job: JobRef) -> None:
-        self.jobs.cancel(job)
-
-    def job_metrics(self, job: JobRef) -> dict[str, float]:
-        return self.jobs.metrics(job)
-
-    # registry
-    def find_model_version(self, name: str, job: JobRef) -> ModelVersion | None:
-        return self.registry.find_model_version(name, job)
-
-    def register_model(self, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion:
-        return self.registry.register_model(job, name, tags)
-
-    def tag_model(self, model: ModelVersion, tags: dict[str, str]) -> ModelVersion:
-        return self.registry.tag_model(model, tags)
-
-    def champion(self, name: str) -> ModelVersion | None:
-        return self.registry.champion(name)
-
-    def set_champion(self, model: ModelVersion | None, name: str) -> None:
-        self.registry.set_champion(model, name)
-
-    # serving
-    def ensure_endpoint(self, name: str, description: str = "", ephemeral: bool = False) -> Endpoint:
-        return self.endpoints.ensure(name, description, ephemeral)
-
-    def get_endpoint(self, name: str) -> Endpoint | None:
-        return self.endpoints.get(name)
-
-    def create_deployment(
-        self, endpoint: str, name: str, model: ModelVersion, instance_type: str, instance_count: int = 1
-    ) -> Deployment:
-        return self.endpoints.create_deployment(endpoint, name, model, instance_type, instance_count)
-
-    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> Endpoint:
-        return self.endpoints.set_traffic(endpoint, traffic)
-
-    def endpoint_credentials(self, endpoint: str) -> Credentials:
-        return self.endpoints.credentials(endpoint)
-
-    def invoke(
-        self, endpoint: str, request: ScoringRequest, deployment: str | None = None, timeout_s: float = 120
-    ) -> ScoreResult:
-        return scoring.score(self.endpoints.credentials(endpoint), request, deployment, timeout_s)
-
-    def delete_deployment(self, endpoint: str, name: str) -> None:
-        self.endpoints.delete_deployment(endpoint, name)
-
-    def delete_endpoint(self, endpoint: str) -> None:
-        self.endpoints.delete(endpoint)
-
-    # leak checks
     def inventory(self) -> Inventory:
         endpoints = {
             name: found.deployments
