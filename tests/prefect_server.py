@@ -92,3 +92,9 @@ class PrefectServer:
                 )
             time.sleep(0.5)
         raise AssertionError(f"no flow run reached {state} in {timeout_s} s")
+
+
+def manual_run_command(state_dir: Path, *extra: str) -> list[str]:
+    """`tunegate run` on the local workspace with manual approval, its state and summary under `state_dir`."""
+    sets = ["--set", f"workspace.state_dir={state_dir}", "--set", "approval.policy=manual"]
+    return [sys.executable, "-m", "flows.cli", "run", *sets, "--summary-json", str(state_dir / "summary.json"), *extra]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.prefect_server import PrefectServer
+from tests.prefect_server import PrefectServer, manual_run_command
 from workspaces.local.workspace import LocalWorkspace
 
 
@@ -36,19 +36,9 @@ def tunegate(server: PrefectServer, *args: str, **kwargs) -> subprocess.Complete
 
 
 def start_run(server: PrefectServer, state_dir: Path, *sets: str) -> subprocess.Popen:
-    args = [
-        "run",
-        "--set",
-        f"workspace.state_dir={state_dir}",
-        "--set",
-        "approval.policy=manual",
-        "--summary-json",
-        str(state_dir / "summary.json"),
-    ]
-    for item in sets:
-        args += ["--set", item]
+    args = manual_run_command(state_dir, *[part for item in sets for part in ("--set", item)])
     return subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", *args],
+        args,
         env=server.env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -64,7 +54,7 @@ def finish(process: subprocess.Popen, timeout: float = 300) -> str:
 
 def model_tags(state_dir: Path) -> dict[str, str]:
     workspace = LocalWorkspace(state_dir / "workspace")
-    versions = workspace._versions("tiny-phi3-chat-ultrachat-200k")
+    versions = workspace.registry.client.search_model_versions("name = 'tiny-phi3-chat-ultrachat-200k'")
     return dict(max(versions, key=lambda v: int(v.version)).tags)
 
 
@@ -136,16 +126,7 @@ def test_manual_without_a_server_is_refused_before_any_work(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["PREFECT_HOME"] = str(tmp_path / "home")
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flows.cli",
-            "run",
-            "--set",
-            f"workspace.state_dir={tmp_path}",
-            "--set",
-            "approval.policy=manual",
-        ],
+        manual_run_command(tmp_path),
         env=env,
         capture_output=True,
         text=True,

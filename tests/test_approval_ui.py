@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.prefect_server import manual_run_command
 from workspaces.local.workspace import LocalWorkspace
 
 pytestmark = pytest.mark.slow
@@ -44,18 +44,7 @@ def test_approve_in_the_prefect_ui_then_the_run_deploys(prefect_server, browser,
     OUTPUT.mkdir(exist_ok=True)
     summary_path = tmp_path / "summary.json"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "flows.cli",
-            "run",
-            "--set",
-            f"workspace.state_dir={tmp_path}",
-            "--set",
-            "approval.policy=manual",
-            "--summary-json",
-            str(summary_path),
-        ],
+        manual_run_command(tmp_path),
         env=prefect_server.env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
