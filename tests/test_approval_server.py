@@ -100,12 +100,11 @@ def test_invalid_input_is_refused_and_the_run_keeps_waiting(server, tmp_path):
 
     process = start_run(server, tmp_path)
     paused = server.wait_for_state("PAUSED", process=process)
-    os.environ["PREFECT_API_URL"] = server.api_url
-    try:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: server.api_url}):
         with pytest.raises(RuntimeError, match="Cannot resume"):  # the server checks the answer against Decision
             resume_flow_run(paused["id"], run_input={"approved": True, "approver": ""})
-    finally:
-        del os.environ["PREFECT_API_URL"]
     assert server.wait_for_state("PAUSED", flow_run_id=paused["id"], timeout_s=10)
     assert tunegate(server, "approve", paused["id"], "--approver", "carol").returncode == 0
     finish(process)
