@@ -42,7 +42,6 @@ class RunStopped(Exception):
 class RunState:
     """What this run created so far: what teardown has to take down."""
 
-    job: JobRef | None = None
     endpoint: str | None = None
     deployment: str | None = None
 
@@ -54,8 +53,9 @@ def endpoint_name_for(config: TunegateConfig, run_id: str) -> str:
     return config.endpoint.name
 
 
-def run_stages(config: TunegateConfig, workspace: Workspace, run_id: str, summary: RunSummary, state: RunState) -> None:
-    stages = Stages.with_retries(config.retries)
+def run_stages(
+    config: TunegateConfig, stages: Stages, workspace: Workspace, run_id: str, summary: RunSummary, state: RunState
+) -> None:
     store = RunStore(config.workspace.state_dir)
 
     sampled = stages.sample_data(config.data, str(store.data_dir(run_id)), str(store.datasets_dir))
@@ -70,21 +70,21 @@ def run_stages(config: TunegateConfig, workspace: Workspace, run_id: str, summar
     experiment = config.job.experiment_name or f"chat_completion_{foundation.name}"
     spec = finetune.build_spec(foundation, compute, data_ref, config.finetune, experiment)
     key = finetune.idempotency_key(run_id, foundation, data_ref, compute.name, spec.parameters)
-    state.job = stages.submit_finetune(workspace, spec, key)
-    summary.record_job(state.job, spec)
-    stages.wait_for_finetune(workspace, state.job, config.job)
+    job = stages.submit_finetune(workspace, spec, key)
+    summary.record_job(job, spec)
+    stages.wait_for_finetune(workspace, job, config.job)
 
-    gate = stages.check_metrics(workspace, state.job, config.gate, config.model.registered_name())
+    gate = stages.check_metrics(workspace, job, config.gate, config.model.registered_name())
     summary.record_gate(gate)
     if not gate.passed:
         raise RunStopped("gate_failed", "metric gate failed: " + "; ".join(gate.failures))
 
-    tags = register.lineage_tags(foundation, state.job, sampled.fingerprint, gate, run_id)
-    version = stages.register_model(workspace, state.job, config.model.registered_name(), tags)
+    tags = register.lineage_tags(foundation, job, sampled.fingerprint, gate, run_id)
+    version = stages.register_model(workspace, job, config.model.registered_name(), tags)
     summary.record_model(version)
 
     endpoint_name = endpoint_name_for(config, run_id)
-    decision = approval_decision(config, summary, version, foundation, gate, state.job, endpoint_name)
+    decision = approval_decision(config, summary, version, foundation, gate, job, endpoint_name)
     version = stages.record_decision(workspace, version, decision, gate)
     summary.record_decision(decision)
     if not decision.approved:
@@ -153,13 +153,14 @@ def approval_decision(
     )
 
 
-def run_teardown(config: TunegateConfig, workspace: Workspace, summary: RunSummary, state: RunState) -> None:
+def run_teardown(
+    config: TunegateConfig, stages: Stages, workspace: Workspace, summary: RunSummary, state: RunState
+) -> None:
     if state.endpoint is None:  # nothing was deployed: nothing to take down
         summary.record_teardown(TeardownResult(mode=config.teardown.mode, done=True, deleted=[]))
         return
     try:
-        teardown = Stages.with_retries(config.retries).teardown
-        summary.record_teardown(teardown(workspace, config.teardown.mode, state.endpoint, state.deployment))
+        summary.record_teardown(stages.teardown(workspace, config.teardown.mode, state.endpoint, state.deployment))
     except Exception as exc:  # noqa: BLE001 - a teardown failure is reported, and must not hide the run's own error
         summary.record_teardown_failure(config.teardown.mode, exc)
 
@@ -175,16 +176,16 @@ def _finish(config: TunegateConfig, summary: RunSummary, run_id: str, started: f
         get_run_logger().warning("could not create the run-summary artifact", exc_info=True)
 
 
-def config_of(parameters: dict) -> TunegateConfig:
-    """The config a run was started with: a profile file (+ overrides), or the form."""
-    if parameters.get("profile"):
-        return load_profile(parameters["profile"], parameters.get("overrides") or [])
-    return TunegateConfig.model_validate(parameters.get("config") or {})
+def resolve_config(config: TunegateConfig, profile: str | None, overrides: list[str] | None) -> TunegateConfig:
+    """The config a run uses: the profile file (+ overrides) when one is named, else the form."""
+    return load_profile(profile, overrides or []) if profile else config
 
 
 def _teardown_on_cancel(flow, flow_run_obj, state) -> None:
     """Runs in the runner when a deployed run is cancelled and its process killed: take down this run's endpoint."""
-    config = config_of(flow_run_obj.parameters or {})
+    parameters = flow_run_obj.parameters or {}
+    form = TunegateConfig.model_validate(parameters.get("config") or {})
+    config = resolve_config(form, parameters.get("profile"), parameters.get("overrides"))
     if config.teardown.mode == "ephemeral":
         take_down(open_workspace(config.workspace), "ephemeral", endpoint_name_for(config, str(flow_run_obj.id)))
 
@@ -200,8 +201,8 @@ def tunegate(
     `config` is the form; a deployment that tracks a profile file instead names it in `profile` (with `--set`-style
     `overrides`), and then `config` is not used.
     """
-    if profile:
-        config = load_profile(profile, overrides or [])
+    config = resolve_config(config, profile, overrides)
+    stages = Stages.with_retries(config.retries)
     started = time.monotonic()
     run_id = str(flow_run.id or "local")
     summary = RunSummary(flow_run_id=run_id, workspace=config.workspace.kind)
@@ -210,7 +211,7 @@ def tunegate(
     try:
         require_server_for_manual(config.approval)
         workspace = open_workspace(config.workspace)
-        run_stages(config, workspace, run_id, summary, state)
+        run_stages(config, stages, workspace, run_id, summary, state)
         summary.record_outcome("succeeded")
     except RunStopped as stop:
         summary.record_outcome(stop.status, str(stop))
@@ -221,6 +222,6 @@ def tunegate(
         raise
     finally:
         if workspace is not None:
-            run_teardown(config, workspace, summary, state)
+            run_teardown(config, stages, workspace, summary, state)
         _finish(config, summary, run_id, started)
     return summary

@@ -99,7 +99,7 @@ class AzureJobs:
             self.ml.jobs.begin_cancel(job.name)  # cancellation completes on Azure's side; status follows it
 
     def running(self, names: list[str]) -> list[str]:
-        return [name for name in names if (ref := self.get_job(name)) and not self.status(ref).state.terminal]
+        return [name for name in names if not self.status(JobRef(name=name)).state.terminal]
 
     def _mlflow_store(self) -> Any:
         """MLflow's REST store on the workspace's tracking server, authenticated with *our* credential.
