@@ -50,12 +50,42 @@ class ValidatedCompute(BaseModel):
     gpus_per_node: int
 
 
-def validate(compute: Compute, model: FoundationModel, skus: list[Sku]) -> ValidatedCompute:
+def allowed_sizes(computes_allow_list: list[str] | None, skus: list[Sku]) -> list[str]:
+    """Sizes a new cluster could have: the model's allow list, else the GPU sizes the region offers minus the
+    notebook's deny list."""
+    if computes_allow_list is not None:
+        return list(computes_allow_list)
+    return [sku.name for sku in skus if sku.gpus > 0 and sku.name.lower() not in UNSUPPORTED_GPU_VM_SIZES]
+
+
+def validate(
+    compute: Compute, model: FoundationModel, skus: list[Sku], configured_size: str | None = None
+) -> ValidatedCompute:
+    """The notebook's checks on the cluster as it is. A refusal names the cluster, its real size (an existing
+    cluster keeps its size, whatever compute.size says), why, the allowed sizes and the way out."""
     check_provisioning(compute)
-    check_size_allowed(compute.size, allow_list(model, FINETUNE_ALLOW_LIST))
-    return ValidatedCompute(
-        name=compute.name, size=compute.size, gpus_per_node=gpus_for_size(compute.size, skus, compute.name)
-    )
+    computes_allow_list = allow_list(model, FINETUNE_ALLOW_LIST)
+    try:
+        check_size_allowed(compute.size, computes_allow_list)
+        gpus = gpus_for_size(compute.size, skus, compute.name)
+    except ComputeRejected as why:
+        allowed = allowed_sizes(computes_allow_list, skus)
+        differs = (
+            f" (an existing cluster keeps its size: compute.size={configured_size} does not change it)"
+            if configured_size and configured_size.lower() != compute.size.lower()
+            else ""
+        )
+        raise ComputeRejected(
+            f"compute cluster '{compute.name}' is {compute.size}{differs} and cannot run this fine-tune: {why}. "
+            f"Allowed sizes: {', '.join(allowed) or 'none offered'}. Fix: use a new cluster of an allowed size, "
+            f"e.g. --set compute.name={compute.name}-{_slug(allowed[0]) if allowed else 'gpu'} "
+            f"--set compute.size={allowed[0] if allowed else '<allowed size>'}"
+        ) from None
+    return ValidatedCompute(name=compute.name, size=compute.size, gpus_per_node=gpus)
+
+
+def _slug(size: str) -> str:
+    return size.lower().removeprefix("standard_").replace("_", "-")[:16]
 
 
 @stage("validate compute")
@@ -71,4 +101,4 @@ def validate_compute(workspace: Workspace, settings: ComputeSettings, model: Fou
             idle_seconds_before_scaledown=settings.idle_seconds_before_scaledown,
         )
     )
-    return validate(compute, model, workspace.list_sizes())
+    return validate(compute, model, workspace.list_sizes(), configured_size=settings.size)

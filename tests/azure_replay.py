@@ -108,6 +108,9 @@ class FakeAzureML:
         self.endpoints: dict[str, dict] = {}
         self.deployments: dict[str, dict[str, dict]] = {}
         self.finetune_metrics = {"train_loss": 1.31, "eval_loss": 1.42, "loss": 1.25, "epoch": 3.0}
+        self.run_tree_shape = "nested"  # "flat": steps as direct children of the job's run (an older shape)
+        self.run_artifacts: dict[str, list[str]] = {}  # run id -> artifact paths (command jobs log their model)
+        self.run_errors: dict[str, str] = {}  # step name -> the error its run history reports
         self.component_spec = component_spec or FIXTURES / "chat_completion_pipeline.spec.yaml"
         self._routes()
 
@@ -179,7 +182,11 @@ class FakeAzureML:
                 rf"/subscriptions/{SUB}/providers/Microsoft.MachineLearningServices/locations/(?P<loc>[^/]+)/vmSizes",
                 self.vm_sizes,
             ),
+            ("GET", rf"{w}/jobs", self.job_list),
             ("GET", rf"{w}/jobs/(?P<name>[^/]+)", self.job_get),
+            ("GET", r"/discovery", self.workspace_discovery),
+            ("GET", rf"/history/v1\.0{w}/runs/(?P<run_id>[^/]+)/children", self.run_children),
+            ("GET", rf"/history/v1\.0{w}/runs/(?P<run_id>[^/]+)/details", self.run_details),
             ("PUT", rf"{w}/jobs/(?P<name>[^/]+)", self.job_put),
             ("POST", rf"{w}/jobs/(?P<name>[^/]+)/cancel", self.job_cancel),
             ("GET", rf"{w}/models/(?P<name>[^/]+)/versions", self.model_list),
@@ -426,8 +433,37 @@ class FakeAzureML:
         }
 
     # ------------------------------------------------------------------ MLflow (the workspace's tracking server)
-    def _run(self, run_id: str, name: str, parent: str | None, metrics: dict[str, float]) -> dict:
-        tags = [{"key": "mlflow.runName", "value": name}]
+    STEPS = (  # the registry pipeline component's steps, as its spec names them
+        "ft_nlp_common_validation",
+        "chat_completion_model_import",
+        "chat_completion_datapreprocess",
+        "chat_completion_finetune",
+        "ft_nlp_model_converter",
+    )
+
+    def run_tree(self, job: str) -> list[dict]:
+        """The runs of a pipeline job as Azure ML records them: the job's run, one run for the pipeline-component
+        node one level down, and the component's steps one level below that. Step metrics stay on the step's run.
+        `run_tree_shape = "flat"` keeps the older shape (steps as direct children of the job's run)."""
+        runs = [self._run(job, self.jobs.get(job, {}).get("properties", {}).get("displayName") or job, None, job, {})]
+        if self.finetune_mode(job) == "command":
+            runs[0] = self._run(job, job, None, job, self.finetune_metrics)
+            return runs
+        step_parent = job
+        if self.run_tree_shape == "nested":
+            node = f"{job}_node"
+            runs.append(self._run(node, "chat_completion_pipeline", job, job, {}))
+            step_parent = node
+        for step in self.STEPS:
+            metrics = self.finetune_metrics if step == "chat_completion_finetune" else {}
+            runs.append(self._run(f"{job}_{step}", step, step_parent, job, metrics))
+        return runs
+
+    def finetune_mode(self, job: str) -> str:
+        return "command" if self.jobs.get(job, {}).get("properties", {}).get("jobType") == "Command" else "pipeline"
+
+    def _run(self, run_id: str, name: str, parent: str | None, root: str, metrics: dict[str, float]) -> dict:
+        tags = [{"key": "mlflow.runName", "value": name}, {"key": "mlflow.rootRunId", "value": root}]
         if parent:
             tags += [{"key": "mlflow.parentRunId", "value": parent}, {"key": "azureml.nodeid", "value": name}]
         return {
@@ -440,7 +476,7 @@ class FakeAzureML:
                 "start_time": 1,
                 "end_time": 2,
                 "lifecycle_stage": "active",
-                "artifact_uri": "azureml://replay",
+                "artifact_uri": f"azureml://replay/{run_id}",
             },
             "data": {
                 "metrics": [{"key": k, "value": v, "timestamp": 1, "step": 0} for k, v in metrics.items()],
@@ -450,34 +486,107 @@ class FakeAzureML:
         }
 
     def mlflow(self, call, request) -> tuple[int, dict, str]:
-        """MLflow's REST API: the pipeline job is a run; its steps are child runs (the finetune step logs losses)."""
+        """MLflow's REST API on the workspace: runs/get, runs/search (filters on rootRunId or parentRunId, paged as
+        the server pages) and artifacts/list (what a command job's script logged)."""
         headers = {"Content-Type": "application/json"}
+        all_runs = [run for job in self.jobs for run in self.run_tree(job)]
         if call["path"].endswith("/runs/get"):
             run_id = call["query"]["run_id"][0]
-            if run_id not in self.jobs:
+            found = [run for run in all_runs if run["info"]["run_id"] == run_id]
+            if not found:
                 return (
                     404,
                     headers,
                     json.dumps({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"run {run_id} not found"}),
                 )
-            return 200, headers, json.dumps({"run": self._run(run_id, run_id, None, {})})
+            return 200, headers, json.dumps({"run": found[0]})
         if call["path"].endswith("/runs/search"):
-            parent = re.search(r"parentRunId = '([^']+)'", call["json"]["filter"]).group(1)
-            children = [
-                self._run(f"{parent}-validation", "ft_nlp_common_validation", parent, {}),
-                self._run(f"{parent}-finetune", "chat_completion_finetune", parent, self.finetune_metrics),
-            ]
-            return 200, headers, json.dumps({"runs": children})
+            query = call["json"]
+            match = re.fullmatch(r"tags\.mlflow\.(rootRunId|parentRunId) = '([^']+)'", query.get("filter", ""))
+            if not match:
+                return 400, headers, json.dumps({"error_code": "INVALID_PARAMETER_VALUE", "message": "bad filter"})
+            tag, value = f"mlflow.{match.group(1)}", match.group(2)
+            hits = [r for r in all_runs if {t["key"]: t["value"] for t in r["data"]["tags"]}.get(tag) == value]
+            page, start = int(query.get("max_results") or 1000), int(query.get("page_token") or 0)
+            answer: dict[str, Any] = {"runs": hits[start : start + page]}
+            if start + page < len(hits):
+                answer["next_page_token"] = str(start + page)
+            return 200, headers, json.dumps(answer)
+        if call["path"].endswith("/artifacts/list"):
+            run_id, path = call["query"]["run_id"][0], call["query"].get("path", [""])[0]
+            files = [f for f in self.run_artifacts.get(run_id, []) if f.startswith(path.rstrip("/") + "/")]
+            return (
+                200,
+                headers,
+                json.dumps(
+                    {
+                        "root_uri": f"azureml://replay/{run_id}",
+                        "files": [{"path": f, "is_dir": False, "file_size": 100} for f in files],
+                    }
+                ),
+            )
         raise AssertionError(f"the MLflow replay has no answer for {request.method} {request.url}")
 
+    # ------------------------------------------------------------------ run history (what jobs.stream reads)
+    def workspace_discovery(self, call):
+        return 200, {"api": REGISTRY_HOST, "history": REGISTRY_HOST, "studio": "https://ml.azure.com"}
+
+    def _history_run(self, run: dict) -> dict:
+        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+        run_id, step = run["info"]["run_id"], run["info"]["run_name"]
+        root = tags["mlflow.rootRunId"]
+        failed = root in self.jobs and self.jobs[root]["properties"]["status"] == "Failed"
+        under_failed = [s for s in self.run_errors if run_id == f"{root}_{s}" or run_id == f"{root}_node"]
+        status = "Failed" if failed and (run_id == root or under_failed) else "Completed"
+        body = {
+            "runId": run_id,
+            "rootRunId": root,
+            "parentRunId": tags.get("mlflow.parentRunId"),
+            "experimentId": "1",
+            "status": status,
+            "displayName": step,
+            "runType": "azureml.StepRun" if tags.get("mlflow.parentRunId") else "azureml.PipelineRun",
+            "tags": {},
+            "properties": {"azureml.nodeid": step},
+        }
+        if status == "Failed":
+            message = self.run_errors.get(step) or (
+                "Pipeline has failed child jobs. Failed nodes: /chat_completion_pipeline. "
+                "For more details and logs, please go to the job detail page and check the child jobs."
+            )
+            body["error"] = {"error": {"code": "UserError", "message": message}}
+        return body
+
+    def run_children(self, call, run_id):
+        tree = [run for job in self.jobs for run in self.run_tree(job)]
+        children = [
+            self._history_run(run)
+            for run in tree
+            if {t["key"]: t["value"] for t in run["data"]["tags"]}.get("mlflow.parentRunId") == run_id
+        ]
+        return 200, {"value": children}
+
+    def run_details(self, call, run_id):
+        tree = {run["info"]["run_id"]: run for job in self.jobs for run in self.run_tree(job)}
+        if run_id not in tree:
+            return 404, {"error": {"code": "UserError", "message": f"run {run_id} not found"}}
+        return 200, self._history_run(tree[run_id])
+
     # ------------------------------------------------------------------ jobs
-    def job_get(self, call, name):
-        if name not in self.jobs:
-            return 404, {"error": {"code": "UserError", "message": f"job {name} not found"}}
+    def job_list(self, call):
+        return 200, {"value": [self._job_now(name) for name in self.jobs]}
+
+    def _job_now(self, name: str) -> dict:
+        """The job as the service reports it now: each look moves it one step along its status sequence."""
         job = self.jobs[name]
         sequence = job["_statuses"]
         job["properties"]["status"] = sequence.pop(0) if len(sequence) > 1 else sequence[0]
-        return 200, {k: v for k, v in job.items() if not k.startswith("_")}
+        return {k: v for k, v in job.items() if not k.startswith("_")}
+
+    def job_get(self, call, name):
+        if name not in self.jobs:
+            return 404, {"error": {"code": "UserError", "message": f"job {name} not found"}}
+        return 200, self._job_now(name)
 
     def job_put(self, call, name):
         if name in self.jobs:  # a job is immutable once submitted (stricter than a PUT that updates tags)

@@ -94,7 +94,22 @@ def test_nc6_from_the_official_example_is_rejected_by_the_deny_list(tmp_path, wo
     replay.compute_size = "STANDARD_NC6"  # what Compute_get_AmlCompute returns
     state, summary = run(workspace, make_config(tmp_path, compute={"size": "Standard_NC24ads_A100_v4"}))
     assert state.is_failed()
-    assert "VM size STANDARD_NC6 is currently not supported for finetuning" in summary["error"]
+    error = summary["error"]
+    assert "compute cluster 'gpu-cluster' is STANDARD_NC6" in error
+    assert "compute.size=Standard_NC24ads_A100_v4 does not change it" in error
+    assert "VM size STANDARD_NC6 is currently not supported for finetuning" in error
+    assert "Allowed sizes: " in error and "Standard_NC24ads_A100_v4" in error.split("Allowed sizes: ")[1]
+    assert "--set compute.name=gpu-cluster-" in error and "--set compute.size=" in error
+
+
+def test_an_existing_cluster_outside_the_models_allow_list_names_the_allowed_sizes(tmp_path, workspace, replay):
+    replay.compute_size = "Standard_NC6s_v3"  # allowed for inference, not in the finetune allow list
+    state, summary = run(workspace, make_config(tmp_path, compute={"size": "Standard_NC24ads_A100_v4"}))
+    assert state.is_failed()
+    error = summary["error"]
+    assert "'gpu-cluster' is Standard_NC6s_v3" in error and "not in the allow-listed computes" in error
+    assert "Allowed sizes: Standard_NC24ads_A100_v4, Standard_NC48ads_A100_v4, Standard_ND96asr_v4" in error
+    assert "--set compute.size=Standard_NC24ads_A100_v4" in error
     assert not replay.requests("PUT", "/jobs/")
 
 

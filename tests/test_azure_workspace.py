@@ -18,7 +18,15 @@ from tests.azure_replay import ENDPOINT_KEY, RG, SUB, WS, FakeAzureML, FakeCrede
 from workspaces.azure.auth import make_credential
 from workspaces.azure.settings import AzureSettings
 from workspaces.azure.workspace import AzureWorkspace
-from workspaces.base import ComputeSpec, JobState, ModelVersion, NotFoundError, TransientWorkspaceError, WorkspaceError
+from workspaces.base import (
+    ComputeSpec,
+    JobState,
+    MetricsNotFound,
+    ModelVersion,
+    NotFoundError,
+    TransientWorkspaceError,
+    WorkspaceError,
+)
 
 SCORING_URI = "http://127.0.0.1:9/score"
 
@@ -104,7 +112,8 @@ def test_submit_wires_the_notebook_pipeline_and_uploads_data(workspace, replay, 
     assert inputs["apply_lora"] == "true" and inputs["num_train_epochs"] == "1"
     assert inputs["compute_finetune"] == "gpu-cluster" and inputs["train_file_path"].startswith("azureml://")
     assert node["componentId"].startswith("azureml://registries/azureml/components/chat_completion_pipeline")
-    assert props["outputs"]["trained_model"]["jobOutputType"] == "mlflow_model"
+    assert props["inputs"]["model_output"] == {"jobInputType": "literal", "value": "model_output"}
+    assert "--model_output_dir ${{inputs.model_output}}" in props["command"]
     assert sorted(Path(p).name for p in replay.uploads) == ["test_sft.jsonl", "train_sft.jsonl"]
 
 
@@ -136,11 +145,60 @@ def test_job_status_mapping_and_cancel(workspace, replay, job_spec):
     assert workspace.job_status(running).state is JobState.CANCELED
 
 
-def test_metrics_come_from_the_finetune_step_run(workspace, replay, job_spec):
+def test_metrics_come_from_the_finetune_step_in_the_nested_run_tree(workspace, replay, job_spec):
+    # job run -> chat_completion_pipeline node run -> step runs: the losses are only on chat_completion_finetune
     job = submit_or_reattach(workspace, job_spec, "k")
     assert workspace.job_metrics(job) == {"train_loss": 1.31, "eval_loss": 1.42, "loss": 1.25}
     search = replay.requests("POST", "/api/2.0/mlflow/runs/search")[0]
-    assert search["path"].startswith("/mlflow/v2.0/subscriptions/") and job.name in search["json"]["filter"]
+    assert search["path"].startswith("/mlflow/v2.0/subscriptions/")
+    assert search["json"]["filter"] == f"tags.mlflow.rootRunId = '{job.name}'"
+
+
+def test_metrics_from_the_older_flat_run_tree_and_across_pages(workspace, replay, job_spec):
+    replay.run_tree_shape = "flat"
+    job = submit_or_reattach(workspace, job_spec, "k")
+    original = FakeAzureML.STEPS
+    try:  # more step runs than one page holds: the finetune step is on the second page
+        FakeAzureML.STEPS = tuple(f"extra_step_{n}" for n in range(250)) + original
+        assert workspace.job_metrics(job)["eval_loss"] == 1.42
+    finally:
+        FakeAzureML.STEPS = original
+    assert len(replay.requests("POST", "/api/2.0/mlflow/runs/search")) == 2
+
+
+def test_missing_eval_metric_lists_the_runs_searched(workspace, replay, job_spec):
+    replay.finetune_metrics = {"loss": 1.2, "train_loss": 1.1}  # the trainer logged no evaluation
+    job = submit_or_reattach(workspace, job_spec, "k")
+    with pytest.raises(MetricsNotFound) as error:
+        workspace.job_metrics(job)
+    text = str(error.value)
+    assert "chat_completion_finetune" in text and "chat_completion_pipeline" in text and "train_loss" in text
+    assert "7 run(s)" in text and "rootRunId" in text
+
+
+def test_a_failed_job_says_why_in_the_services_words(workspace, replay, job_spec):
+    replay.job_status_sequence = ["Running", "Failed"]
+    replay.run_errors = {"chat_completion_finetune": "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate"}
+    job = submit_or_reattach(workspace, job_spec, "k")
+    workspace.job_status(job)
+    status = workspace.job_status(job)
+    assert status.state is JobState.FAILED
+    assert "chat_completion_finetune: UserError: torch.OutOfMemoryError: CUDA out of memory" in status.message
+    assert "Failed." in status.message and "JobStatus." not in status.message
+    assert f"https://ml.azure.com/runs/{job.name}" in status.message
+
+
+def test_inventory_lists_running_jobs_from_the_service(workspace, replay, job_spec):
+    replay.job_status_sequence = ["Running"]
+    left_by_a_crashed_run = submit_or_reattach(workspace, job_spec, "k")
+    credential = FakeCredential()
+    fresh = AzureWorkspace(  # another process: it never submitted anything
+        MLClient(credential, subscription_id=SUB, resource_group_name=RG, workspace_name=WS),
+        MLClient(credential, registry_name="azureml"),
+    )
+    assert fresh.inventory().running_jobs == (left_by_a_crashed_run.name,)
+    replay.jobs[left_by_a_crashed_run.name]["_statuses"] = ["Completed"]
+    assert fresh.inventory().running_jobs == ()
 
 
 def test_register_model_from_job_output_with_lineage(workspace, replay, job_spec):
@@ -247,7 +305,33 @@ def test_command_job_path_of_the_e2e_guide(replay, tmp_path, job_spec):
     assert props["jobType"] == "Command" and "${{inputs.train_file}}" in props["command"]
     assert props["environmentId"].endswith("/environments/phi-3-training-environment/versions/1")
     assert props["computeId"].endswith("/computes/gpu-cluster")
-    assert props["outputs"]["trained_model"]["jobOutputType"] == "mlflow_model"
+    assert props["inputs"]["model_output"] == {"jobInputType": "literal", "value": "model_output"}
+    assert "--model_output_dir ${{inputs.model_output}}" in props["command"]
     assert props["environmentVariables"]["TUNEGATE_NUM_TRAIN_EPOCHS"] == "1"
     assert any(path.endswith("/fine_tune.py") for path in replay.uploads)
     assert not replay.requests("GET", "/registries/azureml/components/")  # no registry pipeline on this path
+
+
+def test_command_job_registers_what_the_script_logged_and_refuses_an_empty_path(replay, tmp_path, job_spec):
+    code = tmp_path / "finetuning_dir"
+    code.mkdir()
+    (code / "fine_tune.py").write_text("print('your training script')\n")
+    credential = FakeCredential()
+    settings = AzureSettings(
+        finetune_mode="command", command_job={"code_dir": str(code), "environment": "phi-3-training-environment:1"}
+    )
+    workspace = AzureWorkspace(
+        MLClient(credential, subscription_id=SUB, resource_group_name=RG, workspace_name=WS),
+        MLClient(credential, registry_name="azureml"),
+        settings,
+    )
+    job = submit_or_reattach(workspace, job_spec, "command-key")
+    assert workspace.job_metrics(job)["eval_loss"] == 1.42  # the script's Trainer logs on the job's own run
+    with pytest.raises(WorkspaceError, match=r"logged no MLflow model under 'model_output'.*command_job.model_path"):
+        workspace.register_model(job, "phi-3-ft", {})
+    assert not replay.requests("PUT", "/models/phi-3-ft/versions/")  # nothing registered from an empty path
+    replay.run_artifacts[job.name] = ["model_output/MLmodel", "model_output/model/config.json"]
+    version = workspace.register_model(job, "phi-3-ft", {})
+    [put] = replay.requests("PUT", "/models/phi-3-ft/versions/")
+    assert put["json"]["properties"]["modelUri"] == f"azureml://jobs/{job.name}/outputs/artifacts/paths/model_output"
+    assert version.version == "1"

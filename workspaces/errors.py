@@ -21,3 +21,7 @@ class ConflictError(WorkspaceError):
 
 # HTTP answers that mean "try again later", whatever service gave them
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class MetricsNotFound(WorkspaceError):
+    """The job ended but its evaluation metric is nowhere in its runs; the message lists what was searched."""

@@ -19,6 +19,7 @@ from workspaces.base import (
     JobRef,
     JobState,
     JobStatus,
+    MetricsNotFound,
     NotFoundError,
     TransientWorkspaceError,
     WorkspaceError,
@@ -88,8 +89,33 @@ class AzureJobs:
         state = job_state(current.status)
         message = ""
         if state is JobState.FAILED:
-            message = f"Azure ML job {current.status}; details in Studio: {current.studio_url}"
+            message = f"{self.failure(job.name, _words(current.status))}\nDetails in Studio: {current.studio_url}"
         return JobStatus(state=state, message=message)
+
+    def failure(self, name: str, status: str) -> str:
+        """Why the job failed, in the service's own words: the error run history records on each failed step (what
+        `ml_client.jobs.stream` prints), found by walking the job's run tree; else the job run's own error."""
+        runs = self.ml.jobs._runs_operations  # run history, as jobs.stream reads it; the SDK has no public call
+        try:
+            failed_steps = self._failed_leaves(runs, name)
+            errors = [(step, _error_text(runs.get_run_details(run_id))) for step, run_id in failed_steps]
+            if not errors:
+                errors = [("job", _error_text(runs.get_run_details(name)))]
+        except Exception as exc:  # noqa: BLE001 - the failure itself must be reported even if its details are not
+            return f"Azure ML job {name} {status} (its error could not be read from run history: {exc})"
+        said = "; ".join(f"{step}: {text}" for step, text in errors)
+        return f"Azure ML job {name} {status}. {said}"
+
+    @staticmethod
+    def _failed_leaves(runs: Any, name: str, depth: int = 0) -> list[tuple[str, str]]:
+        """(step name, run id) of the deepest failed runs under `name` (pipeline node -> component steps)."""
+        found: list[tuple[str, str]] = []
+        for child in runs.get_run_children(name):
+            if child is None or str(getattr(child.status, "value", child.status)).lower() != "failed":
+                continue
+            deeper = AzureJobs._failed_leaves(runs, child.name, depth + 1) if depth < 3 else []
+            found.extend(deeper or [(child.display_name or child.name, child.name)])
+        return found
 
     def cancel(self, job: JobRef) -> None:
         current = get_or_none(f"job {job.name}", lambda: self.ml.jobs.get(job.name))
@@ -98,8 +124,16 @@ class AzureJobs:
         with translated(f"cancel job {job.name}"):
             self.ml.jobs.begin_cancel(job.name)  # cancellation completes on Azure's side; status follows it
 
-    def running(self, names: list[str]) -> list[str]:
-        return [name for name in names if not self.status(JobRef(name=name)).state.terminal]
+    def running(self) -> list[str]:
+        """Jobs tunegate submitted (tag created_by) that the service still runs: whoever submitted them, so a job
+        left by a crashed run is seen too."""
+        with translated("list jobs"):
+            jobs = list(self.ml.jobs.list())
+        return sorted(
+            job.name
+            for job in jobs
+            if (job.tags or {}).get("created_by") == CREATED_BY["created_by"] and not job_state(job.status).terminal
+        )
 
     def _mlflow_store(self) -> Any:
         """MLflow's REST store on the workspace's tracking server, authenticated with *our* credential.
@@ -124,36 +158,105 @@ class AzureJobs:
 
         return RestStore(host_creds)
 
+    def _run_tree(self, store: Any, name: str) -> list[Any]:
+        """Every MLflow run of the job: the job's run, the pipeline-component node's run, the component's steps."""
+        from mlflow.entities import ViewType
+
+        root = store.get_run(name)
+        runs, seen, token = [root], {root.info.run_id}, None
+        while True:
+            page = store.search_runs(
+                [root.info.experiment_id],
+                f"tags.mlflow.rootRunId = '{name}'",
+                run_view_type=ViewType.ALL,
+                max_results=200,
+                page_token=token,
+            )
+            runs += [run for run in page if run.info.run_id not in seen]
+            seen |= {run.info.run_id for run in page}
+            token = page.token
+            if not token:
+                return runs
+
     def metrics(self, job: JobRef) -> dict[str, float]:
-        """Train/eval loss of the pipeline's finetune step (HF Trainer keys): the pipeline job is an MLflow run,
-        its steps are child runs."""
+        """Train/eval loss (HF Trainer keys) from the run of the pipeline's finetune step, wherever it sits in the
+        job's run tree (Azure does not copy step metrics up to the job); a command job logs on its own run."""
         from mlflow.exceptions import MlflowException
 
-        store = self._mlflow_store()
         try:
-            parent = store.get_run(job.name)
-            children = store.search_runs(
-                [parent.info.experiment_id],
-                f"tags.mlflow.parentRunId = '{job.name}'",
-                run_view_type=1,
-                max_results=100,
-            )
+            runs = self._run_tree(self._mlflow_store(), job.name)
         except MlflowException as exc:
             if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
                 raise NotFoundError(f"no MLflow run for job {job.name}: {exc.message}") from exc
             code = getattr(exc, "get_http_status_code", lambda: 500)()
             error = TransientWorkspaceError if code in RETRYABLE_STATUS else WorkspaceError
             raise error(f"metrics of {job.name}: {exc.message}") from exc
-        runs = [parent, *children]
-        finetune = [
-            run
-            for run in runs
-            if "finetune" in (run.info.run_name or "").lower()
-            or "finetune" in run.data.tags.get("azureml.nodeid", "").lower()
-        ]
+        steps = sorted((run for run in runs if is_finetune_step(run)), key=lambda run: run.info.end_time or 0)
+        picked = steps or [run for run in runs if run.info.run_id == job.name]
         metrics: dict[str, float] = {}
-        for run in finetune or runs:
+        for run in picked:  # the latest finetune run wins (a retried step logs again)
             metrics.update({key: float(value) for key, value in run.data.metrics.items() if "loss" in key})
         if "train_loss" not in metrics and "loss" in metrics:
             metrics["train_loss"] = metrics["loss"]
+        if "eval_loss" not in metrics:
+            searched = "; ".join(
+                f"{run_name(run)} ({run.info.run_id}): {', '.join(sorted(run.data.metrics)) or 'no metrics'}"
+                for run in runs
+            )
+            raise MetricsNotFound(
+                f"no eval_loss in the runs of job {job.name}: searched {len(runs)} run(s) with "
+                f"tags.mlflow.rootRunId = '{job.name}', finetune step {'found' if steps else 'not found'}: {searched}"
+            )
         return metrics
+
+    def command_model_path(self, job: JobRef) -> str:
+        """Where a command job's script logged its model (the guide registers it from there), after checking that
+        an MLflow model (its MLmodel file) is there: an empty path registers nothing usable."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.service_pb2 import ListArtifacts
+        from mlflow.utils.proto_json_utils import message_to_json
+        from mlflow.utils.rest_utils import call_endpoint
+
+        path = self.settings.command_job.model_path.strip("./") or "model_output"
+        store = self._mlflow_store()
+        request = message_to_json(ListArtifacts(run_id=job.name, path=path))
+        try:
+            listed = call_endpoint(
+                store.get_host_creds(), "/api/2.0/mlflow/artifacts/list", "GET", request, ListArtifacts.Response()
+            )
+        except MlflowException as exc:
+            code = getattr(exc, "get_http_status_code", lambda: 500)()
+            error = TransientWorkspaceError if code in RETRYABLE_STATUS else WorkspaceError
+            raise error(f"artifacts of job {job.name}: {exc.message}") from exc
+        files = [entry.path for entry in listed.files]
+        if not any(name.rsplit("/", 1)[-1] == "MLmodel" for name in files):
+            raise WorkspaceError(
+                f"job {job.name} logged no MLflow model under '{path}' (command_job.model_path); found "
+                f"{files[:10] or 'nothing'}. The training script must log it there, as the guide's fine_tune.py does: "
+                f"mlflow.transformers.log_model(..., artifact_path='{path}'), or set command_job.model_path to where "
+                "it logs"
+            )
+        return f"azureml://jobs/{job.name}/outputs/artifacts/paths/{path}"
+
+
+FINETUNE_STEP = re.compile(r"(^|_)finetune$")  # chat_completion_finetune, text_generation_finetune, finetune
+
+
+def run_name(run: Any) -> str:
+    return run.data.tags.get("azureml.nodeid") or run.info.run_name or run.data.tags.get("mlflow.runName", "")
+
+
+def is_finetune_step(run: Any) -> bool:
+    names = {run.info.run_name or "", run.data.tags.get("azureml.nodeid", ""), run.data.tags.get("mlflow.runName", "")}
+    return bool(run.data.tags.get("mlflow.parentRunId")) and any(FINETUNE_STEP.search(n.lower()) for n in names)
+
+
+def _words(status: Any) -> str:
+    return str(getattr(status, "value", status) or "unknown")
+
+
+def _error_text(details: Any) -> str:
+    error = getattr(getattr(details, "error", None), "error", None)
+    if error is None:
+        return "no error recorded on the run; see its logs"
+    return f"{error.code or 'Error'}: {error.message}" if error.message else str(error.code)

@@ -8,8 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from azure.ai.ml import Input, Output, command
-from azure.ai.ml.constants import AssetTypes
+from azure.ai.ml import Input, command
 from azure.ai.ml.dsl import pipeline
 
 from workspaces.azure.settings import CommandJobSettings
@@ -126,7 +125,8 @@ def build_pipeline_job(component: Any, spec: FinetuneSpec, job_name: str) -> Any
 
 
 def build_command_job(settings: CommandJobSettings, spec: FinetuneSpec, job_name: str, environment: Any) -> Any:
-    """Seed 004: your training script, your environment, your compute; output registered like the pipeline's."""
+    """Seed 004: your training script, your environment, your compute. The script logs its model as a run
+    artifact under `model_path`; that is what gets registered."""
     job = command(
         code=settings.code_dir,
         command=settings.command,
@@ -135,8 +135,8 @@ def build_command_job(settings: CommandJobSettings, spec: FinetuneSpec, job_name
         inputs={
             "train_file": Input(type="uri_file", path=spec.data.train),
             "eval_file": Input(type="uri_file", path=spec.data.test),
+            "model_output": settings.model_path,  # as the guide: a path the script logs its model under
         },
-        outputs={"trained_model": Output(type=AssetTypes.MLFLOW_MODEL)},
         display_name=spec.display_name,
         experiment_name=spec.experiment_name,
         environment_variables={f"TUNEGATE_{k.upper()}": str(v) for k, v in spec.parameters.items()},

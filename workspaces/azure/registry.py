@@ -41,9 +41,10 @@ class AzureRegistry:
         found = [model for model in self._versions(name) if (model.tags or {}).get(JOB_TAG) == job.name]
         return as_version(min(found, key=lambda model: str(model.version))) if found else None
 
-    def register_model(self, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion:
+    def register_model(self, job: JobRef, name: str, tags: dict[str, str], path: str | None = None) -> ModelVersion:
+        """From the pipeline's `trained_model` output (the notebook), or from `path` (a command job's artifacts)."""
         model = Model(
-            path=f"azureml://jobs/{job.name}/outputs/trained_model",
+            path=path or f"azureml://jobs/{job.name}/outputs/trained_model",
             type=AssetTypes.MLFLOW_MODEL,
             name=name,
             # no version: the SDK asks the registry for the container's next integer (a seconds timestamp, as

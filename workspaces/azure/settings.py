@@ -17,9 +17,16 @@ class CommandJobSettings(BaseModel):
     )
     command: str = Field(
         "python fine_tune.py --train-file ${{inputs.train_file}} --eval-file ${{inputs.eval_file}} "
-        "--model_output_dir ${{outputs.trained_model}}",
-        description="Command line; ${{inputs.train_file}}, ${{inputs.eval_file}} and ${{outputs.trained_model}} "
-        "are bound.",
+        "--model_output_dir ${{inputs.model_output}}",
+        description="Command line (the guide's); ${{inputs.train_file}}, ${{inputs.eval_file}} and "
+        "${{inputs.model_output}} (= model_path) are bound.",
+    )
+    model_path: str = Field(
+        "model_output",
+        pattern=r"^[A-Za-z0-9_.-][A-Za-z0-9_./-]*$",
+        description="Where the script logs its MLflow model among the job's run artifacts (the guide's "
+        "mlflow.transformers.log_model(artifact_path='./model_output')); registered from "
+        "azureml://jobs/<job>/outputs/artifacts/paths/<model_path>.",
     )
     environment: str = Field(
         "phi-3-training-environment@latest", description="Registered environment name@label or name:version."

@@ -26,7 +26,7 @@ from workspaces.azure.endpoints import AzureEndpoints
 from workspaces.azure.jobs import AzureJobs
 from workspaces.azure.registry import AzureRegistry
 from workspaces.azure.settings import AzureSettings
-from workspaces.base import Compute, ComputeSpec, DataRef, FinetuneSpec, Inventory, JobRef, Sku
+from workspaces.base import Compute, ComputeSpec, DataRef, Inventory, JobRef, ModelVersion, Sku
 
 
 class AzureWorkspace(AssembledWorkspace):
@@ -45,7 +45,6 @@ class AzureWorkspace(AssembledWorkspace):
         self.registry = AzureRegistry(workspace_client, registry_client)
         self.jobs = AzureJobs(workspace_client, registry_client, self.settings, credential)
         self.endpoints = AzureEndpoints(workspace_client, self.settings)
-        self._submitted: list[str] = []
 
     @classmethod
     def from_settings(cls, workspace: Any) -> AzureWorkspace:
@@ -66,10 +65,10 @@ class AzureWorkspace(AssembledWorkspace):
         # so an identical sample is stored once; the fingerprint goes on the model as a lineage tag.
         return DataRef(train=str(train.resolve()), test=str(test.resolve()), fingerprint=fingerprint)
 
-    def submit_finetune(self, spec: FinetuneSpec, name: str, idempotency_key: str) -> JobRef:
-        job = self.jobs.submit(spec, name, idempotency_key)
-        self._submitted.append(job.name)
-        return job
+    def register_model(self, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion:
+        # a command job's model is where its script logged it (checked non-empty first), not a job output
+        path = self.jobs.command_model_path(job) if self.settings.finetune_mode == "command" else None
+        return self.registry.register_model(job, name, tags, path=path)
 
     def inventory(self) -> Inventory:
         endpoints = {
@@ -77,4 +76,4 @@ class AzureWorkspace(AssembledWorkspace):
             for name in self.endpoints.created_by_tunegate()
             if (found := self.endpoints.get(name))
         }
-        return Inventory(endpoints=endpoints, running_jobs=tuple(self.jobs.running(self._submitted)))
+        return Inventory(endpoints=endpoints, running_jobs=tuple(self.jobs.running()))
