@@ -8,10 +8,10 @@ from pydantic import BaseModel, Field
 
 from tasks.approval import ApprovalRecord
 from tasks.data import SampledData
-from tasks.deploy import SmokeResult
+from tasks.deploy import ServingState, SmokeResult
 from tasks.metrics import GateResult
 from tasks.teardown import TeardownResult
-from workspaces.base import Endpoint, FinetuneSpec, FoundationModel, JobRef, ModelVersion
+from workspaces.base import FinetuneSpec, FoundationModel, JobRef, ModelVersion
 
 
 class DataSummary(BaseModel):
@@ -39,8 +39,10 @@ class ApprovalSummary(BaseModel):
 
 class EndpointSummary(BaseModel):
     name: str | None = None
-    deployment: str | None = None
-    traffic: dict[str, int] = Field(default_factory=dict)
+    deployment: str | None = None  # the candidate's deployment (None once rolled back)
+    traffic: dict[str, int] = Field(default_factory=dict)  # read back from the workspace
+    models: dict[str, str] = Field(default_factory=dict)  # deployment -> "name:version", read back
+    live: list[str] = Field(default_factory=list)  # model versions that take traffic, read back
 
 
 class SmokeSummary(BaseModel):
@@ -112,9 +114,11 @@ class RunSummary(BaseModel):
     def record_rollback(self) -> None:
         self.endpoint.deployment = None
 
-    def record_endpoint(self, endpoint: Endpoint | None) -> None:
+    def record_endpoint(self, serving: ServingState | None) -> None:
         """What the workspace says serves, read back after promotion (not what the run meant to do)."""
-        self.endpoint.traffic = dict(endpoint.traffic) if endpoint else {}
+        self.endpoint.traffic = dict(serving.traffic) if serving else {}
+        self.endpoint.models = dict(serving.models) if serving else {}
+        self.endpoint.live = serving.live if serving else []
 
     def record_teardown(self, result: TeardownResult) -> None:
         self.teardown = TeardownSummary(mode=result.mode, done=result.done, deleted=list(result.deleted))
@@ -141,7 +145,8 @@ class RunSummary(BaseModel):
             f"- model: {self.model.name}:{self.model.version} (from {self.model.foundation})\n"
             f"- job: {self.job.name} {self.job.url or ''}\n"
             f"- approval: {self.approval.decision} by {self.approval.approver}\n"
-            f"- endpoint: {self.endpoint.name} / {self.endpoint.deployment} traffic {self.endpoint.traffic}\n"
+            f"- endpoint: {self.endpoint.name} / {self.endpoint.deployment} traffic {self.endpoint.traffic} "
+            f"serving {self.endpoint.live or 'nothing'}\n"
             f"- smoke: ok={self.smoke.ok} latency_ms={self.smoke.latency_ms} {self.smoke.error or ''}\n"
             f"- teardown: {self.teardown.mode} done={self.teardown.done} deleted={self.teardown.deleted}\n"
             + (f"- error: {self.error}\n" if self.error else "")

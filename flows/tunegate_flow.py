@@ -24,9 +24,9 @@ from flows.stages import Stages
 from flows.summary import RunSummary
 from tasks import approval, finetune, register
 from tasks.approval import ApprovalRecord, require_server_for_manual
-from tasks.metrics import GateResult
+from tasks.metrics import GateResult, model_id
 from tasks.teardown import TeardownResult, take_down
-from workspaces.base import FoundationModel, JobRef, ModelVersion, Workspace
+from workspaces.base import FoundationModel, JobRef, ModelVersion, Workspace, WorkspaceError
 from workspaces.factory import open_workspace
 
 
@@ -68,19 +68,31 @@ def run_stages(
 
     data_ref = stages.upload_data(workspace, sampled.files["train_sft"], sampled.files["test_sft"], sampled.fingerprint)
     experiment = config.job.experiment_name or f"chat_completion_{foundation.name}"
-    spec = finetune.build_spec(foundation, compute, data_ref, config.finetune, experiment)
-    key = finetune.idempotency_key(run_id, foundation, data_ref, compute.name, spec.parameters)
+    registered_name = config.model.registered_name()
+    # the champion of now rides along with the job, which evaluates it on the same split where the workspace can
+    compare_with, _ = read_champion(stages, workspace, registered_name)
+    spec = finetune.build_spec(foundation, compute, data_ref, config.finetune, experiment, compare_with)
+    key = finetune.idempotency_key(run_id, foundation, data_ref, compute.name, spec.parameters, compare_with)
     job = stages.submit_finetune(workspace, spec, key)
     summary.record_job(job, spec)
     stages.wait_for_finetune(workspace, job, config.job)
 
-    gate = stages.check_metrics(workspace, job, config.gate, config.model.registered_name())
+    champion, champion_error = read_champion(stages, workspace, registered_name)  # it may have changed meanwhile
+    gate = stages.check_metrics(
+        workspace,
+        job,
+        config.gate,
+        champion,
+        champion_error=champion_error,
+        eval_fingerprint=sampled.eval_fingerprint,
+        evaluated_champion=model_id(compare_with),
+    )
     summary.record_gate(gate)
     if not gate.passed:
         raise RunStopped("gate_failed", "metric gate failed: " + "; ".join(gate.failures))
 
-    tags = register.lineage_tags(foundation, job, sampled.fingerprint, gate, run_id)
-    version = stages.register_model(workspace, job, config.model.registered_name(), tags)
+    tags = register.lineage_tags(foundation, job, sampled.fingerprint, gate, run_id, sampled.eval_fingerprint)
+    version = stages.register_model(workspace, job, registered_name, tags)
     summary.record_model(version)
 
     endpoint_name = endpoint_name_for(config, run_id)
@@ -113,6 +125,16 @@ def run_stages(
         "%s now takes 100%% of %s; retired %s", deployed.deployment, endpoint_name, retired or "nothing"
     )
     summary.record_endpoint(stages.read_endpoint(workspace, endpoint_name))
+
+
+def read_champion(stages: Stages, workspace: Workspace, name: str) -> tuple[ModelVersion | None, str | None]:
+    """(champion, None), or (None, why) when it could not be read after the stage's retries: the gate fails closed
+    on that; never mistaken for "no champion"."""
+    try:
+        return stages.read_champion(workspace, name), None
+    except WorkspaceError as exc:
+        get_run_logger().warning("could not read the champion of %s: %s", name, exc)
+        return None, f"{type(exc).__name__}: {exc}"
 
 
 def approval_decision(

@@ -89,7 +89,7 @@ def policy_decision(settings: ApprovalSettings, gate: GateResult) -> ApprovalRec
         )
     if settings.policy == "auto-if-better":
         candidate = gate.metrics.get(EVAL_LOSS)
-        if gate.champion is None:
+        if gate.comparison == "no-champion":
             return ApprovalRecord(
                 approved=True,
                 approver="policy:auto-if-better",
@@ -97,8 +97,10 @@ def policy_decision(settings: ApprovalSettings, gate: GateResult) -> ApprovalRec
                 comment="no champion yet; the gate passed",
                 decided_at=now_iso(),
             )
+        # a champion measured on other data says nothing about which is better: a person decides
         if (
-            gate.champion_eval_loss is not None
+            gate.comparable
+            and gate.champion_eval_loss is not None
             and candidate is not None
             and candidate < gate.champion_eval_loss - settings.margin
         ):
@@ -107,8 +109,8 @@ def policy_decision(settings: ApprovalSettings, gate: GateResult) -> ApprovalRec
                 approver="policy:auto-if-better",
                 policy="auto-if-better",
                 decided_at=now_iso(),
-                comment=f"eval_loss {candidate:.4f} beats champion {gate.champion} ({gate.champion_eval_loss:.4f}) "
-                f"by more than the margin {settings.margin}",
+                comment=f"eval_loss {candidate:.4f} beats champion {gate.champion} ({gate.champion_eval_loss:.4f}, "
+                f"{gate.comparison}) by more than the margin {settings.margin}",
             )
     return None
 

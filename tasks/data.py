@@ -104,10 +104,14 @@ class SampledData(BaseModel):
     rows: dict[str, int]
     invalid: dict[str, dict[str, int]]
     fingerprint: str
+    eval_fingerprint: str = ""  # of test_sft alone: two models' eval losses compare only on the same eval rows
 
     @property
     def dropped(self) -> int:
         return sum(sum(reasons.values()) for reasons in self.invalid.values())
+
+
+EVAL_FILE = "test_sft.jsonl"  # what the fine-tune job evaluates on
 
 
 def sample_to_directory(settings: DataSettings, out_dir: Path, cache_dir: Path) -> SampledData:
@@ -130,7 +134,14 @@ def sample_to_directory(settings: DataSettings, out_dir: Path, cache_dir: Path) 
         invalid[split] = sample.invalid
     data_fingerprint = fingerprint(contents)
     files = write_sample(out_dir, contents, data_fingerprint)
-    return SampledData(directory=str(out_dir), files=files, rows=rows, invalid=invalid, fingerprint=data_fingerprint)
+    return SampledData(
+        directory=str(out_dir),
+        files=files,
+        rows=rows,
+        invalid=invalid,
+        fingerprint=data_fingerprint,
+        eval_fingerprint=fingerprint({EVAL_FILE: contents[EVAL_FILE]}),
+    )
 
 
 @stage("sample data")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from itertools import islice
 
@@ -14,17 +15,30 @@ from tasks.approval import is_approved
 from tasks.errors import stage
 from tasks.model import INFERENCE_ALLOW_LIST, allow_list
 from tasks.settings import EndpointSettings, SmokeSettings
-from workspaces.base import Endpoint, FoundationModel, ModelVersion, ScoringRequest, Workspace
+from workspaces.base import FoundationModel, ModelVersion, ScoringRequest, Workspace, WorkspaceError
 
 
 class DeploymentRefused(ValueError):
     """Deploy was asked for something it must not do."""
 
 
-def deployment_name(prefix: str, version: str) -> str:
-    # Azure: 3-32 chars, letters, digits and dashes, starting with a letter
-    name = re.sub(r"[^a-z0-9-]", "-", f"{prefix}{version}".lower())[:32]
-    return name if len(name) >= 3 else f"{name}-dep"
+MAX_DEPLOYMENT_NAME = 32  # Azure: 3-32 chars, letters, digits and dashes, starting with a letter
+
+
+def deployment_name(prefix: str, model: ModelVersion) -> str:
+    """One name per model name and version, the same every time: `<prefix><model>-<version>`; a model name too long
+    for Azure's 32 characters is cut and followed by a hash of the whole name, so two long names never meet."""
+    slug = re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", model.name.lower())).strip("-") or "model"
+    version = re.sub(r"[^a-z0-9]", "", model.version.lower()) or "0"
+    name = f"{prefix}{slug}-{version}"
+    if len(name) > MAX_DEPLOYMENT_NAME:
+        digest = hashlib.sha256(model.name.encode()).hexdigest()[:6]
+        room = MAX_DEPLOYMENT_NAME - len(prefix) - len(digest) - len(version) - 2
+        if room < 1:  # a version too long to keep whole: hash name and version together
+            digest = hashlib.sha256(f"{model.name}:{model.version}".encode()).hexdigest()[:12]
+            return f"{prefix}{slug[: MAX_DEPLOYMENT_NAME - len(prefix) - len(digest) - 1].strip('-')}-{digest}"
+        name = f"{prefix}{slug[:room].strip('-')}-{digest}-{version}"
+    return name if name[0].isalpha() else f"d{name}"[:MAX_DEPLOYMENT_NAME]
 
 
 def check_instance_type(instance_type: str, inference_allow_list: list[str] | None) -> None:
@@ -60,8 +74,16 @@ def deploy_candidate(
     endpoint = workspace.ensure_endpoint(
         endpoint_name, description=f"Online endpoint for {model.name}, fine tuned by tunegate", ephemeral=ephemeral
     )
-    name = deployment_name(settings.deployment_prefix, model.version)
-    if name not in endpoint.deployments:  # a retried task finds the deployment it already made
+    name = deployment_name(settings.deployment_prefix, model)
+    wanted = f"{model.name}:{model.version}"
+    if name in endpoint.deployments:  # a retried task finds the deployment it made: only if it serves this model
+        existing = workspace.get_deployment(endpoint_name, name)
+        if existing is None or existing.model != wanted:
+            raise DeploymentRefused(
+                f"deployment {endpoint_name}/{name} exists and serves {existing.model if existing else 'unknown'}, "
+                f"not {wanted}; not smoke-testing or promoting another model under its name"
+            )
+    else:
         workspace.create_deployment(endpoint_name, name, model, settings.instance_type, settings.instance_count)
     previous = {dep: pct for dep, pct in endpoint.traffic.items() if dep != name}
     workspace.set_traffic(endpoint_name, {**previous, name: 0})
@@ -117,28 +139,67 @@ def smoke_invoke(
     return SmokeResult(ok=True, latency_ms=round(worst, 1), requests=len(latencies), sample_output=(output or "")[:200])
 
 
+class ServingState(BaseModel):
+    """An endpoint as the workspace reports it: each deployment's model version and traffic share."""
+
+    name: str
+    traffic: dict[str, int]
+    models: dict[str, str]  # deployment -> "name:version"
+
+    @property
+    def live(self) -> list[str]:
+        """Model versions of the deployments that take traffic."""
+        return [self.models.get(name, "?") for name, pct in sorted(self.traffic.items()) if pct > 0]
+
+
+def serving_state(workspace: Workspace, endpoint_name: str) -> ServingState | None:
+    endpoint = workspace.get_endpoint(endpoint_name)
+    if endpoint is None:
+        return None
+    models = {}
+    for name in endpoint.deployments:
+        deployment = workspace.get_deployment(endpoint_name, name)
+        models[name] = deployment.model if deployment else "?"
+    return ServingState(name=endpoint_name, traffic=dict(endpoint.traffic), models=models)
+
+
 @stage("promote")
 def promote(workspace: Workspace, deployed: DeployResult, model: ModelVersion, set_champion: bool) -> list[str]:
-    """All traffic to the new deployment; retire the old ones. Returns the retired deployment names."""
+    """All traffic to the new deployment in one update (never a moment with no deployment taking traffic), retire
+    the old ones, and check what now serves is this model before it becomes champion. Returns the retired names."""
     workspace.set_traffic(deployed.endpoint, {deployed.deployment: 100})
     endpoint = workspace.get_endpoint(deployed.endpoint)
     retired = [name for name in (endpoint.deployments if endpoint else ()) if name != deployed.deployment]
     for name in retired:
         workspace.delete_deployment(deployed.endpoint, name)
+    serving = serving_state(workspace, deployed.endpoint)
+    wanted = f"{model.name}:{model.version}"
+    if serving is None or serving.live != [wanted]:
+        raise WorkspaceError(
+            f"after promotion {deployed.endpoint} serves {serving.live if serving else 'nothing'}, not {wanted}"
+        )
     if set_champion:
         workspace.set_champion(model, model.name)
     return retired
 
 
 @stage("read endpoint")
-def read_endpoint(workspace: Workspace, name: str) -> Endpoint | None:
+def read_endpoint(workspace: Workspace, name: str) -> ServingState | None:
     """The endpoint as the workspace reports it (what serves), for the run summary."""
-    return workspace.get_endpoint(name)
+    return serving_state(workspace, name)
 
 
 @stage("roll back")
 def roll_back(workspace: Workspace, deployed: DeployResult) -> None:
-    """Delete the new deployment; live traffic was never moved, so it stays where it was."""
+    """Delete the new deployment; live traffic was never moved, so it stays where it was. A deployment that takes
+    traffic is never the one to roll back: refuse rather than take down what serves."""
     endpoint = workspace.get_endpoint(deployed.endpoint)
-    if endpoint and deployed.deployment in endpoint.deployments:
-        workspace.delete_deployment(deployed.endpoint, deployed.deployment)
+    if endpoint is None or deployed.deployment not in endpoint.deployments:
+        return
+    share = endpoint.traffic.get(deployed.deployment, 0)
+    if share > 0:
+        raise DeploymentRefused(
+            f"not rolling back {deployed.endpoint}/{deployed.deployment}: it takes {share}% of traffic "
+            f"({endpoint.traffic}); the candidate must never be what serves"
+        )
+    workspace.delete_deployment(deployed.endpoint, deployed.deployment)

@@ -25,6 +25,7 @@ from workspaces.base import (
     JobRef,
     JobState,
     JobStatus,
+    ModelVersion,
     Workspace,
     WorkspaceError,
     parameter_bool,
@@ -76,10 +77,25 @@ def pipeline_display_name(model_name: str, params: Params, gpus_per_node: int) -
     return f"{model_name}-ultrachat-bs{batch_size}-{scheduler}-{ds}-{lora}-save_limit{save_limit}-seqlen{seq_len}"
 
 
-def idempotency_key(flow_run_id: str, model: FoundationModel, data: DataRef, compute: str, params: Params) -> str:
+def idempotency_key(
+    flow_run_id: str,
+    model: FoundationModel,
+    data: DataRef,
+    compute: str,
+    params: Params,
+    compare_with: ModelVersion | None = None,
+) -> str:
     """Same run, same inputs -> same key: a retried task or a resumed run finds its job instead of paying twice."""
+    compared = f"{compare_with.name}:{compare_with.version}" if compare_with else None
     payload = json.dumps(
-        {"run": flow_run_id, "model": model.id, "data": data.fingerprint, "compute": compute, "params": params},
+        {
+            "run": flow_run_id,
+            "model": model.id,
+            "data": data.fingerprint,
+            "compute": compute,
+            "params": params,
+            "compare_with": compared,
+        },
         sort_keys=True,
         default=str,
     )
@@ -87,7 +103,12 @@ def idempotency_key(flow_run_id: str, model: FoundationModel, data: DataRef, com
 
 
 def build_spec(
-    model: FoundationModel, compute: ValidatedCompute, data: DataRef, settings: FinetuneSettings, experiment_name: str
+    model: FoundationModel,
+    compute: ValidatedCompute,
+    data: DataRef,
+    settings: FinetuneSettings,
+    experiment_name: str,
+    compare_with: ModelVersion | None = None,
 ) -> FinetuneSpec:
     params = merge_finetune_parameters(settings, model_specific_defaults(model))
     return FinetuneSpec(
@@ -98,6 +119,7 @@ def build_spec(
         parameters=params,
         display_name=pipeline_display_name(model.name, params, compute.gpus_per_node),
         experiment_name=experiment_name,
+        compare_with=compare_with,
     )
 
 

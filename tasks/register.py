@@ -9,16 +9,22 @@ from __future__ import annotations
 from prefect.logging import get_run_logger
 
 from tasks.errors import stage
-from tasks.metrics import GateResult
+from tasks.metrics import EVAL_FINGERPRINT, GateResult
 from workspaces.base import FoundationModel, JobRef, ModelVersion, Workspace
 
 
 def lineage_tags(
-    foundation: FoundationModel, job: JobRef, fingerprint: str, gate: GateResult, flow_run_id: str
+    foundation: FoundationModel,
+    job: JobRef,
+    fingerprint: str,
+    gate: GateResult,
+    flow_run_id: str,
+    eval_fingerprint: str = "",
 ) -> dict[str, str]:
     tags = {
         "foundation_model": foundation.id,
         "data_fingerprint": fingerprint,
+        EVAL_FINGERPRINT: eval_fingerprint,  # what eval_loss was measured on: a later gate compares only on it
         "finetune_job": job.name,
         "flow_run_id": flow_run_id,
         "gate": "passed" if gate.passed else "failed",

@@ -135,7 +135,9 @@ class EndpointSettings(_Section):
     instance_type: str = Field("local-cpu", description="Must be in the model's inference_compute_allow_list.")
     instance_count: int = Field(1, ge=1)
     deployment_prefix: str = Field(
-        "ft-", pattern=r"^[a-z][a-z0-9-]{0,15}$", description="Deployment name = prefix + model version."
+        "ft-",
+        pattern=r"^[a-z][a-z0-9-]{0,15}$",
+        description="Deployment name = prefix + model name + version (one per model version, at most 32 chars).",
     )
 
 

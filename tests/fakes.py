@@ -125,6 +125,8 @@ class FakeWorkspace:
         self.endpoints: dict[str, dict] = {}  # name -> {"deployments": {name: Deployment}, "traffic": {}}
         self.deleted: list[str] = []
         self.unknown_models = {"no-such-model"}
+        self.evaluates_champion = True  # False: like Azure's pipeline, the job cannot evaluate the champion
+        self.champion_on_this_split: float | None = None
 
     def _enter(self, method: str) -> None:
         self.calls.append(method)
@@ -199,8 +201,17 @@ class FakeWorkspace:
             record["canceled"] = True
 
     def job_metrics(self, job: JobRef) -> dict[str, float]:
+        """The configured metrics; when the job was asked to evaluate the champion too (and this fake plays a
+        workspace that can), its loss on the job's split: `champion_on_this_split`, else its recorded one."""
         self._enter("job_metrics")
-        return dict(self.metrics)
+        metrics = dict(self.metrics)
+        compared = self.jobs[job.name]["spec"].compare_with if job.name in self.jobs else None
+        if compared is not None and self.evaluates_champion:
+            recorded = compared.tags.get("eval_loss")
+            value = self.champion_on_this_split if self.champion_on_this_split is not None else recorded
+            if value is not None:
+                metrics["champion_eval_loss"] = float(value)
+        return metrics
 
     # registry ------------------------------------------------------------
     def find_model_version(self, name: str, job: JobRef) -> ModelVersion | None:
@@ -258,6 +269,10 @@ class FakeWorkspace:
         )
         self.endpoints[endpoint]["deployments"][name] = deployment
         return deployment
+
+    def get_deployment(self, endpoint: str, name: str) -> Deployment | None:
+        self._enter("get_deployment")
+        return self.endpoints.get(endpoint, {}).get("deployments", {}).get(name)
 
     def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> Endpoint:
         self._enter("set_traffic")

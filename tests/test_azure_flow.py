@@ -11,9 +11,11 @@ from azure.ai.ml import MLClient
 
 from flows.params import config_from_dict
 from flows.tunegate_flow import tunegate
+from tasks.deploy import deployment_name
 from tests.azure_replay import ENDPOINT_KEY, RG, SUB, WS, FakeAzureML, FakeCredential
 from tests.fakes import ScoringServer
 from workspaces.azure.workspace import AzureWorkspace
+from workspaces.base import ModelVersion
 from workspaces.factory import use_workspace
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -131,7 +133,10 @@ def test_smoke_failure_rolls_back_and_keeps_the_live_deployment(tmp_path, worksp
     scoring.mode = "error"
     state, second = run(workspace, config)
     assert state.is_failed() and second["status"] == "smoke_failed"
-    new = f"ft-{second['model']['version']}"
+    new = second_deployment = deployment_name(
+        "ft-", ModelVersion(name=second["model"]["name"], version=second["model"]["version"])
+    )
+    assert second_deployment != live
     assert replay.requests("DELETE", f"/onlineEndpoints/ultrachat/deployments/{new}$")
     assert workspace.get_endpoint("ultrachat").traffic == {live: 100}
     assert not replay.requests("DELETE", "/onlineEndpoints/ultrachat$")

@@ -112,8 +112,7 @@ def test_submit_wires_the_notebook_pipeline_and_uploads_data(workspace, replay, 
     assert inputs["apply_lora"] == "true" and inputs["num_train_epochs"] == "1"
     assert inputs["compute_finetune"] == "gpu-cluster" and inputs["train_file_path"].startswith("azureml://")
     assert node["componentId"].startswith("azureml://registries/azureml/components/chat_completion_pipeline")
-    assert props["inputs"]["model_output"] == {"jobInputType": "literal", "value": "model_output"}
-    assert "--model_output_dir ${{inputs.model_output}}" in props["command"]
+    assert props["outputs"]["trained_model"]["jobOutputType"] == "mlflow_model"
     assert sorted(Path(p).name for p in replay.uploads) == ["test_sft.jsonl", "train_sft.jsonl"]
 
 

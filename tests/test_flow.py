@@ -8,8 +8,9 @@ import pytest
 
 from flows.params import config_from_dict
 from flows.tunegate_flow import tunegate
+from tasks.deploy import deployment_name
 from tests.fakes import FAKE_KEY, FakeWorkspace, ScoringServer
-from workspaces.base import JobState, TransientWorkspaceError, WorkspaceError
+from workspaces.base import JobState, ModelVersion, TransientWorkspaceError, WorkspaceError
 from workspaces.factory import use_workspace
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -27,6 +28,14 @@ def workspace(scoring):
     scoring.mode = "ok"
     scoring.requests.clear()
     return FakeWorkspace(scoring)
+
+
+REGISTERED = "Phi-3-mini-4k-instruct-ultrachat-200k"
+
+
+def dep(version: str) -> str:
+    """The deployment name of version `version` of the registered model."""
+    return deployment_name("ft-", ModelVersion(name=REGISTERED, version=version))
 
 
 def make_config(tmp_path, **sections):
@@ -108,8 +117,8 @@ def test_keep_mode_blue_green_retires_old_and_sets_champion(tmp_path, workspace)
     second = run(workspace, config).result()
     assert second.status == "succeeded" and second.model.version == "2"
     endpoint = workspace.get_endpoint("chat")
-    assert endpoint.traffic == {"ft-2": 100} and endpoint.deployments == ("ft-2",)
-    assert "chat/ft-1" in workspace.deleted and workspace.champions[first.model.name].version == "2"
+    assert endpoint.traffic == {dep("2"): 100} and endpoint.deployments == (dep("2"),)
+    assert f"chat/{dep('1')}" in workspace.deleted and workspace.champions[first.model.name].version == "2"
 
 
 def test_gate_failure_deploys_nothing(tmp_path, workspace):
@@ -129,7 +138,7 @@ def test_candidate_not_better_than_champion_is_not_deployed(tmp_path, workspace)
     state = run(workspace, config)  # same metrics as the champion: not better
     assert state.is_failed()
     assert read_summary(config, state)["status"] == "gate_failed"
-    assert workspace.get_endpoint("chat").traffic == {"ft-1": 100}
+    assert workspace.get_endpoint("chat").traffic == {dep("1"): 100}
 
 
 def test_smoke_failure_rolls_back_and_old_deployment_keeps_traffic(tmp_path, workspace, scoring):
@@ -146,8 +155,8 @@ def test_smoke_failure_rolls_back_and_old_deployment_keeps_traffic(tmp_path, wor
         and "HTTP 500" in summary["smoke"]["error"]
     )
     endpoint = workspace.get_endpoint("chat")
-    assert endpoint.traffic == {"ft-1": 100} and endpoint.deployments == ("ft-1",)
-    assert "chat/ft-2" in workspace.deleted and workspace.champions[summary["model"]["name"]].version == "1"
+    assert endpoint.traffic == {dep("1"): 100} and endpoint.deployments == (dep("1"),)
+    assert f"chat/{dep('2')}" in workspace.deleted and workspace.champions[summary["model"]["name"]].version == "1"
 
 
 def test_bad_response_shape_fails_smoke(tmp_path, workspace, scoring):
@@ -252,3 +261,104 @@ def test_cancelling_a_deployed_run_takes_its_ephemeral_endpoint_down(tmp_path, w
     with use_workspace(workspace):
         _teardown_on_cancel(None, flow_run, None)
     assert set(workspace.endpoints) == {"someone-elses-endpoint"}
+
+
+# ---------------------------------------------------------------- the gate fails closed and compares like with like
+
+
+def test_a_registry_error_reading_the_champion_fails_the_gate_after_retries(tmp_path, workspace):
+    config = make_config(tmp_path, teardown={"mode": "keep"})
+    run(workspace, config).result()  # a champion exists now
+    workspace.metrics = {"train_loss": 1.0, "eval_loss": 1.2, "base_eval_loss": 2.5}  # a better candidate
+    outage = [WorkspaceError("registry: HTTP 403 forbidden")] * 6  # every read, before and after the job
+    workspace.faults["champion"] = list(outage)
+    state = run(workspace, config)
+    summary = read_summary(config, state)
+    assert summary["status"] == "gate_failed"
+    assert any("could not read the champion" in r and "HTTP 403" in r for r in summary["gate"]["reasons"])
+    assert workspace.get_endpoint("chat").traffic == {dep("1"): 100}  # nothing new went live
+
+
+def test_a_transient_registry_error_is_retried_before_the_gate_decides(tmp_path, workspace):
+    config = make_config(tmp_path, teardown={"mode": "keep"})
+    run(workspace, config).result()
+    workspace.metrics = {"train_loss": 1.0, "eval_loss": 1.2, "base_eval_loss": 2.5}
+    workspace.faults["champion"] = [TransientWorkspaceError("registry: HTTP 503")]
+    summary = run(workspace, config).result()
+    assert summary.status == "succeeded" and summary.model.version == "2"
+
+
+def test_a_champion_is_compared_on_the_candidates_split_when_the_workspace_can(tmp_path, workspace):
+    config = make_config(tmp_path, teardown={"mode": "keep"})
+    run(workspace, config).result()
+    # recorded 1.5 on its own data; re-evaluated on this run's split it scores 1.9: a 1.6 candidate is better
+    champion = workspace.champions["Phi-3-mini-4k-instruct-ultrachat-200k"]
+    workspace.champions[champion.name] = champion.model_copy(
+        update={"tags": {**champion.tags, "eval_fingerprint": "another-sample"}}
+    )
+    workspace.metrics = {"train_loss": 1.0, "eval_loss": 1.6, "base_eval_loss": 2.5}
+    workspace.champion_on_this_split = 1.9
+    summary = run(workspace, config).result()
+    assert summary.status == "succeeded" and summary.approval.approver == "policy:auto-if-better"
+    assert any("(1.9000, re-evaluated on this run's test split)" in r for r in summary.gate.reasons)
+    job_spec = workspace.jobs[summary.job.name]["spec"]
+    assert job_spec.compare_with.version == "1"  # the job was asked to evaluate the champion
+
+
+def test_a_champion_measured_on_other_data_makes_auto_if_better_ask_a_person(tmp_path, workspace):
+    config = make_config(tmp_path, teardown={"mode": "keep"}, approval={"timeout_hours": 0.001})
+    run(workspace, config).result()
+    champion = workspace.champions["Phi-3-mini-4k-instruct-ultrachat-200k"]
+    workspace.champions[champion.name] = champion.model_copy(
+        update={"tags": {**champion.tags, "eval_fingerprint": "another-sample"}}
+    )
+    workspace.evaluates_champion = False  # as Azure's pipeline: it cannot evaluate the champion
+    workspace.metrics = {"train_loss": 1.0, "eval_loss": 0.2, "base_eval_loss": 2.5}  # "better" on paper
+    state = run(workspace, config)
+    summary = read_summary(config, state)
+    assert summary["gate"]["passed"] is True
+    assert any("not comparable" in r for r in summary["gate"]["reasons"])
+    # the policy did not approve on its own: the run paused for a person (nobody answered in 3.6 s here)
+    assert summary["status"] == "rejected" and summary["approval"]["approver"] == "timeout"
+    assert workspace.get_endpoint("chat").traffic == {dep("1"): 100}
+
+
+# ---------------------------------------------------------------- blue/green: what is live is what was approved
+
+
+def test_two_model_names_on_one_keep_mode_endpoint_get_their_own_deployments(tmp_path, workspace):
+    first = run(workspace, make_config(tmp_path, teardown={"mode": "keep"}, model={"finetuned_name": "fc"})).result()
+    second = run(workspace, make_config(tmp_path, teardown={"mode": "keep"}, model={"finetuned_name": "fd"})).result()
+    assert (first.model.version, second.model.version) == ("1", "1")
+    assert first.endpoint.deployment == "ft-fc-1" and second.endpoint.deployment == "ft-fd-1"
+    endpoint = workspace.get_endpoint("chat")
+    assert endpoint.traffic == {"ft-fd-1": 100}
+    assert workspace.get_deployment("chat", "ft-fd-1").model == "fd:1"
+    # the summary is read back from the endpoint: deployment -> model version -> traffic
+    assert second.endpoint.models == {"ft-fd-1": "fd:1"} and second.endpoint.live == ["fd:1"]
+    assert second.endpoint.traffic == {"ft-fd-1": 100}
+
+
+def test_a_deployment_name_serving_another_model_is_refused(tmp_path, workspace):
+    config = make_config(tmp_path, teardown={"mode": "keep"}, model={"finetuned_name": "fc"})
+    run(workspace, config).result()
+    # someone put another model under the name the next version would get
+    impostor = ModelVersion(name="other", version="9")
+    workspace.create_deployment("chat", "ft-fc-2", impostor, "Standard_NC6s_v3")
+    workspace.metrics = {"train_loss": 1.0, "eval_loss": 1.2, "base_eval_loss": 2.5}
+    state = run(workspace, config)
+    summary = read_summary(config, state)
+    assert summary["status"] == "failed"
+    assert "ft-fc-2 exists and serves other:9, not fc:2" in summary["error"]
+    assert workspace.get_endpoint("chat").traffic == {"ft-fc-1": 100} and workspace.champions["fc"].version == "1"
+
+
+def test_rollback_refuses_to_delete_a_deployment_that_takes_traffic(workspace):
+    from tasks.deploy import DeploymentRefused, DeployResult, roll_back
+
+    workspace.ensure_endpoint("chat")
+    workspace.create_deployment("chat", "ft-fc-1", ModelVersion(name="fc", version="1"), "Standard_NC6s_v3")
+    workspace.set_traffic("chat", {"ft-fc-1": 100})
+    with pytest.raises(DeploymentRefused, match="takes 100% of traffic"):
+        roll_back.fn(workspace, DeployResult(endpoint="chat", deployment="ft-fc-1", previous_traffic={}))
+    assert workspace.get_endpoint("chat").deployments == ("ft-fc-1",)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import httpx
@@ -199,8 +200,14 @@ def test_display_name_without_deepspeed_or_lora():
 # ---------------------------------------------------------------- metric gate
 
 
-def champion(eval_loss: str | None) -> ModelVersion:
-    return ModelVersion(name="m-ft", version="3", tags={} if eval_loss is None else {"eval_loss": eval_loss})
+SAME_EVAL = "eval-fp-1"
+
+
+def champion(eval_loss: str | None, eval_fingerprint: str | None = SAME_EVAL) -> ModelVersion:
+    tags = {} if eval_loss is None else {"eval_loss": eval_loss}
+    if eval_fingerprint:
+        tags["eval_fingerprint"] = eval_fingerprint
+    return ModelVersion(name="m-ft", version="3", tags=tags)
 
 
 def test_gate_passes_when_better_than_base_and_no_champion():
@@ -230,23 +237,63 @@ def test_gate_failures_say_why(metrics, settings, why):
     assert not result.passed and any(why in r for r in result.failures), result.reasons
 
 
-def test_gate_compares_with_champion():
+def test_gate_compares_with_a_champion_measured_on_the_same_eval_data():
     metrics = {"eval_loss": 1.0, "base_eval_loss": 2.0}
-    assert evaluate_gate(metrics, GateSettings(), champion("1.2")).passed
-    assert not evaluate_gate(metrics, GateSettings(), champion("1.0")).passed  # equal is not better
-    assert not evaluate_gate(metrics, GateSettings(min_improvement_over_champion=0.3), champion("1.2")).passed
-    untagged = evaluate_gate(metrics, GateSettings(), champion(None))
-    assert untagged.passed and "not compared" in untagged.reasons[-1]
+    same = evaluate_gate(metrics, GateSettings(), champion("1.2"), eval_fingerprint=SAME_EVAL)
+    assert same.passed and same.comparison == "same-data" and same.champion_eval_loss == 1.2
+    assert not evaluate_gate(metrics, GateSettings(), champion("1.0"), eval_fingerprint=SAME_EVAL).passed  # equal
+    assert not evaluate_gate(
+        metrics, GateSettings(min_improvement_over_champion=0.3), champion("1.2"), eval_fingerprint=SAME_EVAL
+    ).passed
+
+
+def test_a_champion_re_evaluated_on_this_runs_split_is_compared_on_that_number():
+    # recorded 0.5 on its own (easier) split; on this run's split it scores 1.3: the candidate's 1.0 is better
+    metrics = {"eval_loss": 1.0, "base_eval_loss": 2.0, "champion_eval_loss": 1.3}
+    result = evaluate_gate(
+        metrics, GateSettings(), champion("0.5", "other"), eval_fingerprint=SAME_EVAL, evaluated_champion="m-ft:3"
+    )
+    assert result.passed and result.comparison == "same-split" and result.champion_eval_loss == 1.3
+    assert "re-evaluated on this run's test split" in result.reasons[-1]
+    # the job evaluated another version than the champion of now: its number does not count
+    stale = evaluate_gate(
+        metrics, GateSettings(), champion("0.5", "other"), eval_fingerprint=SAME_EVAL, evaluated_champion="m-ft:2"
+    )
+    assert stale.comparison == "not-comparable"
+
+
+def test_a_champion_measured_on_other_data_is_not_comparable():
+    metrics = {"eval_loss": 1.0, "base_eval_loss": 2.0}
+    for other in (champion("0.2", "another-sample"), champion("1.5", None), champion(None)):
+        result = evaluate_gate(metrics, GateSettings(), other, eval_fingerprint=SAME_EVAL)
+        assert result.passed and result.comparison == "not-comparable" and not result.comparable
+        assert "not comparable" in result.reasons[-1] and "a person decides" in result.reasons[-1]
+
+
+@pytest.mark.parametrize("bad", ["n/a", "nan", "inf", ""])
+def test_a_malformed_champion_metric_fails_the_gate_with_its_name(bad):
+    result = evaluate_gate({"eval_loss": 1.0, "base_eval_loss": 2.0}, GateSettings(), champion(bad))
+    assert not result.passed
+    assert any("champion m-ft:3 tag eval_loss=" in reason for reason in result.failures), result.reasons
+
+
+def test_a_champion_that_cannot_be_read_fails_the_gate():
+    result = evaluate_gate(
+        {"eval_loss": 1.0, "base_eval_loss": 2.0}, GateSettings(), None, champion_error="registry unreachable: 503"
+    )
+    assert not result.passed and "could not read the champion" in result.failures[0]
+    assert "registry unreachable: 503" in result.failures[0]
 
 
 # ---------------------------------------------------------------- approval policies
 
 
-def gate_result(eval_loss: float, champion_loss: float | None):
+def gate_result(eval_loss: float, champion_loss: float | None, champion_eval_data: str = SAME_EVAL):
     return evaluate_gate(
         {"eval_loss": eval_loss, "base_eval_loss": 5.0},
         GateSettings(),
-        champion(str(champion_loss)) if champion_loss is not None else None,
+        champion(str(champion_loss), champion_eval_data) if champion_loss is not None else None,
+        eval_fingerprint=SAME_EVAL,
     )
 
 
@@ -261,6 +308,8 @@ def test_auto_if_better_decides_only_when_clearly_better():
     better = policy_decision(settings, gate_result(1.0, 1.2))
     assert better.approved and "beats champion" in better.comment
     assert policy_decision(settings, gate_result(1.15, 1.2)) is None  # inside the margin: a person decides
+    # far better on paper, but the champion was measured on other rows: not comparable, a person decides
+    assert policy_decision(settings, gate_result(0.1, 1.2, champion_eval_data="other-sample")) is None
 
 
 def test_manual_policy_never_decides_alone():
@@ -270,10 +319,20 @@ def test_manual_policy_never_decides_alone():
 # ---------------------------------------------------------------- deploy rules
 
 
-def test_deployment_names_fit_azure_rules():
-    assert deployment_name("ft-", "1700000000") == "ft-1700000000"
-    assert deployment_name("v", "1") == "v1-dep"
-    assert len(deployment_name("ft-", "9" * 40)) == 32
+AZURE_DEPLOYMENT_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9-]{2,31}$")
+
+
+def test_deployment_names_are_one_per_model_name_and_version():
+    def name(model: str, version: str, prefix: str = "ft-") -> str:
+        return deployment_name(prefix, ModelVersion(name=model, version=version))
+
+    assert name("fc", "1") == "ft-fc-1" and name("fd", "1") == "ft-fd-1"  # two models, version 1 each: two names
+    assert name("fc", "1") == name("fc", "1")  # deterministic: a retried deploy finds its deployment
+    long_a, long_b = "Phi-3-mini-4k-instruct-ultrachat-200k", "Phi-3-mini-4k-instruct-ultrachat-200k-v2"
+    names = {name(m, v) for m in (long_a, long_b, "Phi-3.5/mini_chat", "x") for v in ("1", "2", "17", "9" * 40)}
+    assert len(names) == 16  # no two collide, even when cut to Azure's length
+    for candidate in names | {name("x", "1", prefix="v"), name("9lives", "3", prefix="a")}:
+        assert AZURE_DEPLOYMENT_NAME.fullmatch(candidate), candidate
 
 
 def test_instance_type_must_be_in_inference_allow_list():

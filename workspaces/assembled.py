@@ -74,6 +74,9 @@ class AssembledWorkspace:
     ) -> Deployment:
         return self.endpoints.create_deployment(endpoint, name, model, instance_type, instance_count)
 
+    def get_deployment(self, endpoint: str, name: str) -> Deployment | None:
+        return self.endpoints.get_deployment(endpoint, name)
+
     def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> Endpoint:
         return self.endpoints.set_traffic(endpoint, traffic)
 

@@ -101,6 +101,12 @@ class DataRef(_Value):
     fingerprint: str
 
 
+class ModelVersion(_Value):
+    name: str
+    version: str
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
 class FinetuneSpec(_Value):
     model_id: str
     compute: str
@@ -109,6 +115,9 @@ class FinetuneSpec(_Value):
     parameters: dict[str, str | int | float | bool]
     display_name: str
     experiment_name: str
+    # the live champion: a workspace that can evaluates it on the same test split in the same job and reports
+    # `champion_eval_loss`, so the gate compares like with like (Azure's pipeline cannot: it is left out there)
+    compare_with: ModelVersion | None = None
 
 
 class JobState(enum.StrEnum):
@@ -133,12 +142,6 @@ class JobRef(_Value):
 class JobStatus(_Value):
     state: JobState
     message: str = ""
-
-
-class ModelVersion(_Value):
-    name: str
-    version: str
-    tags: dict[str, str] = Field(default_factory=dict)
 
 
 class Endpoint(_Value):
@@ -218,6 +221,9 @@ class Workspace(Protocol):
     def create_deployment(
         self, endpoint: str, name: str, model: ModelVersion, instance_type: str, instance_count: int = 1
     ) -> Deployment: ...
+
+    def get_deployment(self, endpoint: str, name: str) -> Deployment | None:
+        """The deployment (with the model version it serves), or None when the endpoint or it does not exist."""
 
     def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> Endpoint:
         """Percentages >= 0 that sum to 100 (or all 0) over deployments of the endpoint; deployments left out get 0.

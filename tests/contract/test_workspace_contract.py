@@ -139,6 +139,8 @@ def test_endpoint_lifecycle_traffic_rules_invoke_and_idempotent_teardown(harness
     try:
         ws.create_deployment(endpoint, "blue", model, harness.instance_type)
         ws.create_deployment(endpoint, "green", model, harness.instance_type)
+        assert ws.get_deployment(endpoint, "green").model == f"{model.name}:{model.version}"  # what it serves
+        assert ws.get_deployment(endpoint, "nope") is None
         assert ws.set_traffic(endpoint, {"blue": 100}).traffic == {"blue": 100, "green": 0}
         with pytest.raises(NotFoundError):
             ws.set_traffic(endpoint, {"nope": 100})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from azure.ai.ml import MLClient
@@ -20,6 +21,15 @@ from workspaces.azure.settings import AzureSettings
 from workspaces.base import ConflictError, Credentials, Deployment, Endpoint, ModelVersion, NotFoundError
 
 CREATED_BY = {"created_by": "tunegate"}
+
+
+def model_reference(model: Any) -> str:
+    """ "name:version" of a deployment's model, which the service reports as an ARM id
+    (.../models/<name>/versions/<version>) or an `azureml:<name>:<version>` reference."""
+    text = str(getattr(model, "id", None) or model or "")
+    if match := re.search(r"/models/([^/]+)/versions/([^/]+)$", text):
+        return f"{match.group(1)}:{match.group(2)}"
+    return text.removeprefix("azureml:")
 
 
 class AzureEndpoints:
@@ -81,6 +91,16 @@ class AzureEndpoints:
             self.ml.online_deployments.begin_create_or_update(deployment).result()
         return Deployment(
             endpoint=endpoint, name=name, model=f"{model.name}:{model.version}", instance_type=instance_type
+        )
+
+    def get_deployment(self, endpoint: str, name: str) -> Deployment | None:
+        found = get_or_none(
+            f"deployment {endpoint}/{name}", lambda: self.ml.online_deployments.get(name=name, endpoint_name=endpoint)
+        )
+        if found is None:
+            return None
+        return Deployment(
+            endpoint=endpoint, name=name, model=model_reference(found.model), instance_type=found.instance_type or ""
         )
 
     def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> Endpoint:

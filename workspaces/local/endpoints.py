@@ -119,6 +119,13 @@ class EndpointServers:
             name=name, traffic=dict(state.get("traffic", {})), deployments=tuple(state.get("deployments", {}))
         )
 
+    def get_deployment(self, endpoint: str, name: str) -> Deployment | None:
+        state = read_json(self._dir(endpoint) / "endpoint.json")
+        found = (state.get("deployments") or {}).get(name)
+        if not found:
+            return None
+        return Deployment(endpoint=endpoint, name=name, model=found["model"], instance_type=found["instance_type"])
+
     def _admin(self, name: str, method: str, path: str, payload: object | None = None, timeout: float = 30) -> dict:
         if self.get(name) is None:
             raise NotFoundError(f"endpoint {name} does not exist")

@@ -48,6 +48,11 @@ class TrainerJobs:
         model_dir = self.registry.model_folder(
             spec.model_id, self.root / "models" / spec.model_id.removeprefix("models:/").replace("/", "-")
         )
+        champion_dir = None
+        if spec.compare_with is not None:  # evaluated on this job's test split: the gate compares like with like
+            uri = f"models:/{spec.compare_with.name}/{spec.compare_with.version}"
+            folder = self.root / "models" / f"{spec.compare_with.name}-{spec.compare_with.version}"
+            champion_dir = str(self.registry.model_folder(uri, folder) / "artifacts" / "hf_model")
         spec_file = {
             "job_name": name,
             "idempotency_key": idempotency_key,
@@ -59,6 +64,8 @@ class TrainerJobs:
             "test_file": spec.data.test,
             "parameters": spec.parameters,
             "gpus": spec.gpus_per_node,
+            "champion_model_dir": champion_dir,
+            "champion": f"{spec.compare_with.name}:{spec.compare_with.version}" if spec.compare_with else None,
         }
         (job_dir / "spec.json").write_text(json.dumps(spec_file, indent=2))
         self.registry.ensure_experiment(spec.experiment_name)

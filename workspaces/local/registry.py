@@ -13,7 +13,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from workspaces.base import FoundationModel, JobRef, ModelVersion, NotFoundError, WorkspaceError
+from workspaces.base import (
+    FoundationModel,
+    JobRef,
+    ModelVersion,
+    NotFoundError,
+    TransientWorkspaceError,
+    WorkspaceError,
+)
 
 LOCAL_FOUNDATION = "tiny-phi3-chat"
 LOCAL_SIZES = ("local-cpu", "local-cuda")
@@ -176,12 +183,21 @@ class MlflowRegistry:
         return self._as_version(self.client.get_model_version(model.name, model.version))
 
     def champion(self, name: str) -> ModelVersion | None:
+        """None only when there definitely is no champion (no such model, or no alias on it); any other failure
+        is an error: the gate fails closed on it instead of taking it for "nothing to beat"."""
         from mlflow.exceptions import MlflowException
+        from sqlalchemy.exc import SQLAlchemyError
 
         try:
             return self._as_version(self.client.get_model_version_by_alias(name, CHAMPION))
-        except MlflowException:
-            return None
+        except MlflowException as exc:
+            no_alias = exc.error_code == "INVALID_PARAMETER_VALUE" and f"alias {CHAMPION} not found" in exc.message
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or no_alias:
+                return None
+            error = TransientWorkspaceError if "locked" in exc.message else WorkspaceError
+            raise error(f"champion of {name} in {self.tracking_uri}: {exc.message}") from exc
+        except (SQLAlchemyError, OSError) as exc:  # the store itself failed (sqlite, disk): an error, never "none"
+            raise WorkspaceError(f"champion of {name} in {self.tracking_uri}: {type(exc).__name__}: {exc}") from exc
 
     def set_champion(self, model: ModelVersion | None, name: str) -> None:
         from mlflow.exceptions import MlflowException

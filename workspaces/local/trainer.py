@@ -119,6 +119,12 @@ def train(job_dir: Path) -> None:
         mlflow.log_params({key: str(value) for key, value in params.items()})
         base_eval_loss = trainer.evaluate()["eval_loss"]
         mlflow.log_metric("base_eval_loss", base_eval_loss)
+        if spec.get("champion_model_dir"):
+            champion_eval_loss = evaluate_model(
+                Path(spec["champion_model_dir"]), _rows(spec["test_file"]), args, max_len
+            )
+            mlflow.log_metric("champion_eval_loss", champion_eval_loss)
+            print(f"champion {spec['champion']} on this test split: eval_loss={champion_eval_loss:.4f}", flush=True)
         train_loss = trainer.train().training_loss
         eval_loss = trainer.evaluate()["eval_loss"]
         mlflow.log_metrics({"train_loss": train_loss, "eval_loss": eval_loss})
@@ -130,6 +136,22 @@ def train(job_dir: Path) -> None:
         tokenizer.save_pretrained(hf_dir)
         save_pyfunc(hf_dir, job_dir / "outputs" / "mlflow_model_folder")
         mlflow.log_artifacts(str(job_dir / "outputs" / "mlflow_model_folder"), artifact_path="trained_model")
+
+
+def evaluate_model(model_dir: Path, rows: list[dict], args: Any, max_len: int) -> float:
+    """Eval loss of another model (the champion) on these rows, tokenized with its own tokenizer."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    texts = [tokenizer.apply_chat_template(row["messages"], tokenize=False) for row in rows]
+    encoded = tokenizer(texts, truncation=True, max_length=max_len, add_special_tokens=False)
+    data = Dataset.from_dict({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
+    evaluator = Trainer(
+        model=model, args=args, eval_dataset=data, data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    )
+    return float(evaluator.evaluate()["eval_loss"])
 
 
 def main(argv: list[str]) -> int:
