@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from itertools import islice
 
 from prefect.logging import get_run_logger
@@ -15,7 +16,15 @@ from tasks.approval import is_approved
 from tasks.errors import stage
 from tasks.model import INFERENCE_ALLOW_LIST, allow_list
 from tasks.settings import EndpointSettings, SmokeSettings
-from workspaces.base import FoundationModel, ModelVersion, ScoringRequest, Workspace, WorkspaceError
+from workspaces.base import (
+    FoundationModel,
+    ModelVersion,
+    ScoreResult,
+    ScoringRequest,
+    TransientWorkspaceError,
+    Workspace,
+    WorkspaceError,
+)
 
 
 class DeploymentRefused(ValueError):
@@ -110,6 +119,48 @@ class SmokeResult(BaseModel):
     sample_output: str | None = None
 
 
+# the gateway answers but the new deployment is not reachable yet (a fresh Azure scoring URI: 502 for a while)
+NOT_YET_REACHABLE = frozenset({429, 502, 503, 504})
+
+
+def invoke_until_reachable(
+    workspace: Workspace,
+    deployed: DeployResult,
+    request: ScoringRequest,
+    settings: SmokeSettings,
+    clock=time.monotonic,
+    sleep=time.sleep,
+) -> ScoreResult:
+    """One smoke request, retried within smoke.timeout_s while the endpoint cannot be reached (no DNS name yet,
+    refused connection, 502/503/504, throttled); any other answer, good or bad, is returned at once."""
+    deadline = clock() + settings.timeout_s
+    delay, attempts = 1.0, 0
+    while True:
+        attempts += 1
+        try:
+            result = workspace.invoke(
+                deployed.endpoint,
+                request,
+                deployment=deployed.deployment,
+                timeout_s=max(1.0, deadline - clock()),
+            )
+            if result.status_code not in NOT_YET_REACHABLE:
+                return result
+            why = result.error
+        except TransientWorkspaceError as exc:
+            result, why = None, str(exc)
+        if clock() + delay > deadline:
+            return ScoreResult(
+                status_code=result.status_code if result else 0,
+                output=None,
+                latency_ms=result.latency_ms if result else 0.0,
+                error=f"{deployed.deployment} not reachable within smoke.timeout_s={settings.timeout_s:g} s "
+                f"({attempts} attempts): {why}",
+            )
+        sleep(delay)
+        delay = min(delay * 2, 10.0)
+
+
 @stage("smoke invoke")
 def smoke_invoke(
     workspace: Workspace, deployed: DeployResult, settings: SmokeSettings, test_gen_path: str
@@ -119,9 +170,8 @@ def smoke_invoke(
     output = None
     requests = smoke_messages(test_gen_path, settings.samples)
     for messages in requests:
-        request = ScoringRequest(messages=messages, parameters=parameters)
-        result = workspace.invoke(
-            deployed.endpoint, request, deployment=deployed.deployment, timeout_s=settings.timeout_s
+        result = invoke_until_reachable(
+            workspace, deployed, ScoringRequest(messages=messages, parameters=parameters), settings
         )
         if result.error:
             return SmokeResult(ok=False, latency_ms=result.latency_ms, requests=len(requests), error=result.error)

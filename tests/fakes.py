@@ -45,7 +45,8 @@ class ScoringServer:
 
     def __init__(self, key: str = FAKE_KEY) -> None:
         self.key = key
-        self.mode = "ok"  # ok | error | bad-shape
+        self.mode = "ok"  # ok | error | bad-shape | unreachable (a gateway's 502 on every request)
+        self.unreachable_first = 0  # answer this many requests with 502 first, as a fresh endpoint does
         self.deployment_header: str | None = None
         self.requests: list[dict] = []
         server = self
@@ -63,7 +64,10 @@ class ScoringServer:
                         "auth": self.headers.get("Authorization"),
                     }
                 )
-                if self.headers.get("Authorization") != f"Bearer {server.key}":
+                if server.mode == "unreachable" or server.unreachable_first > 0:
+                    server.unreachable_first -= 1
+                    self._send(502, {"error": "upstream connect error or disconnect/reset before headers"})
+                elif self.headers.get("Authorization") != f"Bearer {server.key}":
                     self._send(401, {"error": "bad key"})
                 elif server.mode == "error":
                     self._send(500, {"error": "model crashed"})

@@ -30,7 +30,7 @@ def scoring():
 
 @pytest.fixture
 def replay(scoring):
-    scoring.mode = "ok"
+    scoring.mode, scoring.unreachable_first = "ok", 0
     scoring.requests.clear()
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         yield FakeAzureML(rsps, scoring.url)
@@ -141,3 +141,29 @@ def test_smoke_failure_rolls_back_and_keeps_the_live_deployment(tmp_path, worksp
     assert workspace.get_endpoint("ultrachat").traffic == {live: 100}
     assert not replay.requests("DELETE", "/onlineEndpoints/ultrachat$")
     assert workspace.champion(first["model"]["name"]).version == first["model"]["version"]
+
+
+def test_smoke_waits_for_a_new_endpoint_to_become_reachable(tmp_path, workspace, replay, scoring):
+    scoring.unreachable_first = 2  # a new scoring URI answers 502 for a while
+    state, summary = run(workspace, make_config(tmp_path))
+    assert state.is_completed(), summary
+    assert summary["smoke"]["ok"] is True and len(scoring.requests) >= 3
+
+
+def test_an_endpoint_never_reachable_fails_smoke_and_rolls_back_explicitly(tmp_path, workspace, replay, scoring):
+    config = make_config(tmp_path, teardown={"mode": "keep"})
+    _, first = run(workspace, config)
+    live = first["endpoint"]["deployment"]
+    replay.finetune_metrics = {"train_loss": 1.0, "eval_loss": 1.1}
+    scoring.mode = "unreachable"
+    state, second = run(workspace, make_config(tmp_path, teardown={"mode": "keep"}, smoke={"timeout_s": 2}))
+    assert state.is_failed() and second["status"] == "smoke_failed"
+    assert (
+        "not reachable within smoke.timeout_s=2 s" in second["smoke"]["error"]
+        and "HTTP 502" in second["smoke"]["error"]
+    )
+    candidate = deployment_name("ft-", ModelVersion(name=second["model"]["name"], version=second["model"]["version"]))
+    # the rollback path deleted the candidate (keep mode: teardown deletes nothing)
+    assert replay.requests("DELETE", f"/onlineEndpoints/ultrachat/deployments/{candidate}$")
+    assert workspace.get_endpoint("ultrachat").traffic == {live: 100}
+    assert second["teardown"]["deleted"] == []

@@ -25,7 +25,7 @@ def scoring():
 
 @pytest.fixture
 def workspace(scoring):
-    scoring.mode = "ok"
+    scoring.mode, scoring.unreachable_first = "ok", 0
     scoring.requests.clear()
     return FakeWorkspace(scoring)
 
@@ -362,3 +362,14 @@ def test_rollback_refuses_to_delete_a_deployment_that_takes_traffic(workspace):
     with pytest.raises(DeploymentRefused, match="takes 100% of traffic"):
         roll_back.fn(workspace, DeployResult(endpoint="chat", deployment="ft-fc-1", previous_traffic={}))
     assert workspace.get_endpoint("chat").deployments == ("ft-fc-1",)
+
+
+def test_smoke_retries_while_the_endpoint_name_does_not_resolve_yet(tmp_path, workspace):
+    dns = TransientWorkspaceError(
+        "no answer from https://new.eastus.inference.ml.azure.com/score: ConnectError: "
+        "[Errno -2] Name or service not known"
+    )
+    workspace.faults["invoke"] = [dns, dns]
+    summary = run(workspace, make_config(tmp_path)).result()
+    assert summary.status == "succeeded" and summary.smoke.ok is True
+    assert workspace.calls.count("invoke") >= 3
