@@ -169,6 +169,8 @@ def approval_decision(
     summary.record_waiting_for_approval()
     return approval.ask_a_person(
         approval.review_markdown(version, gate, facts),
+        version,
+        gate,
         config.approval,
         # a key per flow attempt: a retried run pauses again instead of reusing the previous answer
         key=f"approval-{version.version}-attempt{flow_run.run_count}",

@@ -10,6 +10,7 @@ would hand back the previous attempt's answer), and deploy refuses a version wit
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Literal
 
 from prefect.artifacts import create_markdown_artifact
 from prefect.input import RunInput
@@ -25,11 +26,18 @@ APPROVED, REJECTED = "approved", "rejected"
 
 
 class Decision(RunInput):
-    """What a reviewer fills in (the UI form of the paused run, or `tunegate approve|reject`)."""
+    """What a reviewer fills in (the UI form of the paused run, or `tunegate approve|reject`). The decision is a
+    required choice with no default: a form submitted without picking one is refused, never read as a reject."""
 
-    approved: bool = Field(False, description="Approve this model version to take traffic.")
+    decision: Literal["approve", "reject"] = Field(
+        ..., description="approve: this model version takes traffic; reject: it does not."
+    )
     approver: str = Field(..., min_length=1, description="Your name: recorded on the model version.")
     comment: str = Field("", description="Why (recorded on the model version).")
+
+    @property
+    def approved(self) -> bool:
+        return self.decision == "approve"
 
     @field_validator("approver")
     @classmethod
@@ -159,21 +167,60 @@ def review_markdown(model: ModelVersion, gate: GateResult, facts: dict[str, str]
         f"| metric | candidate | base | champion ({gate.champion or 'none'}) |\n|---|---|---|---|\n{rows}\n\n"
         f"**Metric gate: {'passed' if gate.passed else 'FAILED'}**\n\n"
         + "\n".join(f"- {r}" for r in gate.reasons)
-        + "\n\nSet **approved** and your name as **approver**, then submit."
+        + "\n\nIn the run's Resume form, choose **approve** or **reject** as the decision and give your name as "
+        "**approver**; or `tunegate approve|reject <run id> --approver <name>`."
     )
 
 
-def ask_a_person(description: str, settings: ApprovalSettings, key: str, poll_interval_s: int = 2) -> ApprovalRecord:
-    """Pause the run until a person decides; a timeout is a reject. An answer without a name is asked again."""
+def form_description(model: ModelVersion, gate: GateResult, review_url: str | None) -> str:
+    """The Resume form's text: short enough to read without scrolling; everything else is in the review artifact."""
+    metrics = gate.metrics
+    candidate = metrics.get(EVAL_LOSS)
+    headline = f"eval_loss **{candidate:.4f}**" if candidate is not None else "no eval_loss"
+    if gate.champion is None:
+        versus = "no champion yet"
+    elif gate.champion_eval_loss is not None:
+        versus = f"champion {gate.champion}: {gate.champion_eval_loss:.4f} ({gate.comparison})"
+    else:
+        versus = f"champion {gate.champion}: **not comparable** (measured on other data)"
+    base = metrics.get("base_eval_loss")
+    failures = len(gate.failures)
+    lines = [
+        f"### Approve {model.name} version {model.version}?",
+        f"{headline} vs {versus}" + (f"; base {base:.4f}" if base is not None else ""),
+        f"Metric gate: {'passed' if gate.passed else 'FAILED'} ({len(gate.reasons)} checks, {failures} failed)",
+        f"Full review (every gate check, data, target): {review_url}" if review_url else "",
+        "Choose **approve** or **reject**, and give your name.",
+    ]
+    return "\n\n".join(line for line in lines if line)
+
+
+def review_link(artifact_id: object) -> str | None:
+    """The UI address of an artifact, when the run talks to a server whose UI a reviewer can open."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value() or (PREFECT_API_URL.value() or "").removesuffix("/api")
+    return f"{ui.rstrip('/')}/artifacts/artifact/{artifact_id}" if ui and artifact_id else None
+
+
+def ask_a_person(
+    review: str, model: ModelVersion, gate: GateResult, settings: ApprovalSettings, key: str, poll_interval_s: int = 2
+) -> ApprovalRecord:
+    """Pause the run until a person decides; a timeout is a reject. The full review is the run's `approval-review`
+    artifact, linked from the short form text. An answer without a decision or a name is asked again."""
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import pause_flow_run
 
     logger = get_run_logger()
+    artifact_id = create_markdown_artifact(
+        key="approval-review", markdown=review, description=f"review of {model.name}:{model.version}"
+    )
+    description = form_description(model, gate, review_link(artifact_id))
     timeout_s = max(1, int(settings.timeout_hours * 3600))
     for round_ in range(1, 100):
         try:
             answer = pause_flow_run(
-                wait_for_input=Decision.with_initial_data(description=description, approved=False),
+                wait_for_input=Decision.with_initial_data(description=description),
                 timeout=timeout_s,
                 poll_interval=poll_interval_s,
                 key=f"{key}-ask{round_}",
@@ -189,8 +236,8 @@ def ask_a_person(description: str, settings: ApprovalSettings, key: str, poll_in
         except ValidationError as exc:  # an answer the form should not have let through: ask again
             logger.warning("invalid approval input (%s); asking again", exc.errors()[0]["msg"])
             description = (
-                "**The last answer was invalid (an approver's name is required); please answer again.**\n\n"
-                + description
+                "**The last answer was invalid (a decision and an approver's name are required); please answer "
+                "again.**\n\n" + form_description(model, gate, review_link(artifact_id))
             )
             continue
         return ApprovalRecord(

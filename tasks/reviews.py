@@ -101,10 +101,10 @@ def decide(run_id: str, approved: bool, approver: str, comment: str = "") -> Dec
         raise ReviewError(
             f"{run_id!r} is not a flow run id; `tunegate pending` lists the runs waiting for a decision", usage=True
         ) from None
-    decision = Decision(approved=approved, approver=approver, comment=comment)
+    decision = Decision(decision="approve" if approved else "reject", approver=approver, comment=comment)
     server_url()
     try:
-        resume_flow_run(flow_run_id, run_input=decision.model_dump(include={"approved", "approver", "comment"}))
+        resume_flow_run(flow_run_id, run_input=decision.model_dump(include={"decision", "approver", "comment"}))
     except FlowPauseTimeout:
         raise ReviewError(
             f"run {run_id} can no longer be resumed: its approval timed out (recorded as a reject)"

@@ -103,8 +103,13 @@ def test_invalid_input_is_refused_and_the_run_keeps_waiting(server, tmp_path):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: server.api_url}):
-        with pytest.raises(RuntimeError, match="Cannot resume"):  # the server checks the answer against Decision
-            resume_flow_run(paused["id"], run_input={"approved": True, "approver": ""})
+        for refused in (
+            {"decision": "approve", "approver": ""},  # no name
+            {"approver": "dave", "comment": "looks fine"},  # no decision chosen: never read as a reject
+            {"decision": "yes", "approver": "dave"},  # not one of the choices
+        ):
+            with pytest.raises(RuntimeError, match="Cannot resume"):  # the server checks it against Decision
+                resume_flow_run(paused["id"], run_input=refused)
     assert server.wait_for_state("PAUSED", flow_run_id=paused["id"], timeout_s=10)
     assert tunegate(server, "approve", paused["id"], "--approver", "carol").returncode == 0
     finish(process)

@@ -40,6 +40,14 @@ def browser():
         browser.close()
 
 
+def choose(page, dialog, option: str) -> None:
+    """Pick `option` in the form's decision field (Prefect's schema form renders a Literal as a p-select, whose
+    list opens from the keyboard once the control has focus)."""
+    dialog.locator("button.p-select-button__control").first.click()
+    page.keyboard.press("ArrowDown")
+    page.get_by_role("option", name=option, exact=True).click()
+
+
 def test_approve_in_the_prefect_ui_then_the_run_deploys(prefect_server, browser, tmp_path):
     OUTPUT.mkdir(exist_ok=True)
     summary_path = tmp_path / "summary.json"
@@ -57,13 +65,20 @@ def test_approve_in_the_prefect_ui_then_the_run_deploys(prefect_server, browser,
     page.goto(f"{prefect_server.url}/runs/flow-run/{paused['id']}")
     page.get_by_role("button", name="Resume").first.click()
     dialog = page.get_by_role("dialog")
-    dialog.get_by_text("Approve tiny-phi3-chat-ultrachat-200k").wait_for()  # the reviewer's summary is in the form
-    assert "eval_loss" in dialog.inner_text() and "fingerprint" in dialog.inner_text()
-    dialog.locator("input[type=checkbox]").locator("xpath=..").click()  # the "approved" toggle
+    dialog.get_by_text("Approve tiny-phi3-chat-ultrachat-200k").wait_for()  # the short summary is in the form
+    text = dialog.inner_text()
+    assert "eval_loss" in text and "/artifacts/artifact/" in text  # the full review is linked, not inlined
     fields = dialog.locator("textarea")
     fields.nth(0).fill("dana")
     fields.nth(1).fill("approved in the UI")
-    assert dialog.locator("input[type=checkbox]").is_checked()
+    page.screenshot(path=str(OUTPUT / "approval-form-unchosen.png"))
+    # name and comment filled in, no decision chosen: the form refuses, and the run keeps waiting
+    dialog.get_by_role("button", name="Submit").click()
+    page.wait_for_timeout(2000)
+    assert page.get_by_role("dialog").count() == 1
+    assert prefect_server.wait_for_state("PAUSED", flow_run_id=paused["id"], timeout_s=5)
+    page.screenshot(path=str(OUTPUT / "approval-form-refused.png"))
+    choose(page, dialog, "approve")
     page.screenshot(path=str(OUTPUT / "approval-form.png"))
     dialog.get_by_role("button", name="Submit").click()
 

@@ -370,3 +370,32 @@ class AzureLikeError(Exception):
 )
 def test_only_transient_errors_are_retried(exc, transient):
     assert is_transient(exc) is transient
+
+
+# ---------------------------------------------------------------- the approval form
+
+
+def test_the_decision_is_a_required_choice_without_default():
+    from pydantic import ValidationError
+
+    from tasks.approval import Decision
+
+    schema = Decision.model_json_schema()
+    assert "decision" in schema["required"] and "default" not in schema["properties"]["decision"]
+    assert schema["properties"]["decision"]["enum"] == ["approve", "reject"]
+    with pytest.raises(ValidationError):
+        Decision(approver="dana", comment="filled in everything but the choice")
+    assert Decision(decision="approve", approver="dana").approved
+    assert not Decision(decision="reject", approver="dana").approved
+
+
+def test_the_form_text_is_short_and_links_the_full_review():
+    from tasks.approval import form_description
+
+    gate = gate_result(1.0, 1.2)
+    text = form_description(ModelVersion(name="m-ft", version="4"), gate, "http://ui/artifacts/artifact/1")
+    assert "m-ft version 4" in text and "eval_loss **1.0000**" in text and "champion m-ft:3: 1.2000" in text
+    assert "http://ui/artifacts/artifact/1" in text and "approve" in text
+    assert len(text.splitlines()) <= 10 and len(text) < 600  # readable in the dialog without scrolling
+    other = form_description(ModelVersion(name="m-ft", version="4"), gate_result(1.0, 1.2, "other"), None)
+    assert "not comparable" in other
