@@ -17,6 +17,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
+from prefect.states import Failed, State
 
 from data.runs import RunStore
 from flows.params import TunegateConfig, load_profile
@@ -31,11 +32,16 @@ from workspaces.factory import open_workspace
 
 
 class RunStopped(Exception):
-    """The run ended early on purpose (gate failed, rejected, smoke failed); the message says why."""
+    """The run ended early on purpose (gate failed, rejected, smoke failed); the message says why. Not a crash: the
+    flow run ends in a Failed state named after the outcome, with this message and no traceback."""
 
     def __init__(self, status: str, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+    @property
+    def state_name(self) -> str:
+        return {"gate_failed": "Gate failed", "rejected": "Rejected", "smoke_failed": "Smoke failed"}[self.status]
 
 
 @dataclass
@@ -89,7 +95,7 @@ def run_stages(
     )
     summary.record_gate(gate)
     if not gate.passed:
-        raise RunStopped("gate_failed", "metric gate failed: " + "; ".join(gate.failures))
+        raise RunStopped("gate_failed", "Gate failed: " + "; ".join(f.removeprefix("fail: ") for f in gate.failures))
 
     tags = register.lineage_tags(foundation, job, sampled.fingerprint, gate, run_id, sampled.eval_fingerprint)
     version = stages.register_model(workspace, job, registered_name, tags)
@@ -100,8 +106,9 @@ def run_stages(
     version = stages.record_decision(workspace, version, decision, gate)
     summary.record_decision(decision)
     if not decision.approved:
+        who = "approval timed out" if decision.approver == "timeout" else f"by {decision.approver}"
         raise RunStopped(
-            "rejected", f"{version.name}:{version.version} rejected by {decision.approver}: {decision.comment}"
+            "rejected", f"Rejected {who}: {decision.comment or 'no comment'} ({version.name}:{version.version})"
         )
 
     state.endpoint = endpoint_name
@@ -117,7 +124,8 @@ def run_stages(
         stages.roll_back(workspace, deployed)
         summary.record_rollback()
         raise RunStopped(
-            "smoke_failed", f"smoke request through {deployed.deployment} failed: {smoke.error}; rolled back"
+            "smoke_failed",
+            f"Smoke failed, rolled back: {deployed.deployment} on {endpoint_name}: {smoke.error}",
         )
 
     retired = stages.promote(workspace, deployed, version, set_champion=config.teardown.mode == "keep")
@@ -219,7 +227,7 @@ def tunegate(
     config: TunegateConfig = TunegateConfig(),  # noqa: B008 - the UI form starts from the documented defaults
     profile: str | None = None,
     overrides: list[str] | None = None,
-) -> RunSummary:
+) -> RunSummary | State:
     """Fine-tune a chat model, gate it, approve it, deploy it blue/green, smoke it, tear down.
 
     `config` is the form; a deployment that tracks a profile file instead names it in `profile` (with `--set`-style
@@ -232,14 +240,15 @@ def tunegate(
     summary = RunSummary(flow_run_id=run_id, workspace=config.workspace.kind)
     workspace: Workspace | None = None
     state = RunState()
+    stopped: RunStopped | None = None
     try:
         require_server_for_manual(config.approval)
         workspace = open_workspace(config.workspace)
         run_stages(config, stages, workspace, run_id, summary, state)
         summary.record_outcome("succeeded")
-    except RunStopped as stop:
+    except RunStopped as stop:  # a deliberate outcome: reported as such, not raised as a crash
         summary.record_outcome(stop.status, str(stop))
-        raise
+        stopped = stop
     except BaseException as exc:
         cancelled = isinstance(exc, KeyboardInterrupt | SystemExit)
         summary.record_outcome("cancelled" if cancelled else "failed", f"{type(exc).__name__}: {exc}")
@@ -248,4 +257,7 @@ def tunegate(
         if workspace is not None:
             run_teardown(config, stages, workspace, summary, state)
         _finish(config, summary, run_id, started)
+    if stopped is not None:
+        get_run_logger().warning("%s", stopped)
+        return Failed(name=stopped.state_name, message=str(stopped))
     return summary

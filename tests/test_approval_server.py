@@ -86,13 +86,14 @@ def test_reject_deploys_nothing_and_tags_the_model(server, tmp_path):
     finish(process)
     assert process.returncode == 1
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["status"] == "rejected" and "rejected by bob: answers are too short" in summary["error"]
+    assert summary["status"] == "rejected" and "Rejected by bob: answers are too short" in summary["error"]
     assert summary["endpoint"]["deployment"] is None
     tags = model_tags(tmp_path)
     assert tags["decision"] == "rejected" and tags["approver"] == "bob"
     assert LocalWorkspace(tmp_path / "workspace").inventory().empty
     [run] = [r for r in server.flow_runs("FAILED") if r["id"] == paused["id"]]
-    assert "rejected by bob" in run["state"]["message"]
+    assert run["state"]["name"] == "Rejected"
+    assert run["state"]["message"].startswith("Rejected by bob: answers are too short")
 
 
 def test_invalid_input_is_refused_and_the_run_keeps_waiting(server, tmp_path):

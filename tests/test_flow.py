@@ -373,3 +373,50 @@ def test_smoke_retries_while_the_endpoint_name_does_not_resolve_yet(tmp_path, wo
     summary = run(workspace, make_config(tmp_path)).result()
     assert summary.status == "succeeded" and summary.smoke.ok is True
     assert workspace.calls.count("invoke") >= 3
+
+
+# ---------------------------------------------------------------- deliberate outcomes are not crashes
+
+
+def run_logs(state) -> str:
+    """What the run logged to the Prefect server."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+    flow_run_id = state.state_details.flow_run_id
+    for _ in range(20):  # the log worker ships in batches: wait for the run's last lines
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+        text = "\n".join(log.message for log in logs)
+        if "Finished in state" in text:
+            return text
+        time.sleep(0.5)
+    return text
+
+
+def test_a_gate_failure_ends_in_a_named_state_without_a_traceback(tmp_path, workspace):
+    workspace.metrics = {"train_loss": 3.0, "eval_loss": 2.6, "base_eval_loss": 2.5}
+    state = run(workspace, make_config(tmp_path))
+    assert state.is_failed() and state.name == "Gate failed"
+    assert state.message.startswith("Gate failed: eval_loss 2.6000 beats base 2.5000")
+    logs = run_logs(state)
+    assert "Gate failed" in logs and "Traceback" not in logs and "RunStopped" not in logs
+
+
+def test_a_smoke_failure_ends_in_a_named_state_without_a_traceback(tmp_path, workspace, scoring):
+    scoring.mode = "error"
+    state = run(workspace, make_config(tmp_path))
+    assert state.is_failed() and state.name == "Smoke failed"
+    assert state.message.startswith("Smoke failed, rolled back:") and "HTTP 500" in state.message
+    assert "Traceback" not in run_logs(state)
+
+
+def test_a_real_error_keeps_its_traceback(tmp_path, workspace):
+    workspace.faults["submit_finetune"] = [WorkspaceError("quota exceeded for Standard_NC24ads_A100_v4")] * 3
+    state = run(workspace, make_config(tmp_path))
+    assert state.is_failed() and state.name == "Failed"
+    assert "Traceback" in run_logs(state)
