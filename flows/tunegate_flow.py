@@ -258,6 +258,17 @@ def tunegate(
             run_teardown(config, stages, workspace, summary, state)
         _finish(config, summary, run_id, started)
     if stopped is not None:
+        if retries_left():  # the flow's own retries apply (Prefect retries a raised error in process)
+            raise stopped
         get_run_logger().warning("%s", stopped)
         return Failed(name=stopped.state_name, message=str(stopped))
     return summary
+
+
+def retries_left() -> bool:
+    """True when this attempt is not the flow run's last (with_options(retries=...) or a deployment's retries)."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    retries = (context.flow.retries or 0) if context and context.flow else 0
+    return flow_run.run_count <= retries

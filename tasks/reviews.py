@@ -72,20 +72,38 @@ def pending_reviews(limit: int = 100) -> list[PendingReview]:
             sort=FlowRunSort.START_TIME_DESC,
             limit=limit,
         )
-    reviews = []
-    for run in runs:
-        details = run.state.state_details if run.state else None
-        keyset = details.run_input_keyset if details else None
-        review = read_flow_run_input(keyset["description"], flow_run_id=run.id) if keyset else None
-        reviews.append(
-            PendingReview(
-                run_id=str(run.id),
-                run_name=run.name,
-                review=review,
-                times_out=details.pause_timeout if details else None,
+        reviews = []
+        for run in runs:
+            details = run.state.state_details if run.state else None
+            keyset = details.run_input_keyset if details else None
+            # the full review (the form shows a short text and links to it); else the form's text
+            review = full_review(client, run.id) or (
+                read_flow_run_input(keyset["description"], flow_run_id=run.id) if keyset else None
             )
-        )
+            reviews.append(
+                PendingReview(
+                    run_id=str(run.id),
+                    run_name=run.name,
+                    review=review,
+                    times_out=details.pause_timeout if details else None,
+                )
+            )
     return reviews
+
+
+def full_review(client, flow_run_id) -> str | None:
+    """The run's latest `approval-review` artifact: everything a reviewer decides from."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    found = client.read_artifacts(
+        artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), key=ArtifactFilterKey(any_=["approval-review"])
+        ),
+        sort=ArtifactSort.CREATED_DESC,
+        limit=1,
+    )
+    return str(found[0].data) if found else None
 
 
 def decide(run_id: str, approved: bool, approver: str, comment: str = "") -> Decision:

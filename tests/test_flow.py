@@ -420,3 +420,11 @@ def test_a_real_error_keeps_its_traceback(tmp_path, workspace):
     state = run(workspace, make_config(tmp_path))
     assert state.is_failed() and state.name == "Failed"
     assert "Traceback" in run_logs(state)
+
+
+def test_with_flow_retries_the_last_attempt_still_ends_in_the_named_state(tmp_path, workspace):
+    workspace.metrics = {"train_loss": 3.0, "eval_loss": 2.6, "base_eval_loss": 2.5}
+    with use_workspace(workspace):
+        state = tunegate.with_options(retries=1, retry_delay_seconds=0)(config=make_config(tmp_path), return_state=True)
+    assert state.is_failed() and state.name == "Gate failed" and state.message.startswith("Gate failed:")
+    assert workspace.submissions == 1  # the retried attempt re-attached to the job; no second fine-tune
