@@ -167,3 +167,19 @@ def test_an_endpoint_never_reachable_fails_smoke_and_rolls_back_explicitly(tmp_p
     assert replay.requests("DELETE", f"/onlineEndpoints/ultrachat/deployments/{candidate}$")
     assert workspace.get_endpoint("ultrachat").traffic == {live: 100}
     assert second["teardown"]["deleted"] == []
+
+
+def test_keep_mode_promotion_on_azure_moves_traffic_in_one_update(tmp_path, workspace, replay, scoring):
+    config = make_config(tmp_path, teardown={"mode": "keep"})
+    _, first = run(workspace, config)
+    replay.finetune_metrics = {"train_loss": 1.0, "eval_loss": 1.1}  # a better candidate
+    state, second = run(workspace, config)
+    assert state.is_completed(), second
+    old, new = first["endpoint"]["deployment"], second["endpoint"]["deployment"]
+    assert old != new
+    traffic = [c["json"]["properties"]["traffic"] for c in replay.requests("PUT", "/onlineEndpoints/ultrachat$")]
+    live_from = next(i for i, t in enumerate(traffic) if sum(t.values()) == 100)
+    assert all(sum(t.values()) == 100 for t in traffic[live_from:])  # never a moment with nothing live
+    assert traffic[-2].get(new, 0) == 0 and traffic[-2][old] == 100  # smoked while the old one took it all
+    assert traffic[-1] == {new: 100}  # then all of it at once
+    assert second["endpoint"]["live"] == [f"{second['model']['name']}:{second['model']['version']}"]

@@ -220,3 +220,11 @@ def test_job_status_of_unknown_job(workspace):
     with pytest.raises(WorkspaceError, match="does not exist"):
         workspace.job_status(JobRef(name="ft-nope", idempotency_key="x"))
     assert workspace.get_job("ft-nope") is None
+
+
+def test_a_broken_registry_is_an_error_never_no_champion(tmp_path):
+    broken = LocalWorkspace(tmp_path / "workspace")
+    (tmp_path / "workspace").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "workspace" / "mlflow.db").write_bytes(b"this is not a sqlite database" * 100)
+    with pytest.raises(WorkspaceError, match="champion of tiny-ft"):
+        broken.champion("tiny-ft")
