@@ -61,7 +61,9 @@ def _print_summary(summary: RunSummary) -> None:
         "approval", f"{summary.approval.decision} by {summary.approval.approver}\n  {summary.approval.comment or ''}"
     )
     table.add_row(
-        "endpoint", f"{summary.endpoint.name} / {summary.endpoint.deployment} traffic {summary.endpoint.traffic}"
+        "endpoint",
+        f"{summary.endpoint.name} / {summary.endpoint.deployment} traffic {summary.endpoint.traffic}"
+        + (f"\nserving {', '.join(summary.endpoint.live)}" if summary.endpoint.live else ""),
     )
     table.add_row(
         "smoke",

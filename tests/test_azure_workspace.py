@@ -286,7 +286,9 @@ def test_no_credentials_in_a_scheduled_run_says_what_to_configure(monkeypatch):
         make_credential(AzureSettings(), default=NoCredential)
 
 
-def test_command_job_path_of_the_e2e_guide(replay, tmp_path, job_spec):
+@pytest.fixture
+def command_workspace(replay, tmp_path):
+    """The E2E guide's path: your training script in finetuning_dir, run as a command job."""
     code = tmp_path / "finetuning_dir"
     code.mkdir()
     (code / "fine_tune.py").write_text("print('your training script')\n")
@@ -294,12 +296,15 @@ def test_command_job_path_of_the_e2e_guide(replay, tmp_path, job_spec):
     settings = AzureSettings(
         finetune_mode="command", command_job={"code_dir": str(code), "environment": "phi-3-training-environment:1"}
     )
-    workspace = AzureWorkspace(
+    return AzureWorkspace(
         MLClient(credential, subscription_id=SUB, resource_group_name=RG, workspace_name=WS),
         MLClient(credential, registry_name="azureml"),
         settings,
     )
-    job = submit_or_reattach(workspace, job_spec, "command-key")
+
+
+def test_command_job_path_of_the_e2e_guide(replay, command_workspace, job_spec):
+    job = submit_or_reattach(command_workspace, job_spec, "command-key")
     props = replay.requests("PUT", f"/jobs/{job.name}$")[0]["json"]["properties"]
     assert props["jobType"] == "Command" and "${{inputs.train_file}}" in props["command"]
     assert props["environmentId"].endswith("/environments/phi-3-training-environment/versions/1")
@@ -311,19 +316,8 @@ def test_command_job_path_of_the_e2e_guide(replay, tmp_path, job_spec):
     assert not replay.requests("GET", "/registries/azureml/components/")  # no registry pipeline on this path
 
 
-def test_command_job_registers_what_the_script_logged_and_refuses_an_empty_path(replay, tmp_path, job_spec):
-    code = tmp_path / "finetuning_dir"
-    code.mkdir()
-    (code / "fine_tune.py").write_text("print('your training script')\n")
-    credential = FakeCredential()
-    settings = AzureSettings(
-        finetune_mode="command", command_job={"code_dir": str(code), "environment": "phi-3-training-environment:1"}
-    )
-    workspace = AzureWorkspace(
-        MLClient(credential, subscription_id=SUB, resource_group_name=RG, workspace_name=WS),
-        MLClient(credential, registry_name="azureml"),
-        settings,
-    )
+def test_command_job_registers_what_the_script_logged_and_refuses_an_empty_path(replay, command_workspace, job_spec):
+    workspace = command_workspace
     job = submit_or_reattach(workspace, job_spec, "command-key")
     assert workspace.job_metrics(job)["eval_loss"] == 1.42  # the script's Trainer logs on the job's own run
     with pytest.raises(WorkspaceError, match=r"logged no MLflow model under 'model_output'.*command_job.model_path"):
