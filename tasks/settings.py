@@ -16,7 +16,8 @@ from workspaces.scoring import ScoringParameters
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN/inf can only fail later (a NaN threshold trains for nothing): refused here with the field's name
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataSettings(_Section):

@@ -166,10 +166,10 @@ def test_endpoint_key_auth_traffic_split_and_targeting(workspace, registered):
     assert targeted.error is None and isinstance(targeted.output, str)  # a 0% deployment answers when targeted
     assert targeted.deployment == "green"
     assert workspace.invoke("ep-split", HI, deployment="nope").status_code == 404
-    assert httpx.get(credentials.scoring_uri.replace("/score", "/health")).json()["traffic"] == {
-        "blue": 100,
-        "green": 0,
-    }
+    health = credentials.scoring_uri.replace("/score", "/health")
+    assert httpx.get(health).json() == {"status": "ok"}  # details only with a key
+    assert httpx.get(health, headers=key).json()["traffic"] == {"blue": 100, "green": 0}
+    assert httpx.get(credentials.scoring_uri.replace("/score", "/openapi.json")).status_code == 404
     with pytest.raises(WorkspaceError, match="takes 100%"):
         workspace.delete_deployment("ep-split", "blue")
     with pytest.raises(WorkspaceError, match="sum to 100"):
@@ -228,3 +228,59 @@ def test_a_broken_registry_is_an_error_never_no_champion(tmp_path):
     (tmp_path / "workspace" / "mlflow.db").write_bytes(b"this is not a sqlite database" * 100)
     with pytest.raises(WorkspaceError, match="champion of tiny-ft"):
         broken.champion("tiny-ft")
+
+
+def test_hostile_scoring_requests_get_4xx_naming_the_problem_and_the_server_keeps_answering(workspace, registered):
+    workspace.ensure_endpoint("ep-hostile")
+    workspace.create_deployment("ep-hostile", "blue", registered, "local-cpu")
+    workspace.set_traffic("ep-hostile", {"blue": 100})
+    credentials = workspace.endpoint_credentials("ep-hostile")
+    key = {"Authorization": f"Bearer {credentials.key.get_secret_value()}", "Content-Type": "application/json"}
+
+    def post(body: object, raw: bytes | None = None, timeout: float = 30) -> httpx.Response:
+        content = raw if raw is not None else json.dumps(body).encode()
+        return httpx.post(credentials.scoring_uri, content=content, headers=key, timeout=timeout)
+
+    def ask(messages: object = None, **parameters: object) -> dict:
+        messages = [{"role": "user", "content": "hi"}] if messages is None else messages
+        return {"input_data": {"input_string": [messages], "parameters": {"max_new_tokens": 4, **parameters}}}
+
+    started = time.monotonic()
+    assert post(None, raw=b"x" * (2 * 1024 * 1024)).status_code == 413  # refused before it is read or parsed
+
+    def chunks():  # no Content-Length: the limit holds while reading
+        for _ in range(40):
+            yield b" " * 65536
+
+    chunked = httpx.post(credentials.scoring_uri, content=chunks(), headers=key, timeout=30)
+    assert chunked.status_code == 413
+    long_prompt = post(ask([{"role": "user", "content": "word" * 65536}]))
+    assert long_prompt.status_code == 413 and "max_prompt_tokens" in long_prompt.text
+    assert time.monotonic() - started < 20  # refused, not worked on
+
+    cases = {
+        "temperature": ask(temperature=0, do_sample=True),
+        "max_new_tokens": ask(max_new_tokens=-5),
+        "top_p": ask(top_p=7),
+        "content": ask([{"role": "user", "content": 42}]),
+        "role": ask([{"content": "hi"}]),
+        "parameters": {"input_data": {"input_string": [[{"role": "user", "content": "hi"}]], "parameters": [1]}},
+        "input_string": {"input_data": {"input_string": "hi"}},
+    }
+    for field, body in cases.items():
+        answer = post(body)
+        assert answer.status_code == 422, (field, answer.text)
+        assert any(field in error["field"] for error in answer.json()["errors"]), (field, answer.json())
+    assert post(ask(max_new_tokens="abc")).status_code == 422
+    nan = post(None, raw=b'{"input_data": {"input_string": [[{"role": "user", "content": "hi"}]], '
+               b'"parameters": {"temperature": NaN}}}')  # fmt: skip
+    assert nan.status_code == 422 and "temperature" in nan.text
+    over_cap = post(ask(max_new_tokens=2000))
+    assert over_cap.status_code == 422 and "limit 512" in over_cap.text
+    deep = post(None, raw=b'{"input_data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    assert deep.status_code == 400
+    assert post(None, raw=b"not json").status_code == 400
+    greedy = post(ask(do_sample="false", temperature=0))  # "false" is false: greedy, temperature unused
+    assert greedy.status_code == 200, greedy.text
+    assert workspace.invoke("ep-hostile", HI).error is None  # still serving
+    workspace.delete_endpoint("ep-hostile")

@@ -8,9 +8,10 @@ traffic); the answer is `{"output": "<text>"}`. The adapters' `invoke` call this
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictStr, ValidationInfo, field_validator
 
 from workspaces.errors import TransientWorkspaceError
 
@@ -24,13 +25,65 @@ class Credentials(BaseModel):
     key: SecretStr  # SecretStr: a repr, log line or summary never shows it
 
 
-class ScoringParameters(BaseModel):
-    """Generation settings of a scoring request; the defaults are the notebook's."""
+MAX_NEW_TOKENS = 4096  # the contract's ceiling; a server may cap lower
 
-    temperature: float = Field(0.6, description="Sampling temperature.")
-    top_p: float = Field(0.9, description="Nucleus sampling: keep the smallest token set with this probability.")
+
+class ScoringParameters(BaseModel):
+    """Generation settings of a scoring request; the defaults are the notebook's. Values that can only fail at
+    generation time (a zero temperature with sampling, NaN, a negative length) are refused here, naming the field:
+    in a profile before anything is trained, at the endpoint as a 422."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
     do_sample: bool = Field(True, description="Sample (true) or decode greedily (false).")
-    max_new_tokens: int = Field(200, ge=1, description="Tokens to generate at most.")
+    temperature: float = Field(0.6, ge=0, le=100, description="Sampling temperature (> 0 when do_sample is true).")
+    top_p: float = Field(
+        0.9, gt=0, le=1, description="Nucleus sampling: keep the smallest token set with this probability."
+    )
+    max_new_tokens: int = Field(200, ge=1, le=MAX_NEW_TOKENS, description="Tokens to generate at most.")
+
+    @field_validator("temperature")
+    @classmethod
+    def _sampling_needs_a_temperature(cls, value: float, info: ValidationInfo) -> float:
+        # do_sample is declared first so that it is known here, and the error carries temperature's name
+        if value <= 0 and info.data.get("do_sample", True):
+            raise ValueError(
+                f"must be > 0 when do_sample is true (got {value}); for greedy decoding set do_sample false"
+            )
+        return value
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: StrictStr
+
+
+class ScoringInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input_string: list[list[ChatMessage]] = Field(
+        ..., min_length=1, description="Conversations (the first is answered)."
+    )
+    parameters: ScoringParameters = Field(default_factory=ScoringParameters)
+
+    @field_validator("input_string")
+    @classmethod
+    def _conversations_not_empty(cls, value: list[list[ChatMessage]]) -> list[list[ChatMessage]]:
+        if any(not conversation for conversation in value):
+            raise ValueError("every conversation needs at least one message")
+        return value
+
+
+class ScoringBody(BaseModel):
+    """The scoring contract as an endpoint validates it: `{"input_data": {"input_string": [[{role, content}]],
+    "parameters": {...}}, "params": {}}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_data: ScoringInput
+    params: dict[str, object] = Field(default_factory=dict)
 
 
 class ScoringRequest(BaseModel):

@@ -80,11 +80,35 @@ def build_foundation(texts: Iterable[str], out_dir: Path, seed: int = 0) -> Path
     return out_dir
 
 
-def generate(model: Any, tokenizer: Any, messages: list[dict[str, str]], parameters: dict[str, Any]) -> str:
+class PromptTooLong(ValueError):
+    """The prompt has more tokens than the endpoint accepts."""
+
+    def __init__(self, tokens: int, limit: int) -> None:
+        super().__init__(f"prompt is {tokens} tokens; this endpoint accepts at most {limit} (max_prompt_tokens)")
+        self.tokens, self.limit = tokens, limit
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    parameters: dict[str, Any],
+    *,
+    max_prompt_tokens: int | None = None,
+    max_time_s: float | None = None,
+    stop: Any = None,
+) -> str:
+    """One reply. Bounded: a prompt over `max_prompt_tokens` is refused before any generation, generation stops
+    after `max_time_s` (transformers' max_time) and as soon as `stop` (a threading.Event: the client left) is set."""
     import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
 
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    tokens = int(inputs["input_ids"].shape[1])
+    limit = min(max_prompt_tokens or tokens, int(getattr(model.config, "max_position_embeddings", tokens) or tokens))
+    if tokens > limit:
+        raise PromptTooLong(tokens, limit)
     do_sample = bool(parameters.get("do_sample", False))
     kwargs: dict[str, Any] = {
         "max_new_tokens": int(parameters.get("max_new_tokens", 50)),
@@ -94,6 +118,15 @@ def generate(model: Any, tokenizer: Any, messages: list[dict[str, str]], paramet
     }
     if do_sample:
         kwargs.update(temperature=float(parameters.get("temperature", 1.0)), top_p=float(parameters.get("top_p", 1.0)))
+    if max_time_s:
+        kwargs["max_time"] = float(max_time_s)
+    if stop is not None:
+
+        class ClientGone(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kw):
+                return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+
+        kwargs["stopping_criteria"] = StoppingCriteriaList([ClientGone()])
     with torch.no_grad():
         output = model.generate(**inputs, **kwargs)
     return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
@@ -110,8 +143,8 @@ class ChatModel(mlflow.pyfunc.PythonModel):
         self.model = AutoModelForCausalLM.from_pretrained(folder)
         self.model.eval()
 
-    def chat(self, conversations: list[list[dict[str, str]]], parameters: dict[str, Any]) -> list[str]:
-        return [generate(self.model, self.tokenizer, messages, parameters) for messages in conversations]
+    def chat(self, conversations: list[list[dict[str, str]]], parameters: dict[str, Any], **limits: Any) -> list[str]:
+        return [generate(self.model, self.tokenizer, messages, parameters, **limits) for messages in conversations]
 
     def predict(self, context, model_input, params=None):
         payload = model_input if isinstance(model_input, dict) else dict(model_input)

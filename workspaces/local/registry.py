@@ -139,9 +139,15 @@ class MlflowRegistry:
             shutil.rmtree(into, ignore_errors=True)
             into.parent.mkdir(parents=True, exist_ok=True)
             partial = into.parent / (into.name + ".part")
-            self.client  # noqa: B018 - sets the tracking/registry uri
-            mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(partial))
-            os.replace(partial, into)
+            shutil.rmtree(partial, ignore_errors=True)
+            # resolved through this registry's client: MLflow's global URIs may belong to another workspace here
+            name, _, version = model_uri.removeprefix("models:/").partition("/")
+            source = self.client.get_model_version_download_uri(name, version)
+            downloaded = mlflow.artifacts.download_artifacts(
+                artifact_uri=source, dst_path=str(partial), tracking_uri=self.tracking_uri
+            )
+            os.replace(downloaded, into)
+            shutil.rmtree(partial, ignore_errors=True)
         return into
 
     def run_metrics(self, run_id: str) -> dict[str, float]:

@@ -13,6 +13,7 @@ exits when that process is gone, so an ephemeral endpoint cannot outlive the run
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hmac
 import json
 import os
@@ -26,9 +27,12 @@ from typing import Any
 # imported at module level: FastAPI resolves the handlers' (string) annotations in this module's globals
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 
+from workspaces.local.model import PromptTooLong
 from workspaces.local.processes import write_json
-from workspaces.scoring import DEPLOYMENT_HEADER
+from workspaces.scoring import DEPLOYMENT_HEADER, ScoringBody
 
 KEY_ENV, ADMIN_ENV = "TUNEGATE_ENDPOINT_KEY", "TUNEGATE_ADMIN_TOKEN"
 
@@ -43,8 +47,23 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
     models: dict[str, Any] = {
         name: load_chat_model(Path(dep["model_dir"])) for name, dep in state["deployments"].items()
     }
+    limits = ServerLimits.model_validate(state.get("limits") or {})
     lock = threading.Lock()
-    app = FastAPI(title=f"tunegate endpoint {endpoint_dir.name}", docs_url=None, redoc_url=None)
+    # no schema or docs routes: they would show the admin API to anyone who can reach the port
+    app = FastAPI(title=f"tunegate endpoint {endpoint_dir.name}", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(ValidationError)
+    async def invalid_request(request: Request, exc: ValidationError) -> JSONResponse:
+        # a client's mistake, with the field it is in: never a 500
+        errors = [
+            {"field": ".".join(str(part) for part in error["loc"]) or "body", "error": error["msg"]}
+            for error in exc.errors(include_url=False, include_input=False)[:20]
+        ]
+        return JSONResponse({"detail": "bad scoring request", "errors": errors}, status_code=422)
+
+    @app.exception_handler(RecursionError)
+    async def too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        return JSONResponse({"detail": "request nested too deeply"}, status_code=400)
 
     def save() -> None:
         write_json(state_file, state)
@@ -54,13 +73,28 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
         if not token or not hmac.compare_digest(token.encode(), expected.encode()):
             raise HTTPException(status_code=401, detail="missing or invalid key")
 
-    @app.get("/health")
-    def health() -> dict:
+    def details() -> dict:
         return {"status": "ok", "deployments": sorted(models), "traffic": state["traffic"]}
+
+    @app.get("/health")
+    def health(authorization: str | None = Header(None)) -> dict:
+        """Status for anyone; deployments and traffic only with the scoring key or the admin token."""
+        token = (authorization or "").removeprefix("Bearer ").strip().encode()
+        if token and any(hmac.compare_digest(token, secret.encode()) for secret in (key, admin_token)):
+            return details()
+        return {"status": "ok"}
 
     @app.post("/score")
     async def score(request: Request, authorization: str | None = Header(None)) -> JSONResponse:
         check(key, authorization)
+        parsed = ScoringBody.model_validate(await read_json_body(request, limits.max_body_bytes))
+        parameters = parsed.input_data.parameters
+        if parameters.max_new_tokens > limits.max_new_tokens:
+            raise HTTPException(
+                status_code=422,
+                detail=f"parameters.max_new_tokens {parameters.max_new_tokens} is over this endpoint's limit "
+                f"{limits.max_new_tokens}",
+            )
         target = request.headers.get(DEPLOYMENT_HEADER)
         if target:
             if target not in models:
@@ -70,17 +104,22 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
             if not weighted:
                 raise HTTPException(status_code=404, detail="no deployment takes traffic on this endpoint")
             target = random.choices([n for n, _ in weighted], weights=[p for _, p in weighted])[0]
+        messages = [message.model_dump() for message in parsed.input_data.input_string[0]]
+        client_gone = threading.Event()
+        watcher = asyncio.create_task(watch_disconnect(request, client_gone))
         try:
-            body = await request.json()
-            conversations = body["input_data"]["input_string"]
-            parameters = body["input_data"].get("parameters") or {}
-            if not isinstance(conversations, list) or not conversations or not isinstance(conversations[0], list):
-                raise ValueError("input_string must be a list of conversations")
-        except (ValueError, KeyError, TypeError) as exc:
-            raise HTTPException(status_code=400, detail=f"bad scoring request: {exc}") from None
-        from starlette.concurrency import run_in_threadpool
-
-        outputs = await run_in_threadpool(models[target].chat, conversations[:1], parameters)
+            outputs = await run_in_threadpool(
+                models[target].chat,
+                [messages],
+                parameters.model_dump(),
+                max_prompt_tokens=limits.max_prompt_tokens,
+                max_time_s=limits.generation_timeout_s,
+                stop=client_gone,
+            )
+        except PromptTooLong as exc:
+            raise HTTPException(status_code=413, detail=str(exc)) from None
+        finally:
+            watcher.cancel()
         return JSONResponse({"output": outputs[0]}, headers={DEPLOYMENT_HEADER: target})
 
     @app.post("/admin/deployments/{name}")
@@ -92,7 +131,7 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
             state["deployments"][name] = payload
             state["traffic"].setdefault(name, 0)
             save()
-        return health()
+        return details()
 
     @app.delete("/admin/deployments/{name}")
     def delete_deployment(name: str, authorization: str | None = Header(None)) -> dict:
@@ -106,7 +145,7 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
             state["deployments"].pop(name, None)
             state["traffic"].pop(name, None)
             save()
-        return health()
+        return details()
 
     @app.put("/admin/traffic")
     def set_traffic(traffic: dict[str, int], authorization: str | None = Header(None)) -> dict:
@@ -119,9 +158,41 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
         with lock:
             state["traffic"] = {name: traffic.get(name, 0) for name in models}
             save()
-        return health()
+        return details()
 
     return app
+
+
+class ServerLimits(BaseModel):
+    """What one scoring request may cost. Defaults keep a 2-core laptop answering whatever a client sends."""
+
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies get 413 before parsing.")
+    max_prompt_tokens: int = Field(2048, ge=16, description="Longer prompts get 413 (the model's context also caps).")
+    max_new_tokens: int = Field(512, ge=1, description="Requests asking for more get 422.")
+    generation_timeout_s: float = Field(60, gt=0, description="Generation stops after this (transformers max_time).")
+
+
+async def read_json_body(request: Request, max_bytes: int) -> object:
+    """The request's JSON, read no further than `max_bytes` (413), parsed without ever raising a 500."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise HTTPException(status_code=413, detail=f"request body is {declared} bytes; the limit is {max_bytes}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise HTTPException(status_code=413, detail=f"request body is over the limit of {max_bytes} bytes")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise HTTPException(status_code=400, detail=f"body is not JSON: {type(exc).__name__}") from None
+
+
+async def watch_disconnect(request: Request, gone: threading.Event) -> None:
+    """Set `gone` when the client disconnects: generation checks it between tokens and stops."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(0.2)
+    gone.set()
 
 
 def _watch_owner(pid: int) -> None:
