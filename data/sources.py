@@ -32,6 +32,10 @@ def materialize_synthetic(root: Path, train_rows: int, seed: int = 0) -> Path:
     return target
 
 
+# the marker of a line that could not be read as a row: where it is and why
+UNPARSEABLE, UNPARSEABLE_WHY = "_unparseable", "_why"
+
+
 def _split_files(directory: Path, split: str) -> list[Path]:
     candidates = [directory / f"{split}.parquet", directory / f"{split}.jsonl"]
     found = [path for path in candidates if path.exists()]
@@ -42,15 +46,20 @@ def _split_files(directory: Path, split: str) -> list[Path]:
 
 def _read_file(path: Path) -> Iterator[dict]:
     if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
+        with path.open("rb") as handle:  # bytes: one bad line must not stop the file
+            for number, raw in enumerate(handle, 1):
+                if not raw.strip():
                     continue
+                where = f"{path.name}:{number}"
                 try:
-                    yield json.loads(line)
+                    yield json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError:
+                    # an unreadable line is an invalid row: reported through the validator with where it is
+                    yield {UNPARSEABLE: where, UNPARSEABLE_WHY: "line is not valid UTF-8"}
                 except json.JSONDecodeError:
-                    # an unparseable line is an invalid row: report it through the validator, do not crash
-                    yield {"_unparseable": f"{path.name}:{number}"}
+                    yield {UNPARSEABLE: where, UNPARSEABLE_WHY: "line is not valid JSON"}
+                except RecursionError:
+                    yield {UNPARSEABLE: where, UNPARSEABLE_WHY: "line is nested too deeply"}
     else:
         import pyarrow.parquet as pq
 

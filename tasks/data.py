@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from data.runs import write_sample
-from data.sources import read_split
+from data.sources import UNPARSEABLE, UNPARSEABLE_WHY, read_split
 from data.splits import WRITTEN_SPLITS
 from tasks.errors import stage
 from tasks.settings import DataSettings
@@ -27,8 +27,8 @@ def invalid_reason(row: object) -> str | None:
     """Why a row cannot be trained on, or None when it is fine."""
     if not isinstance(row, dict):
         return "row is not an object"
-    if "_unparseable" in row:
-        return "line is not valid JSON"
+    if UNPARSEABLE in row:
+        return str(row.get(UNPARSEABLE_WHY) or "line is not valid JSON")
     prompt_id = row.get("prompt_id")
     if not isinstance(prompt_id, str) or not prompt_id:
         return "missing prompt_id"
@@ -60,17 +60,21 @@ class SplitSample(BaseModel):
     kept: list[dict]
     seen: int
     invalid: dict[str, int]  # reason -> count
+    invalid_at: dict[str, list[str]] = {}  # reason -> the first few file:line of unreadable lines
 
 
 def sample_split(rows: Iterable[dict], percent: float, seed: int) -> SplitSample:
     kept: list[dict] = []
     invalid: dict[str, int] = {}
+    invalid_at: dict[str, list[str]] = {}
     seen = 0
     for row in rows:
         seen += 1
         reason = invalid_reason(row)
         if reason is not None:
             invalid[reason] = invalid.get(reason, 0) + 1
+            if isinstance(row, dict) and UNPARSEABLE in row and len(invalid_at.setdefault(reason, [])) < 5:
+                invalid_at[reason].append(str(row[UNPARSEABLE]))
             continue
         if in_sample(row["prompt_id"], percent, seed):
             kept.append(
@@ -80,7 +84,7 @@ def sample_split(rows: Iterable[dict], percent: float, seed: int) -> SplitSample
                     "messages": [{"role": m["role"], "content": m["content"]} for m in row["messages"]],
                 }
             )
-    return SplitSample(kept=kept, seen=seen, invalid=invalid)
+    return SplitSample(kept=kept, seen=seen, invalid=invalid, invalid_at=invalid_at)
 
 
 def jsonl_bytes(rows: Iterable[dict]) -> bytes:
@@ -125,9 +129,14 @@ def sample_to_directory(settings: DataSettings, out_dir: Path, cache_dir: Path) 
             settings.seed,
         )
         if not sample.kept:
+            reasons = "; ".join(
+                f"{count} x {reason}"
+                + (f" (at {', '.join(sample.invalid_at[reason])})" if sample.invalid_at.get(reason) else "")
+                for reason, count in sorted(sample.invalid.items(), key=lambda item: -item[1])
+            )
             raise ValueError(
                 f"data: split {split} kept 0 of {sample.seen} rows ({settings.percent_for(split)}%, "
-                f"{sum(sample.invalid.values())} invalid); raise data.percent or check data.source"
+                f"{sum(sample.invalid.values())} invalid: {reasons or 'none'}); raise data.percent or check data.source"
             )
         contents[f"{split}.jsonl"] = jsonl_bytes(sample.kept)
         rows[split] = len(sample.kept)

@@ -118,3 +118,29 @@ def test_generated_dataset_is_deterministic_and_ultrachat_shaped():
     assert len({r["prompt_id"] for r in rows}) == len(rows)
     assert all(len(r["prompt_id"]) == 64 for r in rows)
     assert sum(invalid_reason(r) is not None for r in rows) >= 1  # a few broken rows, like a real dump
+
+
+def test_invalid_utf8_and_pathological_nesting_are_invalid_rows_with_where(tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    for split in ("train_sft", "test_sft", "test_gen"):
+        lines = [json.dumps(good(i)).encode() for i in range(20)]
+        lines.insert(3, b'{"prompt_id": "x", "messages": "\xff\xfe broken"}')
+        lines.insert(7, b"[" * 200_000 + b"]" * 200_000)
+        (source / f"{split}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    result = sample_to_directory(DataSettings(source=str(source), percent=100), tmp_path / "out", tmp_path / "cache")
+    assert result.rows["train_sft"] == 20
+    assert result.invalid["train_sft"] == {"line is not valid UTF-8": 1, "line is nested too deeply": 1}
+
+
+def test_when_every_row_is_invalid_the_error_lists_reasons_counts_and_places(tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    for split in ("train_sft", "test_sft", "test_gen"):
+        (source / f"{split}.jsonl").write_bytes(b"{not json\n\xff\xff\n{also not\n")
+    with pytest.raises(ValueError) as error:
+        sample_to_directory(DataSettings(source=str(source), percent=100), tmp_path / "out", tmp_path / "cache")
+    text = str(error.value)
+    assert "kept 0 of 3 rows" in text and "3 invalid" in text
+    assert "2 x line is not valid JSON (at train_sft.jsonl:1, train_sft.jsonl:3)" in text
+    assert "1 x line is not valid UTF-8 (at train_sft.jsonl:2)" in text
