@@ -15,6 +15,7 @@ from data.runs import RunStore
 from flows.params import ProfileError, load_profile
 from flows.summary import RunSummary
 from tasks.reviews import ReviewError, decide, pending_reviews, server_url
+from workspaces.base import InvalidNameError, WorkspaceError
 
 app = typer.Typer(help="tunegate: fine-tune a chat model and take it safely to a live endpoint.", no_args_is_help=True)
 console = Console()
@@ -239,7 +240,10 @@ def teardown(
     """Delete an endpoint left behind (for example by a run that was killed)."""
     from tasks.teardown import take_down
 
-    result = take_down(_workspace(profile, set_), "ephemeral", endpoint)
+    try:
+        result = take_down(_workspace(profile, set_), "ephemeral", endpoint)
+    except WorkspaceError as exc:  # one line, no traceback: a bad name is the caller's (2), the rest the workspace's
+        _fail(exc, 2 if isinstance(exc, InvalidNameError) else 1)
     if not result.deleted:
         err.print(f"no endpoint {endpoint!r}; nothing to delete", markup=False)
         return

@@ -52,3 +52,13 @@ def test_bad_profile_value_fails_before_any_work(tmp_path):
 def test_chat_with_an_unknown_endpoint_says_so(tmp_path):
     done = tunegate("chat", "--endpoint", "nope", "--set", f"workspace.state_dir={tmp_path}", "-m", "hi")
     assert done.returncode == 2 and "no endpoint 'nope'" in done.stderr
+
+
+def test_teardown_refuses_a_path_as_an_endpoint_name(tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me")
+    state = tmp_path / "a" / "b"
+    done = tunegate("teardown", "--endpoint", "../../victim", "--set", f"workspace.state_dir={state}")
+    assert done.returncode == 2 and "is not valid" in done.stderr and "Traceback" not in done.stderr
+    assert (victim / "precious.txt").read_text() == "keep me"

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from workspaces.errors import (
     RETRYABLE_STATUS,
     ConflictError,
+    InvalidNameError,
     MetricsNotFound,
     NotFoundError,
     TransientWorkspaceError,
@@ -30,6 +31,7 @@ __all__ = [  # the port's errors and the scoring types are part of it: import th
     "RETRYABLE_STATUS",
     "ConflictError",
     "Credentials",
+    "InvalidNameError",
     "MetricsNotFound",
     "NotFoundError",
     "ScoreResult",

@@ -11,6 +11,10 @@ class TransientWorkspaceError(WorkspaceError):
     """A failure that may go away on its own (throttling, 5xx, a dropped connection)."""
 
 
+class InvalidNameError(WorkspaceError):
+    """A resource name the workspace refuses (it would become a path, or breaks the service's naming rule)."""
+
+
 class NotFoundError(WorkspaceError):
     """The named resource does not exist in the workspace."""
 

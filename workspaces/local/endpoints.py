@@ -29,7 +29,7 @@ from workspaces.base import (
     TransientWorkspaceError,
     WorkspaceError,
 )
-from workspaces.local.processes import pid_alive, read_json, start_detached, stop_process_group, tail
+from workspaces.local.processes import checked_name, pid_alive, read_json, start_detached, stop_process_group, tail
 from workspaces.local.registry import LOCAL_SIZES, MlflowRegistry
 
 SERVER_MODULE = "workspaces.local.server"
@@ -42,7 +42,7 @@ class EndpointServers:
         self.registry = registry
 
     def _dir(self, name: str) -> Path:
-        return self.root / "endpoints" / name
+        return self.root / "endpoints" / checked_name("endpoint", name)
 
     def _secrets(self, name: str) -> dict[str, str]:
         return json.loads((self._dir(name) / "secrets.json").read_text())
@@ -120,6 +120,7 @@ class EndpointServers:
         )
 
     def get_deployment(self, endpoint: str, name: str) -> Deployment | None:
+        checked_name("deployment", name)
         state = read_json(self._dir(endpoint) / "endpoint.json")
         found = (state.get("deployments") or {}).get(name)
         if not found:
@@ -155,7 +156,7 @@ class EndpointServers:
         if self.get(endpoint) is None:
             raise NotFoundError(f"endpoint {endpoint} does not exist")
         folder = self.registry.model_folder(
-            f"models:/{model.name}/{model.version}", self._dir(endpoint) / "models" / name
+            f"models:/{model.name}/{model.version}", self._dir(endpoint) / "models" / checked_name("deployment", name)
         )
         payload = {
             "model_dir": str(folder),
@@ -177,11 +178,12 @@ class EndpointServers:
         return Credentials(scoring_uri=f"http://127.0.0.1:{port}/score", key=SecretStr(self._secrets(endpoint)["key"]))
 
     def delete_deployment(self, endpoint: str, name: str) -> None:
+        checked_name("deployment", name)
         current = self.get(endpoint)
         if current is None or name not in current.deployments:
             return  # already gone: a retried teardown must not fail
         self._admin(endpoint, "DELETE", f"/admin/deployments/{name}")
-        shutil.rmtree(self._dir(endpoint) / "models" / name, ignore_errors=True)
+        shutil.rmtree(self._dir(endpoint) / "models" / checked_name("deployment", name), ignore_errors=True)
 
     def delete(self, endpoint: str) -> None:
         directory = self._dir(endpoint)

@@ -15,7 +15,15 @@ import time
 from pathlib import Path
 
 from workspaces.base import ConflictError, FinetuneSpec, JobRef, JobState, JobStatus, NotFoundError, WorkspaceError
-from workspaces.local.processes import pid_alive, read_json, start_detached, stop_process_group, tail, write_json
+from workspaces.local.processes import (
+    checked_name,
+    pid_alive,
+    read_json,
+    start_detached,
+    stop_process_group,
+    tail,
+    write_json,
+)
 from workspaces.local.registry import MlflowRegistry
 
 TRAINER_MODULE = "workspaces.local.trainer"
@@ -27,7 +35,7 @@ class TrainerJobs:
         self.registry = registry
 
     def _dir(self, name: str) -> Path:
-        return self.root / "jobs" / name
+        return self.root / "jobs" / checked_name("job", name)
 
     def _status(self, name: str) -> dict:
         return read_json(self._dir(name) / "status.json")

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from workspaces.errors import InvalidNameError
 
 
 def pid_alive(pid: int) -> bool:
@@ -73,3 +76,15 @@ def tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def checked_name(kind: str, name: str) -> str:
+    """A name that becomes a directory: letters, digits, '-', '_', '.', never a path ('../x', '/x', 'a/b')."""
+    if not NAME.fullmatch(name) or ".." in name:
+        raise InvalidNameError(
+            f"{kind} name {name!r} is not valid: use letters, digits, '-', '_' or '.', starting with a letter or digit"
+        )
+    return name
