@@ -47,6 +47,11 @@ class RunStore:
         path = self.summary_path(run_id)
         return path.read_text() if path.exists() else None
 
+    def newest_summary(self, since: float) -> str | None:
+        """The newest summary written at or after `since` (a time.time()): the run this process just stopped."""
+        found = [p for p in self.root.glob(f"runs/*/{SUMMARY}") if p.stat().st_mtime >= since]
+        return max(found, key=lambda p: p.stat().st_mtime).read_text() if found else None
+
 
 def write_sample(out_dir: Path, contents: dict[str, bytes], fingerprint: str) -> dict[str, str]:
     """Write the sampled split files and their fingerprint; returns split -> path."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import time
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -90,6 +92,8 @@ def run(
 ) -> None:
     """Run the whole flow once (an ephemeral Prefect server is started when PREFECT_API_URL is not set)."""
     config = _config(profile, set_)
+    from prefect.exceptions import TerminationSignal
+
     from flows.tunegate_flow import tunegate
     from tasks.approval import ManualApprovalNeedsServer, require_server_for_manual
 
@@ -100,7 +104,18 @@ def run(
     except (ManualApprovalNeedsServer, ReviewError) as exc:
         _fail(exc, 2)
 
-    state = tunegate(config=config, return_state=True)
+    started = time.time()
+    # SIGTERM (a scheduler, `kill`) ends the run like Ctrl-C: recorded as cancelled, teardown done, job cancelled
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        state = tunegate(config=config, return_state=True)
+    except (KeyboardInterrupt, TerminationSignal):
+        text = RunStore(config.workspace.state_dir).newest_summary(started)
+        if text is not None:
+            _print_summary(RunSummary.model_validate_json(text))
+            if summary_json:
+                write_json(summary_json, RunSummary.model_validate_json(text).model_dump(mode="json"))
+        _fail("interrupted: the run was cancelled", 130)
     text = RunStore(config.workspace.state_dir).read_summary(str(state.state_details.flow_run_id))
     if text is None:
         _fail(f"the run ended before writing a summary: {state.message}", 1)
@@ -109,6 +124,10 @@ def run(
     if summary_json:
         write_json(summary_json, summary.model_dump(mode="json"))
     raise typer.Exit(0 if summary.status == "succeeded" else 1)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _fail(error: object, code: int) -> NoReturn:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import TerminationSignal
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
@@ -250,7 +251,7 @@ def tunegate(
         summary.record_outcome(stop.status, str(stop))
         stopped = stop
     except BaseException as exc:
-        cancelled = isinstance(exc, KeyboardInterrupt | SystemExit)
+        cancelled = isinstance(exc, KeyboardInterrupt | SystemExit | TerminationSignal)  # Ctrl-C, SIGTERM
         summary.record_outcome("cancelled" if cancelled else "failed", f"{type(exc).__name__}: {exc}")
         raise
     finally:

@@ -62,3 +62,33 @@ def test_teardown_refuses_a_path_as_an_endpoint_name(tmp_path):
     done = tunegate("teardown", "--endpoint", "../../victim", "--set", f"workspace.state_dir={state}")
     assert done.returncode == 2 and "is not valid" in done.stderr and "Traceback" not in done.stderr
     assert (victim / "precious.txt").read_text() == "keep me"
+
+
+def test_sigterm_during_training_is_recorded_as_cancelled_with_teardown_done(tmp_path):
+    import signal
+    import time
+
+    state_dir = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = os.environ.get("PREFECT_HOME_E2E", env.get("HOME", "/tmp") + "/.prefect-e2e")
+    summary_path = tmp_path / "summary.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "run", "--set", f"workspace.state_dir={state_dir}",
+         "--set", "finetune.num_train_epochs=50", "--summary-json", str(summary_path)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    jobs = state_dir / "workspace" / "jobs"
+    deadline = time.monotonic() + 240
+    while not (jobs.exists() and any(jobs.glob("*/status.json"))):
+        assert time.monotonic() < deadline and process.poll() is None, "training never started"
+        time.sleep(0.5)
+    time.sleep(3)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output[-3000:]
+    summary = json.loads(summary_path.read_text())
+    assert summary["status"] == "cancelled" and summary["teardown"]["done"] is True
+    [status] = [json.loads(p.read_text()) for p in jobs.glob("*/status.json")]
+    assert status["state"] == "canceled"  # the trainer was stopped, not left training
+    assert LocalWorkspace(state_dir / "workspace").inventory().empty
+    assert "Traceback" not in output.split("interrupted")[-1]

@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from workspaces.local.model import PromptTooLong
-from workspaces.local.processes import write_json
+from workspaces.local.processes import pid_alive, write_json
 from workspaces.scoring import DEPLOYMENT_HEADER, ScoringBody
 
 KEY_ENV, ADMIN_ENV = "TUNEGATE_ENDPOINT_KEY", "TUNEGATE_ADMIN_TOKEN"
@@ -198,12 +198,8 @@ async def watch_disconnect(request: Request, gone: threading.Event) -> None:
 def _watch_owner(pid: int) -> None:
     while True:
         time.sleep(1.0)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            os._exit(0)  # the run that owns this ephemeral endpoint is gone
-        except PermissionError:
-            pass
+        if not pid_alive(pid):  # gone, or a zombie nobody reaped: the run that owns this ephemeral endpoint is over
+            os._exit(0)
 
 
 def main() -> None:
