@@ -112,9 +112,10 @@ def run(
     except (KeyboardInterrupt, TerminationSignal):
         text = RunStore(config.workspace.state_dir).newest_summary(started)
         if text is not None:
-            _print_summary(RunSummary.model_validate_json(text))
+            interrupted = RunSummary.model_validate_json(text)
+            _print_summary(interrupted)
             if summary_json:
-                write_json(summary_json, RunSummary.model_validate_json(text).model_dump(mode="json"))
+                write_json(summary_json, interrupted.model_dump(mode="json"))
         _fail("interrupted: the run was cancelled", 130)
     text = RunStore(config.workspace.state_dir).read_summary(str(state.state_details.flow_run_id))
     if text is None:

@@ -77,14 +77,14 @@ def run_stages(
     experiment = config.job.experiment_name or f"chat_completion_{foundation.name}"
     registered_name = config.model.registered_name()
     # the champion of now rides along with the job, which evaluates it on the same split where the workspace can
-    compare_with, _ = read_champion(stages, workspace, registered_name)
+    compare_with, _ = champion_or_error(stages, workspace, registered_name)
     spec = finetune.build_spec(foundation, compute, data_ref, config.finetune, experiment, compare_with)
     key = finetune.idempotency_key(run_id, foundation, data_ref, compute.name, spec.parameters, compare_with)
     job = stages.submit_finetune(workspace, spec, key)
     summary.record_job(job, spec)
     stages.wait_for_finetune(workspace, job, config.job)
 
-    champion, champion_error = read_champion(stages, workspace, registered_name)  # it may have changed meanwhile
+    champion, champion_error = champion_or_error(stages, workspace, registered_name)  # it may have changed meanwhile
     gate = stages.check_metrics(
         workspace,
         job,
@@ -136,7 +136,7 @@ def run_stages(
     summary.record_endpoint(stages.read_endpoint(workspace, endpoint_name))
 
 
-def read_champion(stages: Stages, workspace: Workspace, name: str) -> tuple[ModelVersion | None, str | None]:
+def champion_or_error(stages: Stages, workspace: Workspace, name: str) -> tuple[ModelVersion | None, str | None]:
     """(champion, None), or (None, why) when it could not be read after the stage's retries: the gate fails closed
     on that; never mistaken for "no champion"."""
     try:
@@ -160,12 +160,8 @@ def approval_decision(
     if decision is not None:
         return decision
     if not approval.has_prefect_server():
-        return ApprovalRecord(
-            approved=False,
-            approver=f"policy:{config.approval.policy}",
-            policy=config.approval.policy,
-            decided_at=approval.now_iso(),
-            comment="a person must decide and no Prefect server runs to ask one: rejected",
+        return approval.policy_record(
+            config.approval.policy, False, "a person must decide and no Prefect server runs to ask one: rejected"
         )
     facts = {
         "model": f"{version.name}:{version.version} (from {foundation.name}:{foundation.version})",

@@ -85,26 +85,21 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def policy_record(policy: str, approved: bool, comment: str) -> ApprovalRecord:
+    """A decision made by a policy, recorded under the policy's name."""
+    return ApprovalRecord(
+        approved=approved, approver=f"policy:{policy}", comment=comment, policy=policy, decided_at=now_iso()
+    )
+
+
 def policy_decision(settings: ApprovalSettings, gate: GateResult) -> ApprovalRecord | None:
     """The decision a policy makes on its own, or None when a person must decide."""
     if settings.policy == "auto":
-        return ApprovalRecord(
-            approved=True,
-            approver="policy:auto",
-            comment="auto policy approves every gated model",
-            policy="auto",
-            decided_at=now_iso(),
-        )
+        return policy_record("auto", True, "auto policy approves every gated model")
     if settings.policy == "auto-if-better":
         candidate = gate.metrics.get(EVAL_LOSS)
         if gate.comparison == "no-champion":
-            return ApprovalRecord(
-                approved=True,
-                approver="policy:auto-if-better",
-                policy="auto-if-better",
-                comment="no champion yet; the gate passed",
-                decided_at=now_iso(),
-            )
+            return policy_record("auto-if-better", True, "no champion yet; the gate passed")
         # a champion measured on other data says nothing about which is better: a person decides
         if (
             gate.comparable
@@ -112,12 +107,10 @@ def policy_decision(settings: ApprovalSettings, gate: GateResult) -> ApprovalRec
             and candidate is not None
             and candidate < gate.champion_eval_loss - settings.margin
         ):
-            return ApprovalRecord(
-                approved=True,
-                approver="policy:auto-if-better",
-                policy="auto-if-better",
-                decided_at=now_iso(),
-                comment=f"eval_loss {candidate:.4f} beats champion {gate.champion} ({gate.champion_eval_loss:.4f}, "
+            return policy_record(
+                "auto-if-better",
+                True,
+                f"eval_loss {candidate:.4f} beats champion {gate.champion} ({gate.champion_eval_loss:.4f}, "
                 f"{gate.comparison}) by more than the margin {settings.margin}",
             )
     return None

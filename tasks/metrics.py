@@ -74,10 +74,11 @@ def evaluate_gate(
     champion_error: str | None = None,
     eval_fingerprint: str | None = None,
     evaluated_champion: str | None = None,
+    metrics_missing: str | None = None,
 ) -> GateResult:
     """The gate, as a pure function. `champion_error`: reading the champion failed (after retries);
     `eval_fingerprint`: this run's eval data; `evaluated_champion`: the "name:version" the job re-evaluated on it
-    (its loss is metrics["champion_eval_loss"])."""
+    (its loss is metrics["champion_eval_loss"]); `metrics_missing`: why the job's metrics were found nowhere."""
     reasons: list[str] = []
 
     def check(ok: bool, text: str) -> None:
@@ -87,7 +88,10 @@ def evaluate_gate(
     comparison: Comparison = "unknown"
     compared_with: float | None = None
     if not _finite(eval_loss):
-        check(False, f"eval_loss is missing or not finite ({eval_loss}); the job reported {sorted(metrics)}")
+        check(
+            False,
+            metrics_missing or f"eval_loss is missing or not finite ({eval_loss}); the job reported {sorted(metrics)}",
+        )
     else:
         if settings.max_eval_loss is not None:
             check(
@@ -185,11 +189,9 @@ def check_metrics(
     evaluated_champion: str | None = None,
 ) -> GateResult:
     try:
-        metrics = workspace.job_metrics(job)
-    except MetricsNotFound as missing:  # the job ran but its metric is nowhere: a gate failure that says where
-        metrics, missing_reason = {}, str(missing)
-    else:
-        missing_reason = None
+        metrics, missing = workspace.job_metrics(job), None
+    except MetricsNotFound as exc:  # the job ran but its metric is nowhere: a gate failure that says where it looked
+        metrics, missing = {}, str(exc)
     result = evaluate_gate(
         metrics,
         settings,
@@ -197,10 +199,7 @@ def check_metrics(
         champion_error=champion_error,
         eval_fingerprint=eval_fingerprint,
         evaluated_champion=evaluated_champion,
+        metrics_missing=missing,
     )
-    if missing_reason is not None:
-        result = result.model_copy(
-            update={"passed": False, "reasons": [f"fail: {missing_reason}", *result.reasons[1:]]}
-        )
     get_run_logger().info("metric gate %s:\n%s", "passed" if result.passed else "FAILED", "\n".join(result.reasons))
     return result
