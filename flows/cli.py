@@ -51,7 +51,7 @@ def _print_summary(summary: RunSummary) -> None:
     )
     table.add_row(
         "fine-tune job",
-        f"{summary.job.name} {'(re-attached)' if summary.job.reattached else ''}\n{summary.job.display_name or ''}",
+        f"{summary.job.name} ({summary.job.how})\n{summary.job.display_name or ''}",
     )
     table.add_row("metrics", ", ".join(f"{k}={v:.4f}" for k, v in sorted(summary.metrics.items()) if "loss" in k))
     table.add_row(
@@ -104,6 +104,9 @@ def run(
     except (ManualApprovalNeedsServer, ReviewError) as exc:
         _fail(exc, 2)
 
+    from flows.ephemeral import start_temporary_server
+
+    start_temporary_server()  # dies with this process, even after kill -9
     started = time.time()
     # SIGTERM (a scheduler, `kill`) ends the run like Ctrl-C: recorded as cancelled, teardown done, job cancelled
     signal.signal(signal.SIGTERM, _interrupt)
@@ -249,6 +252,49 @@ def chat(
 def inventory(profile: ProfileOption = None, set_: SetOption = None) -> None:
     """What tunegate created in the workspace and is still there (endpoints, running jobs, processes)."""
     console.print_json(_workspace(profile, set_).inventory().model_dump_json())
+
+
+@app.command()
+def jobs(
+    cancel: Annotated[
+        str | None, typer.Option("--cancel", help="Cancel this job (by name) instead of listing.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
+    profile: ProfileOption = None,
+    set_: SetOption = None,
+) -> None:
+    """The fine-tune jobs tunegate submitted in the workspace (whichever run did), newest first; or cancel one."""
+    from datetime import datetime
+
+    from workspaces.base import JobRef
+
+    workspace = _workspace(profile, set_)
+    try:
+        if cancel is not None:
+            job = workspace.get_job(cancel)
+            if job is None:
+                _fail(f"no job {cancel!r} in this workspace; `tunegate jobs` lists them", 2)
+            before = workspace.job_status(job).state
+            if before.terminal:
+                console.print(f"job {cancel} already ended {before.value}; nothing to cancel", markup=False)
+                return
+            workspace.cancel_job(JobRef(name=job.name))
+            console.print(f"cancelled job {cancel} (was {before.value})", markup=False)
+            return
+        found = workspace.list_jobs()
+    except WorkspaceError as exc:
+        _fail(exc, 2 if isinstance(exc, InvalidNameError) else 1)
+    if as_json:
+        console.print_json(data=[info.model_dump(mode="json") for info in found])
+        return
+    if not found:
+        console.print("no tunegate jobs in this workspace")
+        return
+    table = Table("job", "state", "created", "display name")
+    for info in found:
+        created = datetime.fromtimestamp(info.created).strftime("%Y-%m-%d %H:%M:%S") if info.created else "-"
+        table.add_row(Text(info.name), info.state.value, created, Text(info.display_name))
+    console.print(table)
 
 
 @app.command()

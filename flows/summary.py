@@ -63,6 +63,13 @@ class JobSummary(BaseModel):
     url: str | None = None
     display_name: str | None = None
     reattached: bool = False
+    reused: bool = False  # completed before this run: nothing was trained
+
+    @property
+    def how(self) -> str:
+        if self.reused:
+            return "reused: completed earlier with the same inputs, not trained again"
+        return "re-attached: started earlier with the same inputs" if self.reattached else "submitted by this run"
 
 
 class RunSummary(BaseModel):
@@ -88,7 +95,9 @@ class RunSummary(BaseModel):
         self.model.foundation = f"{foundation.name}:{foundation.version}"
 
     def record_job(self, job: JobRef, spec: FinetuneSpec) -> None:
-        self.job = JobSummary(name=job.name, url=job.url, display_name=spec.display_name, reattached=job.reattached)
+        self.job = JobSummary(
+            name=job.name, url=job.url, display_name=spec.display_name, reattached=job.reattached, reused=job.reused
+        )
 
     def record_gate(self, gate: GateResult) -> None:
         self.metrics = dict(gate.metrics)
@@ -143,7 +152,7 @@ class RunSummary(BaseModel):
             f"- data: {self.data.rows} fingerprint `{self.data.fingerprint}` "
             f"({self.data.dropped_invalid} invalid rows dropped)\n"
             f"- model: {self.model.name}:{self.model.version} (from {self.model.foundation})\n"
-            f"- job: {self.job.name} {self.job.url or ''}\n"
+            f"- job: {self.job.name} ({self.job.how}) {self.job.url or ''}\n"
             f"- approval: {self.approval.decision} by {self.approval.approver}\n"
             f"- endpoint: {self.endpoint.name} / {self.endpoint.deployment} traffic {self.endpoint.traffic} "
             f"serving {self.endpoint.live or 'nothing'}\n"

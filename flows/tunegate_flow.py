@@ -26,6 +26,7 @@ from flows.stages import Stages
 from flows.summary import RunSummary
 from tasks import approval, finetune, register
 from tasks.approval import ApprovalRecord, require_server_for_manual
+from tasks.data import SampledData
 from tasks.metrics import GateResult, model_id
 from tasks.teardown import TeardownResult, take_down
 from workspaces.base import FoundationModel, JobRef, ModelVersion, Workspace, WorkspaceError
@@ -79,8 +80,8 @@ def run_stages(
     # the champion of now rides along with the job, which evaluates it on the same split where the workspace can
     compare_with, _ = champion_or_error(stages, workspace, registered_name)
     spec = finetune.build_spec(foundation, compute, data_ref, config.finetune, experiment, compare_with)
-    key = finetune.idempotency_key(run_id, foundation, data_ref, compute.name, spec.parameters, compare_with)
-    job = stages.submit_finetune(workspace, spec, key)
+    key = finetune.idempotency_key(foundation, data_ref, compute.name, spec.parameters, compare_with)
+    job = stages.submit_finetune(workspace, spec, key, fresh=config.job.fresh)
     summary.record_job(job, spec)
     stages.wait_for_finetune(workspace, job, config.job)
 
@@ -113,6 +114,59 @@ def run_stages(
         )
 
     state.endpoint = endpoint_name
+    keep = config.teardown.mode == "keep"
+    # a kept endpoint is shared: another run's deploy -> smoke -> promote waits for this one's, and this one's gate
+    # is checked again against whatever champion that run left
+    with workspace.endpoint_lock(endpoint_name):
+        if keep:
+            recheck_gate_after_waiting(stages, workspace, config, job, champion, compare_with, sampled, summary)
+        deploy_smoke_promote(stages, workspace, config, endpoint_name, version, foundation, sampled, summary, state)
+
+
+def recheck_gate_after_waiting(
+    stages: Stages,
+    workspace: Workspace,
+    config: TunegateConfig,
+    job: JobRef,
+    champion: ModelVersion | None,
+    compare_with: ModelVersion | None,
+    sampled: SampledData,
+    summary: RunSummary,
+) -> None:
+    """While this run trained or waited for approval, another may have promoted a new champion: the candidate must
+    beat that one too, or it does not go live."""
+    now, error = champion_or_error(stages, workspace, config.model.registered_name())
+    if error is None and model_id(now) == model_id(champion):
+        return
+    gate = stages.check_metrics(
+        workspace,
+        job,
+        config.gate,
+        now,
+        champion_error=error,
+        eval_fingerprint=sampled.eval_fingerprint,
+        evaluated_champion=model_id(compare_with),
+    )
+    summary.record_gate(gate)
+    if not gate.passed:
+        raise RunStopped(
+            "gate_failed",
+            f"Gate failed: {model_id(now)} became champion while this run waited; "
+            + "; ".join(f.removeprefix("fail: ") for f in gate.failures),
+        )
+
+
+def deploy_smoke_promote(
+    stages: Stages,
+    workspace: Workspace,
+    config: TunegateConfig,
+    endpoint_name: str,
+    version: ModelVersion,
+    foundation: FoundationModel,
+    sampled: SampledData,
+    summary: RunSummary,
+    state: RunState,
+) -> None:
     deployed = stages.deploy_candidate(
         workspace, config.endpoint, endpoint_name, version, foundation, ephemeral=config.teardown.mode == "ephemeral"
     )

@@ -78,24 +78,17 @@ def pipeline_display_name(model_name: str, params: Params, gpus_per_node: int) -
 
 
 def idempotency_key(
-    flow_run_id: str,
     model: FoundationModel,
     data: DataRef,
     compute: str,
     params: Params,
     compare_with: ModelVersion | None = None,
 ) -> str:
-    """Same run, same inputs -> same key: a retried task or a resumed run finds its job instead of paying twice."""
+    """What the job computes, and nothing else: the same inputs give the same key, so a rerun after a crash (another
+    flow run) finds the job that is still training, or the one that finished, instead of paying twice."""
     compared = f"{compare_with.name}:{compare_with.version}" if compare_with else None
     payload = json.dumps(
-        {
-            "run": flow_run_id,
-            "model": model.id,
-            "data": data.fingerprint,
-            "compute": compute,
-            "params": params,
-            "compare_with": compared,
-        },
+        {"model": model.id, "data": data.fingerprint, "compute": compute, "params": params, "compare_with": compared},
         sort_keys=True,
         default=str,
     )
@@ -136,23 +129,33 @@ def job_name(key: str, attempt: int) -> str:
     return f"tunegate-{key[:20]}" + (f"-{attempt}" if attempt > 1 else "")
 
 
-def submit_or_reattach(workspace: Workspace, spec: FinetuneSpec, key: str) -> JobRef:
+def submit_or_reattach(workspace: Workspace, spec: FinetuneSpec, key: str, fresh: bool = False) -> JobRef:
+    """The newest job of this key that is queued, running or completed, else a new one under the next free name.
+    `fresh`: always a new one (the jobs already there are left as they are)."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
         name = job_name(key, attempt)
         existing = workspace.get_job(name)
         if existing is None:
             return workspace.submit_finetune(spec, name, key)
-        if workspace.job_status(existing).state not in (JobState.FAILED, JobState.CANCELED):
-            return existing.model_copy(update={"reattached": True})
-    raise WorkspaceError(f"{MAX_ATTEMPTS} attempts of job {job_name(key, 1)} failed; not submitting another")
+        if fresh:
+            continue
+        state = workspace.job_status(existing).state
+        if state not in (JobState.FAILED, JobState.CANCELED):
+            return existing.model_copy(update={"reattached": True, "reused": state is JobState.COMPLETED})
+    raise WorkspaceError(f"{MAX_ATTEMPTS} jobs named {job_name(key, 1)}[-N] exist; not submitting another")
 
 
 @stage("submit fine-tune")
-def submit_finetune(workspace: Workspace, spec: FinetuneSpec, key: str) -> JobRef:
+def submit_finetune(workspace: Workspace, spec: FinetuneSpec, key: str, fresh: bool = False) -> JobRef:
     logger = get_run_logger()
     logger.info("fine-tune parameters: %s", spec.parameters)
-    job = submit_or_reattach(workspace, spec, key)
-    logger.info("%s job %s (%s)", "re-attached to" if job.reattached else "submitted", job.name, job.url or "")
+    job = submit_or_reattach(workspace, spec, key, fresh)
+    if job.reused:
+        logger.info("reusing job %s: it completed earlier with the same inputs, nothing is trained again", job.name)
+    elif job.reattached:
+        logger.info("re-attached to job %s, started earlier with the same inputs (%s)", job.name, job.url or "")
+    else:
+        logger.info("submitted job %s (%s)", job.name, job.url or "")
     return job
 
 

@@ -166,6 +166,11 @@ class JobSettings(_Section):
         12.0, gt=0, description="A job still running after this is cancelled and the run fails."
     )
     experiment_name: str | None = Field(None, description="Default: chat_completion_<model name>.")
+    fresh: bool = Field(
+        False,
+        description="Train again even when a job with the same inputs (model, data, compute, parameters) is running "
+        "or has completed; by default that job is re-attached to or its model reused.",
+    )
 
 
 class RetrySettings(_Section):

@@ -26,6 +26,7 @@ from workspaces.base import (
     FinetuneSpec,
     FoundationModel,
     Inventory,
+    JobInfo,
     JobRef,
     JobState,
     JobStatus,
@@ -109,6 +110,7 @@ class FakeWorkspace:
     ) -> None:
         self.scoring = scoring
         self.faults: dict[str, list[BaseException]] = defaultdict(list)
+        self.locks: dict[str, threading.RLock] = {}
         self.calls: list[str] = []
         self.compute_size = compute_size
         self.metrics = metrics or {"train_loss": 1.2, "eval_loss": 1.5, "base_eval_loss": 2.5}
@@ -204,6 +206,18 @@ class FakeWorkspace:
         if record is not None and not record["last"].terminal:
             record["canceled"] = True
 
+    def list_jobs(self) -> list[JobInfo]:
+        self._enter("list_jobs")
+        return [
+            JobInfo(
+                name=name,
+                state=JobState.CANCELED if rec["canceled"] else rec["last"],
+                display_name=rec["spec"].display_name,
+                idempotency_key=rec["key"],
+            )
+            for name, rec in reversed(self.jobs.items())
+        ]
+
     def job_metrics(self, job: JobRef) -> dict[str, float]:
         """The configured metrics; when the job was asked to evaluate the champion too (and this fake plays a
         workspace that can), its loss on the job's split: `champion_on_this_split`, else its recorded one."""
@@ -259,6 +273,9 @@ class FakeWorkspace:
         self._enter("ensure_endpoint")
         self.endpoints.setdefault(name, {"deployments": {}, "traffic": {}})
         return self._endpoint(name)
+
+    def endpoint_lock(self, name: str) -> threading.RLock:
+        return self.locks.setdefault(name, threading.RLock())
 
     def get_endpoint(self, name: str) -> Endpoint | None:
         self._enter("get_endpoint")

@@ -124,6 +124,20 @@ def test_a_resubmitted_run_reattaches_to_its_job(tmp_path, workspace, replay):
     assert summary["job"]["reattached"] is True
 
 
+def test_a_rerun_from_the_cli_reuses_the_completed_job_of_the_same_inputs(tmp_path, workspace, replay):
+    _, first = run(workspace, make_config(tmp_path))
+    _, again = run(workspace, make_config(tmp_path))  # another flow run, as after a crash: same data, same settings
+    assert again["status"] == "succeeded" and again["job"]["name"] == first["job"]["name"]
+    assert again["job"]["reused"] is True
+    assert len(replay.requests("PUT", "/jobs/tunegate-")) == 1  # the GPU job ran once
+    assert again["model"]["version"] == first["model"]["version"]  # the version that job registered
+    _, fresh = run(workspace, make_config(tmp_path, job={"fresh": True}))
+    assert fresh["job"]["name"] == f"{first['job']['name']}-2" and not fresh["job"]["reattached"]
+    assert len(replay.requests("PUT", "/jobs/tunegate-")) == 2
+    listed = {info.name for info in workspace.list_jobs()}
+    assert {first["job"]["name"], fresh["job"]["name"]} <= listed
+
+
 def test_smoke_failure_rolls_back_and_keeps_the_live_deployment(tmp_path, workspace, replay, scoring):
     config = make_config(tmp_path, teardown={"mode": "keep"})
     _, first = run(workspace, config)

@@ -428,3 +428,31 @@ def test_with_flow_retries_the_last_attempt_still_ends_in_the_named_state(tmp_pa
         state = tunegate.with_options(retries=1, retry_delay_seconds=0)(config=make_config(tmp_path), return_state=True)
     assert state.is_failed() and state.name == "Gate failed" and state.message.startswith("Gate failed:")
     assert workspace.submissions == 1  # the retried attempt re-attached to the job; no second fine-tune
+
+
+def test_a_rerun_with_the_same_inputs_reuses_the_completed_job_and_says_so(tmp_path, workspace):
+    first = run(workspace, make_config(tmp_path)).result()
+    again = run(workspace, make_config(tmp_path)).result()  # another flow run: the key does not depend on it
+    assert workspace.submissions == 1
+    assert again.job.name == first.job.name and again.job.reused and again.status == "succeeded"
+    assert again.model.version == first.model.version  # the version that job registered, not a second one
+    assert "not trained again" in again.markdown()
+
+
+def test_a_rerun_while_the_job_still_trains_reattaches_to_it(tmp_path, workspace):
+    first = run(workspace, make_config(tmp_path)).result()
+    record = workspace.jobs[first.job.name]  # as after kill -9 of the first run: its job trains on
+    record["states"], record["last"] = [JobState.RUNNING, JobState.COMPLETED], JobState.RUNNING
+    again = run(workspace, make_config(tmp_path)).result()
+    assert workspace.submissions == 1
+    assert again.job.reattached and not again.job.reused and again.job.name == first.job.name
+
+
+def test_other_inputs_or_job_fresh_train_again(tmp_path, workspace):
+    first = run(workspace, make_config(tmp_path)).result()
+    fresh = run(workspace, make_config(tmp_path, job={"fresh": True})).result()
+    assert workspace.submissions == 2 and fresh.job.name == f"{first.job.name}-2" and not fresh.job.reattached
+    other_seed = run(workspace, make_config(tmp_path, data={"seed": 7})).result()
+    assert workspace.submissions == 3 and not other_seed.job.name.startswith(first.job.name)
+    names = [info.name for info in workspace.list_jobs()]
+    assert set(names) == {first.job.name, fresh.job.name, other_seed.job.name}

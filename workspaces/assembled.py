@@ -4,6 +4,7 @@ scoring call are written once for every adapter. An adapter overrides what its r
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 from workspaces import scoring
@@ -13,6 +14,7 @@ from workspaces.base import (
     Endpoint,
     FinetuneSpec,
     FoundationModel,
+    JobInfo,
     JobRef,
     JobStatus,
     ModelVersion,
@@ -24,8 +26,8 @@ from workspaces.base import (
 class AssembledWorkspace:
     kind: str
     registry: Any  # get_foundation_model, find_model_version, register_model, tag_model, champion, set_champion
-    jobs: Any  # get_job, submit, status, cancel, metrics
-    endpoints: Any  # ensure, get, create_deployment, set_traffic, credentials, delete_deployment, delete
+    jobs: Any  # get_job, submit, status, cancel, metrics, list
+    endpoints: Any  # ensure, get, lock, create_deployment, set_traffic, credentials, delete_deployment, delete
 
     # catalogue and registry
     def get_foundation_model(self, name: str, version: str | None = None, label: str = "latest") -> FoundationModel:
@@ -62,12 +64,18 @@ class AssembledWorkspace:
     def job_metrics(self, job: JobRef) -> dict[str, float]:
         return self.jobs.metrics(job)
 
+    def list_jobs(self) -> list[JobInfo]:
+        return self.jobs.list()
+
     # serving
     def ensure_endpoint(self, name: str, description: str = "", ephemeral: bool = False) -> Endpoint:
         return self.endpoints.ensure(name, description, ephemeral)
 
     def get_endpoint(self, name: str) -> Endpoint | None:
         return self.endpoints.get(name)
+
+    def endpoint_lock(self, name: str) -> AbstractContextManager[None]:
+        return self.endpoints.lock(name)
 
     def create_deployment(
         self, endpoint: str, name: str, model: ModelVersion, instance_type: str, instance_count: int = 1

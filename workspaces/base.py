@@ -11,6 +11,7 @@ adapter must do.
 from __future__ import annotations
 
 import enum
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -46,6 +47,7 @@ __all__ = [  # the port's errors and the scoring types are part of it: import th
     "FinetuneSpec",
     "FoundationModel",
     "Inventory",
+    "JobInfo",
     "JobRef",
     "JobState",
     "JobStatus",
@@ -138,7 +140,19 @@ class JobRef(_Value):
     name: str
     idempotency_key: str = ""
     url: str | None = None  # a link for humans (Studio URL, or the job directory)
-    reattached: bool = False
+    reattached: bool = False  # found, not submitted: an earlier run with the same inputs started it
+    reused: bool = False  # ... and it had completed already: its model is used, nothing is trained
+
+
+class JobInfo(_Value):
+    """One job tunegate submitted, as `tunegate jobs` lists it."""
+
+    name: str
+    state: JobState
+    display_name: str = ""
+    idempotency_key: str = ""
+    created: float | None = None  # seconds since the epoch
+    url: str | None = None
 
 
 class JobStatus(_Value):
@@ -150,6 +164,7 @@ class Endpoint(_Value):
     name: str
     traffic: dict[str, int] = Field(default_factory=dict)
     deployments: tuple[str, ...] = ()
+    running: bool = True  # False: it exists but nothing answers (local: its server died); ensure_endpoint restarts it
 
 
 class Deployment(_Value):
@@ -165,6 +180,7 @@ class Inventory(_Value):
     endpoints: dict[str, tuple[str, ...]] = Field(default_factory=dict)  # endpoint -> deployments
     running_jobs: tuple[str, ...] = ()
     processes: tuple[int, ...] = ()
+    endpoints_down: tuple[str, ...] = ()  # exist, but their server is not running
 
     @property
     def empty(self) -> bool:
@@ -202,6 +218,9 @@ class Workspace(Protocol):
 
     def job_metrics(self, job: JobRef) -> dict[str, float]: ...
 
+    def list_jobs(self) -> list[JobInfo]:
+        """Every job tunegate submitted in this workspace (whichever run did), newest first."""
+
     # registry
     def find_model_version(self, name: str, job: JobRef) -> ModelVersion | None:
         """The version of `name` registered from `job`, or None."""
@@ -219,6 +238,10 @@ class Workspace(Protocol):
         the run's process)."""
 
     def get_endpoint(self, name: str) -> Endpoint | None: ...
+
+    def endpoint_lock(self, name: str) -> AbstractContextManager[None]:
+        """Held while a run changes the endpoint (deploy, smoke, promote or roll back): another run's changes to it
+        wait until it is released, so two runs never interleave their promotions."""
 
     def create_deployment(
         self, endpoint: str, name: str, model: ModelVersion, instance_type: str, instance_count: int = 1

@@ -93,6 +93,15 @@ def test_the_reattach_policy_submits_the_same_work_once(harness):
     harness.wait(retried, timeout_s=60)
 
 
+def test_a_completed_job_is_reused_and_listed_with_the_others(harness):
+    job = harness.completed_job()
+    again = submit_or_reattach(harness.workspace, harness.spec(), f"contract-done-{harness.name}")
+    assert again.name == job.name and again.reattached and again.reused
+    listed = {info.name: info for info in harness.workspace.list_jobs()}
+    assert listed[job.name].state is JobState.COMPLETED
+    assert listed[job.name].idempotency_key == f"contract-done-{harness.name}"
+
+
 def test_a_completed_job_reports_its_losses(harness):
     job = harness.completed_job()
     assert harness.workspace.job_status(job).state is JobState.COMPLETED

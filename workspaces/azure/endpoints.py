@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+from contextlib import AbstractContextManager
 from typing import Any
 
 from azure.ai.ml import MLClient
@@ -30,6 +32,10 @@ def model_reference(model: Any) -> str:
     if match := re.search(r"/models/([^/]+)/versions/([^/]+)$", text):
         return f"{match.group(1)}:{match.group(2)}"
     return text.removeprefix("azureml:")
+
+
+_LOCKS: dict[str, threading.RLock] = {}
+_LOCKS_GUARD = threading.Lock()
 
 
 class AzureEndpoints:
@@ -60,6 +66,13 @@ class AzureEndpoints:
             with translated(f"create endpoint {name}"):
                 self.ml.online_endpoints.begin_create_or_update(endpoint).result()
         return self.get(name)  # type: ignore[return-value]
+
+    def lock(self, name: str) -> AbstractContextManager[None]:
+        """Serialises this process's changes to one endpoint. Azure ML has no lease on an endpoint: two machines
+        deploying to one endpoint at once are not serialised here (README: run keep-mode deployments of one
+        endpoint from one Prefect deployment with a concurrency limit of 1)."""
+        with _LOCKS_GUARD:
+            return _LOCKS.setdefault(name, threading.RLock())
 
     def get(self, name: str) -> Endpoint | None:
         endpoint = self._endpoint(name)

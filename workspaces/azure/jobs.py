@@ -16,6 +16,7 @@ from workspaces.base import (
     RETRYABLE_STATUS,
     ConflictError,
     FinetuneSpec,
+    JobInfo,
     JobRef,
     JobState,
     JobStatus,
@@ -123,6 +124,23 @@ class AzureJobs:
             return
         with translated(f"cancel job {job.name}"):
             self.ml.jobs.begin_cancel(job.name)  # cancellation completes on Azure's side; status follows it
+
+    def list(self) -> list[JobInfo]:
+        """The jobs tunegate submitted (tag created_by), newest first; what the service says of each."""
+        with translated("list jobs"):
+            jobs = [job for job in self.ml.jobs.list() if (job.tags or {}).get("created_by") == "tunegate"]
+        found = [
+            JobInfo(
+                name=job.name,
+                state=job_state(job.status),
+                display_name=job.display_name or "",
+                idempotency_key=(job.tags or {}).get(KEY_TAG, ""),
+                created=_created(job),
+                url=job.studio_url,
+            )
+            for job in jobs
+        ]
+        return sorted(found, key=lambda info: info.created or 0, reverse=True)
 
     def running(self) -> list[str]:
         """Jobs tunegate submitted (tag created_by) that the service still runs: whoever submitted them, so a job
@@ -260,3 +278,8 @@ def _error_text(details: Any) -> str:
     if error is None:
         return "no error recorded on the run; see its logs"
     return f"{error.code or 'Error'}: {error.message}" if error.message else str(error.code)
+
+
+def _created(job: Any) -> float | None:
+    created = getattr(getattr(job, "creation_context", None), "created_at", None)
+    return created.timestamp() if hasattr(created, "timestamp") else None

@@ -5,6 +5,11 @@ admin client that changes its deployments and traffic.
     <root>/endpoints/<name>/server.json      pid and port of the running server
     <root>/endpoints/<name>/secrets.json     scoring key and admin token (0600); never logged
     <root>/endpoints/<name>/server.log
+    <root>/endpoints/.locks/<name>.lock     held while one process changes the endpoint (create, deploy, delete)
+
+Changes to one endpoint are serialised across processes by that lock: two runs creating the same endpoint at once
+start one server, and a run's deploy -> smoke -> promote is not interleaved with another's (tasks hold it through
+`lock`). The lock lives outside the endpoint's directory so that deleting the endpoint does not delete it.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from filelock import FileLock, Timeout
 from pydantic import SecretStr
 
 from workspaces.base import (
@@ -29,11 +37,20 @@ from workspaces.base import (
     TransientWorkspaceError,
     WorkspaceError,
 )
-from workspaces.local.processes import checked_name, pid_alive, read_json, start_detached, stop_process_group, tail
+from workspaces.local.processes import (
+    checked_name,
+    pid_alive,
+    read_json,
+    start_detached,
+    stop_process_group,
+    tail,
+    tunegate_processes,
+)
 from workspaces.local.registry import LOCAL_SIZES, MlflowRegistry
 
 SERVER_MODULE = "workspaces.local.server"
 SERVER_START_TIMEOUT_S = 90
+LOCK_TIMEOUT_S = 1800  # another run's deploy, smoke (with its retries) and promote fit well inside this
 
 
 class EndpointServers:
@@ -43,6 +60,28 @@ class EndpointServers:
 
     def _dir(self, name: str) -> Path:
         return self.root / "endpoints" / checked_name("endpoint", name)
+
+    @contextmanager
+    def lock(self, name: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+        """Hold the endpoint's lock. Re-entrant within this process (the flow holds it while its tasks change the
+        endpoint); another process waits, up to `timeout_s`."""
+        folder = self.root / "endpoints" / ".locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(folder / f"{checked_name('endpoint', name)}.lock", is_singleton=True, thread_local=False)
+        try:
+            lock.acquire(timeout=timeout_s)
+        except Timeout:
+            raise TransientWorkspaceError(
+                f"endpoint {name} is busy: another process held its lock for {timeout_s:.0f} s"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def running(self, name: str) -> bool:
+        info = read_json(self._dir(name) / "server.json")
+        return bool(info) and pid_alive(info["pid"])
 
     def _secrets(self, name: str) -> dict[str, str]:
         return json.loads((self._dir(name) / "secrets.json").read_text())
@@ -97,6 +136,10 @@ class EndpointServers:
         raise TransientWorkspaceError(f"endpoint {name}'s server did not answer /health in {SERVER_START_TIMEOUT_S} s")
 
     def ensure(self, name: str, description: str = "", ephemeral: bool = False) -> Endpoint:
+        with self.lock(name):  # of two processes creating it at once, the second finds the first's server
+            return self._ensure(name, description, ephemeral)
+
+    def _ensure(self, name: str, description: str, ephemeral: bool) -> Endpoint:
         directory = self._dir(name)
         if not (directory / "secrets.json").exists():
             directory.mkdir(parents=True, exist_ok=True)
@@ -116,7 +159,10 @@ class EndpointServers:
         if not state:
             return None
         return Endpoint(
-            name=name, traffic=dict(state.get("traffic", {})), deployments=tuple(state.get("deployments", {}))
+            name=name,
+            traffic=dict(state.get("traffic", {})),
+            deployments=tuple(state.get("deployments", {})),
+            running=self.running(name),
         )
 
     def get_deployment(self, endpoint: str, name: str) -> Deployment | None:
@@ -164,12 +210,14 @@ class EndpointServers:
             "instance_type": instance_type,
             "instance_count": instance_count,
         }
-        self._admin(endpoint, "POST", f"/admin/deployments/{name}", payload, timeout=180)
+        with self.lock(endpoint):
+            self._admin(endpoint, "POST", f"/admin/deployments/{name}", payload, timeout=180)
         return Deployment(endpoint=endpoint, name=name, model=payload["model"], instance_type=instance_type)
 
     def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> Endpoint:
-        self._admin(endpoint, "PUT", "/admin/traffic", traffic)
-        return self.get(endpoint)  # type: ignore[return-value]
+        with self.lock(endpoint):
+            self._admin(endpoint, "PUT", "/admin/traffic", traffic)
+            return self.get(endpoint)  # type: ignore[return-value]
 
     def credentials(self, endpoint: str) -> Credentials:
         if self.get(endpoint) is None:
@@ -179,15 +227,28 @@ class EndpointServers:
 
     def delete_deployment(self, endpoint: str, name: str) -> None:
         checked_name("deployment", name)
-        current = self.get(endpoint)
-        if current is None or name not in current.deployments:
-            return  # already gone: a retried teardown must not fail
-        self._admin(endpoint, "DELETE", f"/admin/deployments/{name}")
+        with self.lock(endpoint):
+            current = self.get(endpoint)
+            if current is None or name not in current.deployments:
+                return  # already gone: a retried teardown must not fail
+            self._admin(endpoint, "DELETE", f"/admin/deployments/{name}")
         shutil.rmtree(self._dir(endpoint) / "models" / checked_name("deployment", name), ignore_errors=True)
 
     def delete(self, endpoint: str) -> None:
+        """Stop every server of the endpoint (the one server.json names and any other serving its directory, e.g. one
+        a crashed creation left), then delete its directory: its key dies with it."""
         directory = self._dir(endpoint)
-        pid = read_json(directory / "server.json").get("pid")
-        if pid:
-            stop_process_group(pid)
-        shutil.rmtree(directory, ignore_errors=True)
+        with self.lock(endpoint):
+            pids = {read_json(directory / "server.json").get("pid")} | set(self._server_processes(directory))
+            for pid in sorted(pid for pid in pids if pid):
+                stop_process_group(pid)
+            shutil.rmtree(directory, ignore_errors=True)
+
+    @staticmethod
+    def _server_processes(directory: Path) -> list[int]:
+        here = str(directory.resolve())
+        return [
+            found.pid
+            for found in tunegate_processes()
+            if found.kind == "endpoint server" and str(Path(found.argument).resolve()) == here
+        ]

@@ -14,7 +14,16 @@ import json
 import time
 from pathlib import Path
 
-from workspaces.base import ConflictError, FinetuneSpec, JobRef, JobState, JobStatus, NotFoundError, WorkspaceError
+from workspaces.base import (
+    ConflictError,
+    FinetuneSpec,
+    JobInfo,
+    JobRef,
+    JobState,
+    JobStatus,
+    NotFoundError,
+    WorkspaceError,
+)
 from workspaces.local.processes import (
     checked_name,
     pid_alive,
@@ -120,6 +129,25 @@ class TrainerJobs:
         if not run_id:
             raise WorkspaceError(f"job {job.name} recorded no MLflow run; see {self._dir(job.name) / 'log.txt'}")
         return self.registry.run_metrics(run_id)
+
+    def list(self) -> list[JobInfo]:
+        found = []
+        for job_dir in (self.root / "jobs").glob("*") if (self.root / "jobs").exists() else []:
+            if not (job_dir / "status.json").exists():
+                continue  # being submitted right now
+            spec = read_json(job_dir / "spec.json")
+            status = self.status(JobRef(name=job_dir.name))
+            found.append(
+                JobInfo(
+                    name=job_dir.name,
+                    state=status.state,
+                    display_name=spec.get("display_name", ""),
+                    idempotency_key=spec.get("idempotency_key", ""),
+                    created=self._status(job_dir.name).get("submitted"),
+                    url=job_dir.as_uri(),
+                )
+            )
+        return sorted(found, key=lambda info: info.created or 0, reverse=True)
 
     def running(self) -> list[tuple[str, int]]:
         """(name, pid) of every job whose trainer still runs."""

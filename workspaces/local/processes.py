@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from workspaces.errors import InvalidNameError
@@ -57,7 +58,7 @@ def start_detached(module: str, args: list[str], log: Path, env: dict[str, str] 
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})},
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false", OWNER_ENV: str(os.getpid()), **(env or {})},
         )
 
 
@@ -88,3 +89,92 @@ def checked_name(kind: str, name: str) -> str:
             f"{kind} name {name!r} is not valid: use letters, digits, '-', '_' or '.', starting with a letter or digit"
         )
     return name
+
+
+# ---------------------------------------------------------------- processes tunegate leaves behind
+
+OWNER_ENV = "TUNEGATE_OWNER_PID"  # set in the environment of what tunegate starts: who it belongs to
+KINDS = {
+    "workspaces.local.server": "endpoint server",
+    "workspaces.local.trainer": "trainer",
+    "prefect.server.api.server:create_app": "temporary Prefect server",
+}
+
+
+@dataclass(frozen=True)
+class OwnedProcess:
+    pid: int
+    kind: str
+    argument: str  # the endpoint or job directory, or the Prefect server's port
+    owner: int | None  # the tunegate process that started it, when known
+
+    @property
+    def orphaned(self) -> bool:
+        return self.owner is not None and not pid_alive(self.owner)
+
+
+def tunegate_processes() -> list[OwnedProcess]:
+    """Live processes of this user that tunegate started: endpoint servers, trainers and the temporary Prefect
+    servers of `tunegate run` (those carry OWNER_ENV; another project's Prefect server is not ours). Linux /proc;
+    elsewhere an empty list."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if proc.stat().st_uid != os.getuid():
+                continue
+            args = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            kind = next((KINDS[arg] for arg in args if arg in KINDS), None)
+            if kind is None or not pid_alive(int(proc.name)):
+                continue
+            environ = dict(
+                item.split("=", 1) for item in (proc / "environ").read_bytes().decode(errors="replace").split("\0")
+                if "=" in item
+            )  # fmt: skip
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or not readable
+        owner = environ.get(OWNER_ENV)
+        if kind == "temporary Prefect server" and owner is None:
+            continue
+        argument = args[args.index("--port") + 1] if "--port" in args[:-1] else next(
+            (arg for arg in args[3:] if arg and not arg.startswith("-")), ""
+        )  # fmt: skip
+        found.append(OwnedProcess(int(proc.name), kind, argument, int(owner) if owner and owner.isdigit() else None))
+    return sorted(found, key=lambda process: process.pid)
+
+
+def stop_process(pid: int, grace_s: float = 5.0) -> None:
+    """SIGTERM one process (not a group leader), SIGKILL it after `grace_s`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                return
+            time.sleep(0.05)
+
+
+def stop_with_owner(owner: int, target: int, poll_s: float = 0.5) -> None:
+    """Watch `owner`; once it is gone (even by kill -9), stop `target`. Ends when either is gone."""
+    while pid_alive(target):
+        if not pid_alive(owner):
+            stop_process(target)
+            return
+        time.sleep(poll_s)
+
+
+def start_reaper(target: int) -> subprocess.Popen:
+    """A small watcher process that stops `target` when this process is gone, however it goes."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "workspaces.local.processes", "reap", str(os.getpid()), str(target)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C to the terminal's group must not stop the watcher before its work
+    )
+
+
+if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "reap":
+    stop_with_owner(int(sys.argv[2]), int(sys.argv[3]))

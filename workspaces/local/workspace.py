@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -41,8 +42,10 @@ class LocalWorkspace(AssembledWorkspace):
     def upload_data(self, train: Path, test: Path, fingerprint: str) -> DataRef:
         target = self.root / "data" / fingerprint
         target.mkdir(parents=True, exist_ok=True)
-        for source in (train, test):
-            shutil.copyfile(source, target / source.name)
+        for source in (train, test):  # atomically: another run's trainer may be reading the same files
+            partial = target / f".{source.name}.{os.getpid()}.partial"
+            shutil.copyfile(source, partial)
+            os.replace(partial, target / source.name)
         return DataRef(train=str(target / train.name), test=str(target / test.name), fingerprint=fingerprint)
 
     def register_model(self, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion:
@@ -54,6 +57,7 @@ class LocalWorkspace(AssembledWorkspace):
         endpoints = {name: found.deployments for name in self.endpoints.names() if (found := self.endpoints.get(name))}
         return Inventory(
             endpoints=endpoints,
+            endpoints_down=tuple(name for name in endpoints if not self.endpoints.running(name)),
             running_jobs=tuple(name for name, _ in running),
             processes=tuple(self.endpoints.server_pids() + [pid for _, pid in running]),
         )
