@@ -148,11 +148,13 @@ def recheck_gate_after_waiting(
         evaluated_champion=model_id(compare_with),
     )
     summary.record_gate(gate)
+    became = f"{model_id(now)} became champion while this run waited"
     if not gate.passed:
+        failures = "; ".join(f.removeprefix("fail: ") for f in gate.failures)
+        raise RunStopped("gate_failed", f"Gate failed: {became}; {failures}")
+    if not gate.comparable and config.approval.policy != "auto":  # approved against another champion than this
         raise RunStopped(
-            "gate_failed",
-            f"Gate failed: {model_id(now)} became champion while this run waited; "
-            + "; ".join(f.removeprefix("fail: ") for f in gate.failures),
+            "gate_failed", f"Gate failed: {became} and this model cannot be compared with it; run again to compare"
         )
 
 

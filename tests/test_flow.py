@@ -456,3 +456,68 @@ def test_other_inputs_or_job_fresh_train_again(tmp_path, workspace):
     assert workspace.submissions == 3 and not other_seed.job.name.startswith(first.job.name)
     names = [info.name for info in workspace.list_jobs()]
     assert set(names) == {first.job.name, fresh.job.name, other_seed.job.name}
+
+
+class RivalPromotes(FakeWorkspace):
+    """Another run promotes a much better champion right after this run's gate read the champion."""
+
+    def __init__(self, scoring, after_reads: int) -> None:
+        super().__init__(scoring)
+        self.reads_left = after_reads
+        self.rival_loss = "0.01"
+        self.rival_split = ""
+
+    def champion(self, name):
+        found = super().champion(name)
+        self.reads_left -= 1
+        if self.reads_left == 0:
+            tags = {"eval_loss": self.rival_loss, "decision": "approved", "eval_fingerprint": self.rival_split}
+            rival = ModelVersion(name=name, version="9", tags=tags)
+            self.models[name].append(rival)
+            self.champions[name] = rival
+        return found
+
+
+def test_a_champion_promoted_while_this_run_waited_is_beaten_or_nothing_goes_live(tmp_path, scoring):
+    workspace = RivalPromotes(scoring, after_reads=2)  # read 1: before submit, read 2: the gate's
+    state = run(workspace, make_config(tmp_path, teardown={"mode": "keep"}))
+    summary = read_summary(make_config(tmp_path), state)
+    assert summary["status"] == "gate_failed", summary
+    assert "became champion while this run waited" in summary["error"] and f"{REGISTERED}:9" in summary["error"]
+    assert "create_deployment" not in workspace.calls and workspace.champions[REGISTERED].version == "9"
+
+
+def test_a_better_candidate_still_goes_live_over_a_champion_promoted_meanwhile(tmp_path, scoring):
+    workspace = RivalPromotes(scoring, after_reads=2)
+    from tasks.data import sample_to_directory
+
+    config = make_config(tmp_path, teardown={"mode": "keep"})
+    workspace.rival_loss = "3.5"  # the rival is worse; measured on this run's split, so comparable
+    workspace.rival_split = sample_to_directory(config.data, tmp_path / "x", tmp_path / "cache").eval_fingerprint
+    state = run(workspace, config)
+    summary = read_summary(make_config(tmp_path), state)
+    assert summary["status"] == "succeeded", summary
+    assert workspace.champions[REGISTERED].version == summary["model"]["version"] != "9"
+
+
+def test_two_keep_mode_runs_at_once_end_with_one_champion_that_is_live(tmp_path, workspace):
+    import threading
+
+    workspace.metrics = {"train_loss": 1.0, "eval_loss": 1.2, "base_eval_loss": 2.5}
+    results = {}
+
+    def one(seed: int) -> None:
+        config = make_config(tmp_path, teardown={"mode": "keep"}, data={"seed": seed})
+        results[seed] = run(workspace, config)
+
+    threads = [threading.Thread(target=one, args=(seed,)) for seed in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    statuses = sorted(read_summary(make_config(tmp_path), state)["status"] for state in results.values())
+    # the second to deploy waited for the first and must beat its champion: equal metrics do not
+    assert statuses == ["gate_failed", "succeeded"], statuses
+    endpoint = workspace.get_endpoint("chat")
+    champion = workspace.champions[REGISTERED]
+    assert endpoint.traffic == {dep(champion.version): 100} and endpoint.deployments == (dep(champion.version),)
