@@ -21,7 +21,7 @@ from workspaces.base import InvalidNameError, WorkspaceError
 
 app = typer.Typer(help="tunegate: fine-tune a chat model and take it safely to a live endpoint.", no_args_is_help=True)
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line a script can match, not wrapped at 80
 
 ProfileOption = Annotated[
     Path | None, typer.Option("--profile", "-p", help="YAML profile (default deployments/local.yaml).")
@@ -222,8 +222,15 @@ def chat(
     from workspaces.scoring import ScoringParameters
 
     workspace = _workspace(profile, set_)
-    if workspace.get_endpoint(endpoint) is None:
+    try:
+        found = workspace.get_endpoint(endpoint)
+    except WorkspaceError as exc:
+        _fail(exc, 2 if isinstance(exc, InvalidNameError) else 1)
+    if found is None:
         _fail(f"no endpoint {endpoint!r} in this workspace; `tunegate inventory` lists them", 2)
+    if not found.running:
+        _fail(f"endpoint {endpoint} is down (its server is not running): `tunegate endpoint start {endpoint}`", 1)
+    failed = False
     parameters = ScoringParameters(max_new_tokens=max_new_tokens, temperature=temperature)
     history: list[dict[str, str]] = []
     turns = iter(message) if message else None
@@ -237,21 +244,87 @@ def chat(
                 continue
             break
         history.append({"role": "user", "content": text})
-        result = workspace.invoke(endpoint, ScoringRequest(messages=history, parameters=parameters), deployment)
-        if result.error:
-            err.print(result.error, style="red", markup=False)
+        try:
+            result = workspace.invoke(endpoint, ScoringRequest(messages=history, parameters=parameters), deployment)
+        except WorkspaceError as exc:  # the server went away meanwhile: one line, as for an HTTP error
+            result = None
+            error = str(exc).splitlines()[0]
+        else:
+            error = result.error
+        if error:
+            err.print(error, style="red", markup=False)
+            failed = True
             history.pop()
             continue
         history.append({"role": "assistant", "content": result.output or ""})
         console.print(
             Text.assemble(("model> ", "bold cyan"), result.output or "", (f"  ({result.latency_ms:.0f} ms)", "dim"))
         )
+    if failed and message:  # scripted: a failed answer is a failed command
+        raise typer.Exit(1)
 
 
 @app.command()
-def inventory(profile: ProfileOption = None, set_: SetOption = None) -> None:
-    """What tunegate created in the workspace and is still there (endpoints, running jobs, processes)."""
-    console.print_json(_workspace(profile, set_).inventory().model_dump_json())
+def inventory(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
+    profile: ProfileOption = None,
+    set_: SetOption = None,
+) -> None:
+    """What tunegate created in the workspace and is still there (endpoints, running jobs), and every tunegate
+    process left on this machine (endpoint servers, trainers, temporary Prefect servers), whichever run started it."""
+    from workspaces.local.processes import tunegate_processes
+
+    found = _workspace(profile, set_).inventory()
+    processes = tunegate_processes()
+    if as_json:
+        console.print_json(
+            data={
+                **found.model_dump(mode="json"),
+                "tunegate_processes": [
+                    {**vars(p), "owner_alive": not p.orphaned if p.owner else None} for p in processes
+                ],
+            }
+        )
+        return
+    endpoints = Table("endpoint", "state", "deployments", title="endpoints", title_justify="left")
+    for name, deployments in found.endpoints.items():
+        down = name in found.endpoints_down
+        state = Text("down", style="red") if down else Text("running", style="green")
+        endpoints.add_row(Text(name), state, Text(", ".join(deployments) or "-"))
+    console.print(endpoints if found.endpoints else "endpoints: none")
+    for name in found.endpoints_down:
+        console.print(f"  {name} is down: `tunegate endpoint start {name}` brings it back", markup=False)
+    console.print(f"running jobs: {', '.join(found.running_jobs) or 'none'}", markup=False)
+    table = Table("pid", "process", "of", "started by", title="tunegate processes", title_justify="left")
+    for process in processes:
+        owner = "-" if process.owner is None else f"{process.owner} ({'gone' if process.orphaned else 'running'})"
+        table.add_row(str(process.pid), process.kind, Text(process.argument), owner)
+    console.print(table if processes else "tunegate processes: none")
+
+
+endpoint_app = typer.Typer(help="Manage an endpoint of the workspace.", no_args_is_help=True)
+app.add_typer(endpoint_app, name="endpoint")
+
+
+@endpoint_app.command("start")
+def endpoint_start(
+    name: Annotated[str, typer.Argument(help="Endpoint name (`tunegate inventory` lists them).")],
+    profile: ProfileOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Start an endpoint whose server is down again, with its deployments and traffic as they were."""
+    workspace = _workspace(profile, set_)
+    try:
+        found = workspace.get_endpoint(name)
+        if found is None:
+            _fail(f"no endpoint {name!r} in this workspace; `tunegate inventory` lists them", 2)
+        if found.running:
+            console.print(f"endpoint {name} is running; nothing to do", markup=False)
+            return
+        started = workspace.ensure_endpoint(name)
+    except WorkspaceError as exc:
+        _fail(exc, 2 if isinstance(exc, InvalidNameError) else 1)
+    console.print(f"started endpoint {name}: traffic {started.traffic or 'none'}", markup=False)
 
 
 @app.command()

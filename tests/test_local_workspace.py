@@ -195,9 +195,66 @@ def test_a_crashed_server_is_detected_and_restarted_with_its_deployments(workspa
     time.sleep(0.3)
     with pytest.raises(TransientWorkspaceError, match="not running"):  # said at once: the pid is checked
         workspace.endpoint_credentials("ep-crash")
+    assert workspace.get_endpoint("ep-crash").running is False
     assert workspace.ensure_endpoint("ep-crash").traffic == {"only": 100}
     assert workspace.invoke("ep-crash", HI).error is None
     workspace.delete_endpoint("ep-crash")
+
+
+def test_a_dead_keep_endpoint_is_shown_down_refused_by_chat_and_started_again_by_the_cli(workspace, registered):
+    from tests.test_cli_e2e import tunegate
+
+    state_dir = f"workspace.state_dir={workspace.root.parent}"
+    workspace.ensure_endpoint("ep-dead")
+    workspace.create_deployment("ep-dead", "blue", registered, "local-cpu")
+    workspace.set_traffic("ep-dead", {"blue": 100})
+    pid = json.loads((workspace.root / "endpoints" / "ep-dead" / "server.json").read_text())["pid"]
+    os.killpg(pid, signal.SIGKILL)
+    while pid_alive(pid):
+        time.sleep(0.05)
+    listed = tunegate("inventory", "--json", "--set", state_dir)
+    assert listed.returncode == 0 and "ep-dead" in json.loads(listed.stdout)["endpoints_down"]
+    table = tunegate("inventory", "--set", state_dir)
+    assert "tunegate endpoint start ep-dead" in table.stdout
+    chat = tunegate("chat", "--endpoint", "ep-dead", "-m", "hi", "--set", state_dir)
+    assert chat.returncode == 1 and "Traceback" not in chat.stderr
+    said = "endpoint ep-dead is down (its server is not running): `tunegate endpoint start ep-dead`"
+    assert chat.stderr.strip() == said
+    started = tunegate("endpoint", "start", "ep-dead", "--set", state_dir)
+    assert started.returncode == 0, started.stderr
+    assert workspace.get_endpoint("ep-dead").traffic == {"blue": 100} and workspace.get_endpoint("ep-dead").running
+    chat = tunegate("chat", "--endpoint", "ep-dead", "-m", "hi", "--max-new-tokens", "4", "--set", state_dir)
+    assert chat.returncode == 0 and "model>" in chat.stdout, chat.stderr
+    workspace.delete_endpoint("ep-dead")
+
+
+def test_two_creations_of_one_endpoint_at_once_start_one_server_and_teardown_leaves_none(workspace):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from workspaces.local.processes import tunegate_processes
+
+    code = (
+        "import sys; from pathlib import Path; from workspaces.local.workspace import LocalWorkspace; "
+        f"LocalWorkspace(Path({str(workspace.root)!r})).ensure_endpoint('ep-twice')"
+    )
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda _: subprocess.run([sys.executable, "-c", code], timeout=180), range(2)))
+    assert [d.returncode for d in done] == [0, 0]
+    directory = str(workspace.root / "endpoints" / "ep-twice")
+    servers = [p.pid for p in tunegate_processes() if p.kind == "endpoint server" and p.argument == directory]
+    assert len(servers) == 1, servers
+    # an orphan server of this endpoint that server.json does not name (as a crashed creation could leave)
+    orphan = subprocess.Popen(
+        [sys.executable, "-m", "workspaces.local.server", directory],
+        env={**os.environ, "TUNEGATE_ENDPOINT_KEY": "k", "TUNEGATE_ADMIN_TOKEN": "a"},
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while orphan.pid not in [p.pid for p in tunegate_processes()] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    workspace.delete_endpoint("ep-twice")
+    orphan.wait(timeout=30)
+    assert not [p for p in tunegate_processes() if p.argument == directory]
 
 
 def test_an_ephemeral_endpoint_dies_with_the_process_that_made_it(workspace):
