@@ -6,6 +6,9 @@ This is I/O, so it lives here, beside the adapters; the sampling rules that run 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,11 +27,21 @@ def materialize_synthetic(root: Path, train_rows: int, seed: int = 0) -> Path:
     target = root / f"synthetic-ultrachat-{train_rows}-{seed}"
     if (target / "_SUCCESS").exists():
         return target
-    target.mkdir(parents=True, exist_ok=True)
+    # written aside and renamed into place: a run started at the same time never reads half a file
+    partial = root / f".{target.name}.{os.getpid()}.{threading.get_ident()}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
     for split in SPLITS:
         rows = list(generate_split(split, train_rows, seed))
-        pq.write_table(pa.Table.from_pylist(rows), target / f"{split}.parquet")
-    (target / "_SUCCESS").write_text("ok\n")
+        pq.write_table(pa.Table.from_pylist(rows), partial / f"{split}.parquet")
+    (partial / "_SUCCESS").write_text("ok\n")
+    if not (target / "_SUCCESS").exists():
+        shutil.rmtree(target, ignore_errors=True)  # an unfinished directory of an older version
+        try:
+            os.rename(partial, target)
+        except OSError:  # another process renamed its copy first: identical content
+            pass
+    shutil.rmtree(partial, ignore_errors=True)
     return target
 
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from workspaces.base import (
     FoundationModel,
@@ -64,10 +67,17 @@ class MlflowRegistry:
         import mlflow
 
         mlflow.set_tracking_uri(self.tracking_uri)
+        from mlflow.exceptions import MlflowException
+
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        return mlflow.create_experiment(name, artifact_location=(self.root / "mlartifacts" / name).as_uri())
+        try:
+            return mlflow.create_experiment(name, artifact_location=(self.root / "mlartifacts" / name).as_uri())
+        except MlflowException as exc:  # another run created it a moment ago
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return mlflow.get_experiment_by_name(name).experiment_id
 
     def _versions(self, name: str) -> list[Any]:
         return list(self.client.search_model_versions(f"name = '{name}'"))
@@ -80,8 +90,12 @@ class MlflowRegistry:
     def get_foundation_model(self, name: str, version: str | None = None, label: str = "latest") -> FoundationModel:
         versions = self._versions(name)
         if not versions and name == LOCAL_FOUNDATION:
-            self._create_foundation(name)
-            versions = self._versions(name)
+            # built once: a run started at the same time on a fresh state dir waits and finds it registered
+            with FileLock(self.root / "foundation.lock", is_singleton=True, thread_local=False):
+                versions = self._versions(name)
+                if not versions:
+                    self._create_foundation(name)
+                    versions = self._versions(name)
         if not versions:
             known = sorted({m.name for m in self.client.search_registered_models()})
             raise NotFoundError(
@@ -138,7 +152,7 @@ class MlflowRegistry:
         if not (into / "MLmodel").exists():
             shutil.rmtree(into, ignore_errors=True)
             into.parent.mkdir(parents=True, exist_ok=True)
-            partial = into.parent / (into.name + ".part")
+            partial = into.parent / f".{into.name}.{os.getpid()}.{threading.get_ident()}.part"  # this process's own
             shutil.rmtree(partial, ignore_errors=True)
             # resolved through this registry's client: MLflow's global URIs may belong to another workspace here
             name, _, version = model_uri.removeprefix("models:/").partition("/")
@@ -146,7 +160,11 @@ class MlflowRegistry:
             downloaded = mlflow.artifacts.download_artifacts(
                 artifact_uri=source, dst_path=str(partial), tracking_uri=self.tracking_uri
             )
-            os.replace(downloaded, into)
+            try:
+                os.replace(downloaded, into)
+            except OSError:  # another process put the same model there first
+                if not (into / "MLmodel").exists():
+                    raise
             shutil.rmtree(partial, ignore_errors=True)
         return into
 
@@ -172,7 +190,11 @@ class MlflowRegistry:
         try:
             self.client.get_registered_model(name)
         except MlflowException:
-            self.client.create_registered_model(name, description="fine-tuned by tunegate")
+            try:
+                self.client.create_registered_model(name, description="fine-tuned by tunegate")
+            except MlflowException as exc:  # another run created it a moment ago
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
         run = self.client.get_run(run_id)
         mv = self.client.create_model_version(  # MLflow assigns the next integer version
             name,
