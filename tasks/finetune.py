@@ -19,6 +19,7 @@ from tasks.errors import is_transient, stage
 from tasks.model import model_specific_defaults
 from tasks.settings import FinetuneSettings, JobSettings
 from workspaces.base import (
+    ConflictError,
     DataRef,
     FinetuneSpec,
     FoundationModel,
@@ -136,7 +137,12 @@ def submit_or_reattach(workspace: Workspace, spec: FinetuneSpec, key: str, fresh
         name = job_name(key, attempt)
         existing = workspace.get_job(name)
         if existing is None:
-            return workspace.submit_finetune(spec, name, key)
+            try:
+                return workspace.submit_finetune(spec, name, key)
+            except ConflictError:  # a run with the same inputs submitted it a moment ago: that job is ours too
+                existing = workspace.get_job(name)
+                if existing is None:
+                    raise
         if fresh:
             continue
         state = workspace.job_status(existing).state

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
+from workspaces.local.processes import pid_alive, tunegate_processes
 from workspaces.local.workspace import LocalWorkspace
 
 pytestmark = pytest.mark.slow
@@ -64,26 +67,39 @@ def test_teardown_refuses_a_path_as_an_endpoint_name(tmp_path):
     assert (victim / "precious.txt").read_text() == "keep me"
 
 
-def test_sigterm_during_training_is_recorded_as_cancelled_with_teardown_done(tmp_path):
-    import signal
-    import time
-
-    state_dir = tmp_path / "state"
+def start_run(state_dir, summary_path, *sets: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["PREFECT_HOME"] = os.environ.get("PREFECT_HOME_E2E", env.get("HOME", "/tmp") + "/.prefect-e2e")
-    summary_path = tmp_path / "summary.json"
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "run", "--set", f"workspace.state_dir={state_dir}",
-         "--set", "finetune.num_train_epochs=50", "--summary-json", str(summary_path)],
+         *[arg for setting in sets for arg in ("--set", setting)], "--summary-json", str(summary_path)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+
+
+def wait_for_training(state_dir, process: subprocess.Popen) -> None:
     jobs = state_dir / "workspace" / "jobs"
     deadline = time.monotonic() + 240
     while not (jobs.exists() and any(jobs.glob("*/status.json"))):
         assert time.monotonic() < deadline and process.poll() is None, "training never started"
         time.sleep(0.5)
     time.sleep(3)
-    process.send_signal(signal.SIGTERM)
+
+
+def processes_of(state_dir, *owners: int) -> list:
+    """tunegate processes left that belong to this state dir or were started by one of `owners`."""
+    root = str(state_dir)
+    return [p for p in tunegate_processes() if p.argument.startswith(root) or p.owner in owners]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_training_is_recorded_as_cancelled_with_teardown_done(tmp_path, signum):
+    state_dir = tmp_path / "state"
+    summary_path = tmp_path / "summary.json"
+    process = start_run(state_dir, summary_path, "finetune.num_train_epochs=50")
+    jobs = state_dir / "workspace" / "jobs"
+    wait_for_training(state_dir, process)
+    process.send_signal(signum)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output[-3000:]
     summary = json.loads(summary_path.read_text())
@@ -92,3 +108,46 @@ def test_sigterm_during_training_is_recorded_as_cancelled_with_teardown_done(tmp
     assert status["state"] == "canceled"  # the trainer was stopped, not left training
     assert LocalWorkspace(state_dir / "workspace").inventory().empty
     assert "Traceback" not in output.split("interrupted")[-1]
+    wait_gone(lambda: processes_of(state_dir, process.pid))
+
+
+def wait_gone(leftovers, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (left := leftovers()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, left
+
+
+def test_kill_9_during_training_then_a_rerun_trains_once_and_leaves_no_process(tmp_path):
+    state_dir = tmp_path / "state"
+    killed = start_run(state_dir, tmp_path / "killed.json")
+    wait_for_training(state_dir, killed)
+    server = [p for p in tunegate_processes() if p.owner == killed.pid and p.kind == "temporary Prefect server"]
+    assert server, "the run's temporary Prefect server was not found"
+    killed.kill()
+    killed.communicate(timeout=30)
+    wait_gone(lambda: [p for p in processes_of(state_dir, killed.pid) if p.kind != "trainer"])  # Prefect server
+    [trainer] = processes_of(state_dir, killed.pid)  # the job trains on, as a cloud job would
+
+    rerun = start_run(state_dir, tmp_path / "rerun.json")
+    output, _ = rerun.communicate(timeout=400)
+    assert rerun.returncode == 0, output[-3000:]
+    summary = json.loads((tmp_path / "rerun.json").read_text())
+    assert summary["job"]["reattached"] is True and summary["status"] == "succeeded"
+    assert len(list((state_dir / "workspace" / "jobs").glob("*/spec.json"))) == 1  # trained once
+    assert not pid_alive(trainer.pid)
+    wait_gone(lambda: processes_of(state_dir, killed.pid, rerun.pid))
+    assert LocalWorkspace(state_dir / "workspace").inventory().empty
+
+
+def test_two_runs_at_once_on_a_fresh_state_dir_both_finish(tmp_path):
+    state_dir = tmp_path / "state"
+    runs = [start_run(state_dir, tmp_path / f"run{i}.json") for i in range(2)]
+    outputs = [run.communicate(timeout=500)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [out[-2000:] for out in outputs]
+    summaries = [json.loads((tmp_path / f"run{i}.json").read_text()) for i in range(2)]
+    assert {s["status"] for s in summaries} == {"succeeded"}
+    assert len({s["job"]["name"] for s in summaries}) == 1  # the same inputs: one job, shared
+    assert len(list((state_dir / "workspace" / "jobs").glob("*/spec.json"))) == 1
+    wait_gone(lambda: processes_of(state_dir, *(run.pid for run in runs)))
+    assert LocalWorkspace(state_dir / "workspace").inventory().empty

@@ -521,3 +521,18 @@ def test_two_keep_mode_runs_at_once_end_with_one_champion_that_is_live(tmp_path,
     endpoint = workspace.get_endpoint("chat")
     champion = workspace.champions[REGISTERED]
     assert endpoint.traffic == {dep(champion.version): 100} and endpoint.deployments == (dep(champion.version),)
+
+
+class TwinSubmitsFirst(FakeWorkspace):
+    """Another run with the same inputs submits the job between this run's lookup and its own submission."""
+
+    def submit_finetune(self, spec, name, idempotency_key):
+        if not self.jobs:
+            super().submit_finetune(spec, name, idempotency_key)  # the twin's
+        return super().submit_finetune(spec, name, idempotency_key)
+
+
+def test_two_runs_submitting_the_same_job_at_once_share_it(tmp_path, scoring):
+    workspace = TwinSubmitsFirst(scoring)
+    summary = run(workspace, make_config(tmp_path)).result()
+    assert summary.status == "succeeded" and summary.job.reattached and workspace.submissions == 1

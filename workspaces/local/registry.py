@@ -59,8 +59,13 @@ class MlflowRegistry:
             from mlflow.tracking import MlflowClient
 
             mlflow.set_tracking_uri(self.tracking_uri)
-            self.ensure_experiment("tunegate-registry")
-            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            # the first use creates the sqlite schema; two runs doing that at once on a fresh state dir fail
+            # ("Circular dependency detected"): one at a time, and the second finds the tables made
+            with FileLock(self.root / "mlflow.lock", is_singleton=True, thread_local=False):
+                self.ensure_experiment("tunegate-registry")
+                client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+                client.search_registered_models(max_results=1)  # the registry's tables too
+            self._client = client
         return self._client
 
     def ensure_experiment(self, name: str) -> str:
