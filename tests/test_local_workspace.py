@@ -337,3 +337,35 @@ def test_hostile_scoring_requests_get_4xx_naming_the_problem_and_the_server_keep
     assert greedy.status_code == 200, greedy.text
     assert workspace.invoke("ep-hostile", HI).error is None  # still serving
     workspace.delete_endpoint("ep-hostile")
+
+
+def test_profile_limits_reach_the_server_and_extra_requests_wait_then_get_429(workspace, registered):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from workspaces.local.settings import EndpointLimits
+
+    tight = EndpointLimits(max_concurrent_requests=1, max_queue_wait_s=0.3, max_new_tokens=300)
+    narrow = LocalWorkspace(workspace.root, tight)
+    narrow.ensure_endpoint("ep-limits")
+    narrow.create_deployment("ep-limits", "blue", registered, "local-cpu")
+    narrow.set_traffic("ep-limits", {"blue": 100})
+    slow = ScoringRequest(
+        messages=[{"role": "user", "content": "tell me everything"}],
+        parameters=ScoringParameters(max_new_tokens=300, do_sample=False),
+    )
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: narrow.invoke("ep-limits", slow, timeout_s=120), range(6)))
+    codes = Counter(answer.status_code for answer in answers)
+    assert codes[200] >= 1 and codes[429] >= 1, codes
+    busy = next(answer for answer in answers if answer.status_code == 429)
+    assert "endpoint busy" in (busy.error or "")
+
+    # the profile changes a limit: the running server takes it on the next ensure, no restart
+    pid = json.loads((workspace.root / "endpoints" / "ep-limits" / "server.json").read_text())["pid"]
+    LocalWorkspace(workspace.root, EndpointLimits(max_new_tokens=16)).ensure_endpoint("ep-limits")
+    over = narrow.invoke(
+        "ep-limits", ScoringRequest(messages=HI.messages, parameters=ScoringParameters(max_new_tokens=32))
+    )
+    assert over.status_code == 422 and "limit 16" in (over.error or "")
+    assert json.loads((workspace.root / "endpoints" / "ep-limits" / "server.json").read_text())["pid"] == pid
+    workspace.delete_endpoint("ep-limits")

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from workspaces.azure.settings import AzureSettings
 from workspaces.base import Workspace
+from workspaces.local.settings import LocalSettings
 
 
 class WorkspaceSettings(BaseModel):
@@ -29,6 +30,7 @@ class WorkspaceSettings(BaseModel):
     workspace_name: str | None = None
     registry_name: str = "azureml"
     azure: AzureSettings = Field(default_factory=AzureSettings)
+    local: LocalSettings = Field(default_factory=LocalSettings)
 
     @model_validator(mode="after")
     def _no_placeholders(self) -> WorkspaceSettings:
@@ -61,7 +63,7 @@ def open_workspace(settings: WorkspaceSettings) -> Workspace:
     if settings.kind == "local":
         from workspaces.local.workspace import LocalWorkspace
 
-        return LocalWorkspace(Path(settings.state_dir) / "workspace")
+        return LocalWorkspace(Path(settings.state_dir) / "workspace", settings.local.endpoint_limits)
     from workspaces.azure.workspace import AzureWorkspace
 
     return AzureWorkspace.from_settings(settings)

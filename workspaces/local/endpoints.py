@@ -45,8 +45,10 @@ from workspaces.local.processes import (
     stop_process_group,
     tail,
     tunegate_processes,
+    write_json,
 )
 from workspaces.local.registry import LOCAL_SIZES, MlflowRegistry
+from workspaces.local.settings import EndpointLimits
 
 SERVER_MODULE = "workspaces.local.server"
 SERVER_START_TIMEOUT_S = 90
@@ -54,9 +56,10 @@ LOCK_TIMEOUT_S = 1800  # another run's deploy, smoke (with its retries) and prom
 
 
 class EndpointServers:
-    def __init__(self, root: Path, registry: MlflowRegistry) -> None:
+    def __init__(self, root: Path, registry: MlflowRegistry, limits: EndpointLimits | None = None) -> None:
         self.root = root
         self.registry = registry
+        self.limits = limits or EndpointLimits()
 
     def _dir(self, name: str) -> Path:
         return self.root / "endpoints" / checked_name("endpoint", name)
@@ -148,10 +151,17 @@ class EndpointServers:
             secrets_path.write_text(json.dumps({"key": secrets.token_urlsafe(32), "admin": secrets.token_urlsafe(32)}))
             state = {"name": name, "description": description, "ephemeral": ephemeral, "deployments": {}, "traffic": {}}
             (directory / "endpoint.json").write_text(json.dumps(state))
+        limits = self.limits.model_dump()
         try:
             self._server(name)
-        except WorkspaceError:  # new, or its server crashed: (re)start it from endpoint.json
+        except WorkspaceError:  # new, or its server crashed: (re)start it from endpoint.json, with these limits
+            state = read_json(directory / "endpoint.json")
+            if state.get("limits") != limits:
+                write_json(directory / "endpoint.json", {**state, "limits": limits})
             self._start_server(name, owner_pid=os.getpid() if ephemeral else None)
+        else:
+            if read_json(directory / "endpoint.json").get("limits") != limits:  # the profile changed them
+                self._admin(name, "PUT", "/admin/limits", limits)
         return self.get(name)  # type: ignore[return-value]
 
     def get(self, name: str) -> Endpoint | None:

@@ -27,11 +27,12 @@ from typing import Any
 # imported at module level: FastAPI resolves the handlers' (string) annotations in this module's globals
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from workspaces.local.model import PromptTooLong
 from workspaces.local.processes import pid_alive, write_json
+from workspaces.local.settings import EndpointLimits
 from workspaces.scoring import DEPLOYMENT_HEADER, ScoringBody
 
 KEY_ENV, ADMIN_ENV = "TUNEGATE_ENDPOINT_KEY", "TUNEGATE_ADMIN_TOKEN"
@@ -47,7 +48,9 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
     models: dict[str, Any] = {
         name: load_chat_model(Path(dep["model_dir"])) for name, dep in state["deployments"].items()
     }
-    limits = ServerLimits.model_validate(state.get("limits") or {})
+    limits = EndpointLimits.model_validate(state.get("limits") or {})
+    # requests scored at once; the others wait in line before their bodies are read: memory stays bounded
+    in_flight = asyncio.Semaphore(limits.max_concurrent_requests)
     lock = threading.Lock()
     # no schema or docs routes: they would show the admin API to anyone who can reach the port
     app = FastAPI(title=f"tunegate endpoint {endpoint_dir.name}", docs_url=None, redoc_url=None, openapi_url=None)
@@ -87,6 +90,22 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
     @app.post("/score")
     async def score(request: Request, authorization: str | None = Header(None)) -> JSONResponse:
         check(key, authorization)
+        gate = in_flight
+        try:
+            await asyncio.wait_for(gate.acquire(), timeout=limits.max_queue_wait_s)
+        except TimeoutError:
+            raise HTTPException(
+                status_code=429,
+                detail=f"endpoint busy: {limits.max_concurrent_requests} requests in progress and this one waited "
+                f"{limits.max_queue_wait_s:g} s; retry later",
+                headers={"Retry-After": "1"},
+            ) from None
+        try:
+            return await scored(request)
+        finally:
+            gate.release()
+
+    async def scored(request: Request) -> JSONResponse:
         parsed = ScoringBody.model_validate(await read_json_body(request, limits.max_body_bytes))
         parameters = parsed.input_data.parameters
         if parameters.max_new_tokens > limits.max_new_tokens:
@@ -147,6 +166,19 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
             save()
         return details()
 
+    @app.put("/admin/limits")
+    def set_limits(payload: dict, authorization: str | None = Header(None)) -> dict:
+        nonlocal limits, in_flight
+        check(admin_token, authorization)
+        new = EndpointLimits.model_validate(payload)
+        with lock:
+            if new.max_concurrent_requests != limits.max_concurrent_requests:
+                in_flight = asyncio.Semaphore(new.max_concurrent_requests)  # requests in flight release the old one
+            limits = new
+            state["limits"] = new.model_dump()
+            save()
+        return details()
+
     @app.put("/admin/traffic")
     def set_traffic(traffic: dict[str, int], authorization: str | None = Header(None)) -> dict:
         check(admin_token, authorization)
@@ -161,15 +193,6 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
         return details()
 
     return app
-
-
-class ServerLimits(BaseModel):
-    """What one scoring request may cost. Defaults keep a 2-core laptop answering whatever a client sends."""
-
-    max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies get 413 before parsing.")
-    max_prompt_tokens: int = Field(2048, ge=16, description="Longer prompts get 413 (the model's context also caps).")
-    max_new_tokens: int = Field(512, ge=1, description="Requests asking for more get 422.")
-    generation_timeout_s: float = Field(60, gt=0, description="Generation stops after this (transformers max_time).")
 
 
 async def read_json_body(request: Request, max_bytes: int) -> object:

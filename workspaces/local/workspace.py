@@ -21,17 +21,18 @@ from workspaces.local import compute
 from workspaces.local.endpoints import EndpointServers
 from workspaces.local.jobs import TrainerJobs
 from workspaces.local.registry import MlflowRegistry
+from workspaces.local.settings import EndpointLimits
 
 
 class LocalWorkspace(AssembledWorkspace):
     kind = "local"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, endpoint_limits: EndpointLimits | None = None) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.registry = MlflowRegistry(self.root)
         self.jobs = TrainerJobs(self.root, self.registry)
-        self.endpoints = EndpointServers(self.root, self.registry)
+        self.endpoints = EndpointServers(self.root, self.registry, endpoint_limits or EndpointLimits())
 
     def list_sizes(self) -> list[Sku]:
         return compute.list_sizes()

@@ -1,0 +1,27 @@
+"""Settings of the local workspace (profile section `workspace.local`): pydantic only, cheap to import."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EndpointLimits(BaseModel):
+    """What one scoring request may cost a local endpoint. The defaults keep a 2-core laptop answering whatever
+    clients send: memory stays near the model's own plus `max_concurrent_requests` request bodies."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
+
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies get 413 before parsing.")
+    max_prompt_tokens: int = Field(2048, ge=16, description="Longer prompts get 413 (the model's context also caps).")
+    max_new_tokens: int = Field(512, ge=1, description="Requests asking for more get 422.")
+    generation_timeout_s: float = Field(60, gt=0, description="Generation stops after this (transformers max_time).")
+    max_concurrent_requests: int = Field(
+        4, ge=1, le=64, description="Requests scored at once; more wait in line (their bodies not yet read)."
+    )
+    max_queue_wait_s: float = Field(30, gt=0, description="A request that waited this long in line gets 429.")
+
+
+class LocalSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    endpoint_limits: EndpointLimits = Field(default_factory=EndpointLimits)
