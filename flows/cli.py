@@ -127,7 +127,8 @@ def run(
     _print_summary(summary)
     if summary_json:
         write_json(summary_json, summary.model_dump(mode="json"))
-    raise typer.Exit(0 if summary.status == "succeeded" else 1)
+    # a run whose teardown failed left something running (the summary says what): not a success for a script
+    raise typer.Exit(0 if summary.status == "succeeded" and summary.teardown.done else 1)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -27,6 +27,7 @@ from flows.summary import RunSummary
 from tasks import approval, finetune, register
 from tasks.approval import ApprovalRecord, require_server_for_manual
 from tasks.data import SampledData
+from tasks.deploy import deployment_name
 from tasks.metrics import GateResult, model_id
 from tasks.teardown import TeardownResult, take_down
 from workspaces.base import FoundationModel, JobRef, ModelVersion, Workspace, WorkspaceError
@@ -169,6 +170,8 @@ def deploy_smoke_promote(
     summary: RunSummary,
     state: RunState,
 ) -> None:
+    # named before it exists: a deploy that fails half-way still has its candidate taken down (if it serves nothing)
+    state.deployment = deployment_name(config.endpoint.deployment_prefix, version)
     deployed = stages.deploy_candidate(
         workspace, config.endpoint, endpoint_name, version, foundation, ephemeral=config.teardown.mode == "ephemeral"
     )

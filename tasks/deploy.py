@@ -215,21 +215,34 @@ def serving_state(workspace: Workspace, endpoint_name: str) -> ServingState | No
 
 @stage("promote")
 def promote(workspace: Workspace, deployed: DeployResult, model: ModelVersion, set_champion: bool) -> list[str]:
-    """All traffic to the new deployment in one update (never a moment with no deployment taking traffic), retire
-    the old ones, and check what now serves is this model before it becomes champion. Returns the retired names."""
+    """All traffic to the new deployment in one update (never a moment with no deployment taking traffic), check
+    that what now serves is this model, make it champion, then retire the old deployments. Returns the retired names.
+
+    The champion is always what serves: when it cannot be recorded, traffic goes back to where it was before the
+    error is raised. A retirement that fails leaves an old deployment at 0%, which serves nothing."""
+    wanted = f"{model.name}:{model.version}"
     workspace.set_traffic(deployed.endpoint, {deployed.deployment: 100})
+    try:
+        serving = serving_state(workspace, deployed.endpoint)
+        if serving is None or serving.live != [wanted]:
+            raise WorkspaceError(
+                f"after promotion {deployed.endpoint} serves {serving.live if serving else 'nothing'}, not {wanted}"
+            )
+        if set_champion:
+            workspace.set_champion(model, model.name)
+    except BaseException:
+        # live and champion must not disagree: back to what served (a retry of this stage promotes again)
+        if deployed.previous_traffic:
+            workspace.set_traffic(deployed.endpoint, deployed.previous_traffic)
+            get_run_logger().warning(
+                "promotion of %s not completed: traffic of %s is back to %s",
+                wanted, deployed.endpoint, deployed.previous_traffic,
+            )  # fmt: skip
+        raise
     endpoint = workspace.get_endpoint(deployed.endpoint)
     retired = [name for name in (endpoint.deployments if endpoint else ()) if name != deployed.deployment]
     for name in retired:
         workspace.delete_deployment(deployed.endpoint, name)
-    serving = serving_state(workspace, deployed.endpoint)
-    wanted = f"{model.name}:{model.version}"
-    if serving is None or serving.live != [wanted]:
-        raise WorkspaceError(
-            f"after promotion {deployed.endpoint} serves {serving.live if serving else 'nothing'}, not {wanted}"
-        )
-    if set_champion:
-        workspace.set_champion(model, model.name)
     return retired
 
 

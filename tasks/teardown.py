@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from tasks.errors import stage
-from workspaces.base import Workspace
+from workspaces.base import Workspace, WorkspaceError
 
 Mode = Literal["ephemeral", "keep"]
 
@@ -29,7 +29,14 @@ def take_down(
     workspace: Workspace, mode: Mode, endpoint_name: str, created_deployment: str | None = None
 ) -> TeardownResult:
     """Idempotent: an endpoint or deployment that is already gone counts as taken down."""
-    endpoint = workspace.get_endpoint(endpoint_name)
+    try:
+        endpoint = workspace.get_endpoint(endpoint_name)
+    except WorkspaceError:
+        if mode != "ephemeral":
+            raise
+        # cannot tell whether it is there: delete anyway (deleting what is gone is no error), never leave it running
+        workspace.delete_endpoint(endpoint_name)
+        return TeardownResult(mode=mode, done=True, deleted=[endpoint_name])
     if endpoint is None:
         return TeardownResult(mode=mode, done=True, deleted=[])
     if mode == "ephemeral":

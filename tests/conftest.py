@@ -24,3 +24,13 @@ def prefect_server(tmp_path_factory):
     server = PrefectServer(tmp_path_factory.mktemp("prefect-server")).start()
     yield server
     server.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault matrix (tests/test_fault_matrix.py) as a table, when it ran."""
+    import sys
+
+    matrix = sys.modules.get("tests.test_fault_matrix")
+    if matrix is not None and matrix.ROWS:
+        terminalreporter.section("fault matrix")
+        terminalreporter.write_line(matrix.matrix_markdown())

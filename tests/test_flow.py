@@ -167,32 +167,7 @@ def test_bad_response_shape_fails_smoke(tmp_path, workspace, scoring):
     assert workspace.inventory().empty
 
 
-@pytest.mark.parametrize(
-    "method",
-    [
-        "get_foundation_model",
-        "ensure_compute",
-        "list_sizes",
-        "upload_data",
-        "submit_finetune",
-        "job_status",
-        "job_metrics",
-        "register_model",
-        "tag_model",
-        "ensure_endpoint",
-        "create_deployment",
-        "set_traffic",
-        "endpoint_credentials",
-        "delete_endpoint",
-    ],
-)
-def test_a_transient_fault_in_any_stage_is_retried(tmp_path, workspace, method):
-    workspace.faults[method].append(TransientWorkspaceError(f"503 from {method}"))
-    state = run(workspace, make_config(tmp_path))
-    assert state.is_completed(), state.message
-    assert workspace.calls.count(method) >= 2
-    assert workspace.submissions == 1  # a retried submit or wait never pays for a second job
-    assert workspace.inventory().empty
+# every port method x transient/permanent fault: tests/test_fault_matrix.py
 
 
 def test_a_permanent_fault_fails_at_once_and_teardown_still_runs(tmp_path, workspace):
