@@ -139,6 +139,14 @@ def test_kill_9_during_training_then_a_rerun_trains_once_and_leaves_no_process(t
     wait_gone(lambda: processes_of(state_dir, killed.pid, rerun.pid))
     assert LocalWorkspace(state_dir / "workspace").inventory().empty
 
+    listed = tunegate("jobs", "--json", "--set", f"workspace.state_dir={state_dir}")
+    [job] = json.loads(listed.stdout)
+    assert job["name"] == summary["job"]["name"] and job["state"] == "completed"
+    ended = tunegate("jobs", "--cancel", job["name"], "--set", f"workspace.state_dir={state_dir}")
+    assert ended.returncode == 0 and "already ended completed" in ended.stdout
+    unknown = tunegate("jobs", "--cancel", "tunegate-nope", "--set", f"workspace.state_dir={state_dir}")
+    assert unknown.returncode == 2 and "no job 'tunegate-nope'" in unknown.stderr
+
 
 def test_two_runs_at_once_on_a_fresh_state_dir_both_finish(tmp_path):
     state_dir = tmp_path / "state"

@@ -1,0 +1,127 @@
+"""A local endpoint under abuse: its server's memory while clients send oversize and hostile requests, and what 50
+clients at once see (errors, p50/p99). Trains one tiny model first (about a minute on 2 cores).
+
+python bench/bench_endpoint_abuse.py [--clients 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from tasks.compute import validate
+from tasks.data import sample_to_directory
+from tasks.finetune import build_spec, submit_or_reattach
+from tasks.register import register_once
+from tasks.settings import DataSettings, FinetuneSettings
+from workspaces.base import ComputeSpec
+from workspaces.local.workspace import LocalWorkspace
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class PeakRss:
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self._stop = pid, rss_mib(pid), threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_mib(self.pid))
+            time.sleep(0.01)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def trained_endpoint(root: Path) -> tuple[LocalWorkspace, str, dict[str, str], int]:
+    workspace = LocalWorkspace(root / "workspace")
+    sampled = sample_to_directory(DataSettings(percent=10, synthetic_rows=1000), root / "run", root / "cache")
+    foundation = workspace.get_foundation_model("tiny-phi3-chat")
+    compute = validate(
+        workspace.ensure_compute(ComputeSpec(name="local", size="local-cpu")), foundation, workspace.list_sizes()
+    )
+    data = workspace.upload_data(Path(sampled.files["train_sft"]), Path(sampled.files["test_sft"]), sampled.fingerprint)
+    job = submit_or_reattach(workspace, build_spec(foundation, compute, data, FinetuneSettings(), "bench"), "bench")
+    while not workspace.job_status(job).state.terminal:
+        time.sleep(1)
+    version = register_once(workspace, job, "bench-ft", {})
+    workspace.ensure_endpoint("bench")
+    workspace.create_deployment("bench", "blue", version, "local-cpu")
+    workspace.set_traffic("bench", {"blue": 100})
+    credentials = workspace.endpoint_credentials("bench")
+    headers = {"Authorization": f"Bearer {credentials.key.get_secret_value()}", "Content-Type": "application/json"}
+    pid = json.loads((workspace.root / "endpoints" / "bench" / "server.json").read_text())["pid"]
+    return workspace, credentials.scoring_uri, headers, pid
+
+
+def ask(text: str, max_new_tokens: int = 16) -> bytes:
+    conversation = [{"role": "user", "content": text}]
+    parameters = {"max_new_tokens": max_new_tokens, "do_sample": False}
+    return json.dumps({"input_data": {"input_string": [conversation], "parameters": parameters}}).encode()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=50)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        workspace, url, headers, pid = trained_endpoint(Path(tmp))
+        try:
+            idle = rss_mib(pid)
+            print(f"server RSS idle with one deployment: {idle:.0f} MiB")
+            hostile = {
+                "50 MB body": b"x" * (50 * 1024 * 1024),
+                "256 KiB one-word prompt": ask("word" * 65536),
+                "100k-deep JSON": b'{"input_data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            }
+            for name, body in hostile.items():
+                with PeakRss(pid) as peak:
+                    started = time.perf_counter()
+                    answer = httpx.post(url, content=body, headers=headers, timeout=120)
+                    took = time.perf_counter() - started
+                print(f"{name:26} HTTP {answer.status_code} in {took:.2f} s; server peak RSS {peak.peak:.0f} MiB")
+
+            def one(i: int) -> tuple[int, float]:
+                started = time.perf_counter()
+                try:
+                    code = httpx.post(url, content=ask(f"hello {i}"), headers=headers, timeout=120).status_code
+                except httpx.HTTPError:
+                    code = -1
+                return code, (time.perf_counter() - started) * 1000
+
+            with PeakRss(pid) as peak, ThreadPoolExecutor(args.clients) as pool:
+                results = list(pool.map(one, range(args.clients * 4)))
+            latencies = sorted(ms for _, ms in results)
+            errors = sum(1 for code, _ in results if code != 200)
+            p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+            print(
+                f"{args.clients} concurrent clients, {len(results)} requests: {errors} errors, "
+                f"p50 {statistics.median(latencies):.0f} ms, p99 {p99:.0f} ms; server peak RSS {peak.peak:.0f} MiB"
+            )
+            after = httpx.post(url, content=ask("hi"), headers=headers, timeout=60)
+            print(f"still answering: HTTP {after.status_code}")
+        finally:
+            workspace.delete_endpoint("bench")
+
+
+if __name__ == "__main__":
+    main()
