@@ -87,15 +87,7 @@ def run_stages(
     stages.wait_for_finetune(workspace, job, config.job)
 
     champion, champion_error = champion_or_error(stages, workspace, registered_name)  # it may have changed meanwhile
-    gate = stages.check_metrics(
-        workspace,
-        job,
-        config.gate,
-        champion,
-        champion_error=champion_error,
-        eval_fingerprint=sampled.eval_fingerprint,
-        evaluated_champion=model_id(compare_with),
-    )
+    gate = check_gate(stages, workspace, config, job, (champion, champion_error), compare_with, sampled)
     summary.record_gate(gate)
     if not gate.passed:
         raise RunStopped("gate_failed", "Gate failed: " + "; ".join(f.removeprefix("fail: ") for f in gate.failures))
@@ -124,6 +116,27 @@ def run_stages(
         deploy_smoke_promote(stages, workspace, config, endpoint_name, version, foundation, sampled, summary, state)
 
 
+def check_gate(
+    stages: Stages,
+    workspace: Workspace,
+    config: TunegateConfig,
+    job: JobRef,
+    champion: tuple[ModelVersion | None, str | None],
+    compare_with: ModelVersion | None,
+    sampled: SampledData,
+) -> GateResult:
+    """The gate against `champion` as champion_or_error gives it; the job evaluated `compare_with` on its split."""
+    return stages.check_metrics(
+        workspace,
+        job,
+        config.gate,
+        champion[0],
+        champion_error=champion[1],
+        eval_fingerprint=sampled.eval_fingerprint,
+        evaluated_champion=model_id(compare_with),
+    )
+
+
 def recheck_gate_after_waiting(
     stages: Stages,
     workspace: Workspace,
@@ -139,15 +152,7 @@ def recheck_gate_after_waiting(
     now, error = champion_or_error(stages, workspace, config.model.registered_name())
     if error is None and model_id(now) == model_id(champion):
         return
-    gate = stages.check_metrics(
-        workspace,
-        job,
-        config.gate,
-        now,
-        champion_error=error,
-        eval_fingerprint=sampled.eval_fingerprint,
-        evaluated_champion=model_id(compare_with),
-    )
+    gate = check_gate(stages, workspace, config, job, (now, error), compare_with, sampled)
     summary.record_gate(gate)
     became = f"{model_id(now)} became champion while this run waited"
     if not gate.passed:

@@ -33,9 +33,18 @@ def pid_alive(pid: int) -> bool:
 
 def stop_process_group(pid: int, grace_s: float = 5.0) -> None:
     """SIGTERM the process group, then SIGKILL what is left after `grace_s`."""
+    _stop(pid, os.killpg, grace_s)
+
+
+def stop_process(pid: int, grace_s: float = 5.0) -> None:
+    """SIGTERM one process (not a group leader), SIGKILL it after `grace_s`."""
+    _stop(pid, os.kill, grace_s)
+
+
+def _stop(pid: int, send, grace_s: float) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.killpg(pid, sig)
+            send(pid, sig)
         except (ProcessLookupError, PermissionError):
             return
         deadline = time.monotonic() + grace_s
@@ -140,20 +149,6 @@ def tunegate_processes() -> list[OwnedProcess]:
         )  # fmt: skip
         found.append(OwnedProcess(int(proc.name), kind, argument, int(owner) if owner and owner.isdigit() else None))
     return sorted(found, key=lambda process: process.pid)
-
-
-def stop_process(pid: int, grace_s: float = 5.0) -> None:
-    """SIGTERM one process (not a group leader), SIGKILL it after `grace_s`."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            if not pid_alive(pid):
-                return
-            time.sleep(0.05)
 
 
 def stop_with_owner(owner: int, target: int, poll_s: float = 0.5) -> None:
