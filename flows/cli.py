@@ -9,7 +9,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from data.documents import write_json
@@ -364,7 +364,8 @@ def jobs(
     if not found:
         console.print("no tunegate jobs in this workspace")
         return
-    table = Table("job", "state", "created", "display name")
+    table = Table("state", "created", "display name")
+    table.columns.insert(0, Column("job", no_wrap=True))  # whole: it is what `--cancel` takes
     for info in found:
         created = datetime.fromtimestamp(info.created).strftime("%Y-%m-%d %H:%M:%S") if info.created else "-"
         table.add_row(Text(info.name), info.state.value, created, Text(info.display_name))
