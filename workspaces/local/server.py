@@ -233,8 +233,11 @@ def main() -> None:
     parser.add_argument("--owner-pid", type=int, default=None)
     args = parser.parse_args()
     app = create_app(args.endpoint_dir, os.environ.pop(KEY_ENV), os.environ.pop(ADMIN_ENV))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: asyncio turns Nagle off (TCP_NODELAY) on accepted connections only for sockets whose proto
+    # says TCP; with proto 0 every small answer waited ~40 ms for a delayed ACK (/health: 44 ms -> under 1 ms)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
     # the port is known only once bound: publish it for the workspace, which then polls /health
     write_json(args.endpoint_dir / "server.json", {"pid": os.getpid(), "port": sock.getsockname()[1]})
