@@ -248,7 +248,6 @@ def chat(
         try:
             result = workspace.invoke(endpoint, ScoringRequest(messages=history, parameters=parameters), deployment)
         except WorkspaceError as exc:  # the server went away meanwhile: one line, as for an HTTP error
-            result = None
             error = str(exc).splitlines()[0]
         else:
             error = result.error
