@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 
 from tasks.compute import validate
-from tasks.data import sample_to_directory
 from tasks.finetune import build_spec, submit_or_reattach
 from tasks.register import register_once
+from tasks.sampling import sample_to_directory
 from tasks.settings import DataSettings, FinetuneSettings
 from workspaces.base import ComputeSpec
 from workspaces.local.workspace import LocalWorkspace

@@ -12,7 +12,7 @@ import sys
 import time
 
 from data.synthetic import generate_split
-from tasks.data import sample_split
+from tasks.sampling import sample_split
 
 
 def first_percent(rows: list[dict], percent: float) -> list[dict]:

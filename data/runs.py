@@ -53,15 +53,11 @@ class RunStore:
         return max(found, key=lambda p: p.stat().st_mtime).read_text() if found else None
 
 
-def write_sample(out_dir: Path, contents: dict[str, bytes], fingerprint: str) -> dict[str, str]:
-    """Write the sampled split files and their fingerprint; returns split -> path."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for name, blob in contents.items():
-        (out_dir / name).write_bytes(blob)
-        files[name.removesuffix(".jsonl")] = str(out_dir / name)
-    (out_dir / FINGERPRINT).write_text(fingerprint + "\n")
-    return files
+def write_fingerprint(out_dir: Path, fingerprint: str) -> Path:
+    """The fingerprint of the sampled split files beside them (they are written by the sampler as it reads)."""
+    path = out_dir / FINGERPRINT
+    path.write_text(fingerprint + "\n")
+    return path
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict]:

@@ -7,9 +7,9 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from tasks.approval import ApprovalRecord
-from tasks.data import SampledData
 from tasks.deploy import ServingState, SmokeResult
 from tasks.metrics import GateResult
+from tasks.sampling import SampledData
 from tasks.teardown import TeardownResult
 from workspaces.base import FinetuneSpec, FoundationModel, JobRef, ModelVersion
 

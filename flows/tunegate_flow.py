@@ -26,9 +26,9 @@ from flows.stages import Stages
 from flows.summary import RunSummary
 from tasks import approval, finetune, register
 from tasks.approval import ApprovalRecord, require_server_for_manual
-from tasks.data import SampledData
 from tasks.deploy import deployment_name
 from tasks.metrics import GateResult, model_id
+from tasks.sampling import SampledData
 from tasks.teardown import TeardownResult, take_down
 from workspaces.base import FoundationModel, JobRef, ModelVersion, Workspace, WorkspaceError
 from workspaces.factory import open_workspace

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from data.synthetic import generate_split
-from tasks.data import in_sample, invalid_reason, sample_split, sample_to_directory
+from tasks.sampling import in_sample, invalid_reason, sample_split, sample_to_directory
 from tasks.settings import DataSettings
 from workspaces.base import WorkspaceError
 

@@ -464,7 +464,7 @@ def test_a_champion_promoted_while_this_run_waited_is_beaten_or_nothing_goes_liv
 
 def test_a_better_candidate_still_goes_live_over_a_champion_promoted_meanwhile(tmp_path, scoring):
     workspace = RivalPromotes(scoring, after_reads=2)
-    from tasks.data import sample_to_directory
+    from tasks.sampling import sample_to_directory
 
     config = make_config(tmp_path, teardown={"mode": "keep"})
     workspace.rival_loss = "3.5"  # the rival is worse; measured on this run's split, so comparable

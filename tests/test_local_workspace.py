@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from tasks.compute import validate
-from tasks.data import sample_to_directory
 from tasks.finetune import build_spec, submit_or_reattach
 from tasks.model import allow_list, model_specific_defaults
 from tasks.register import register_once
+from tasks.sampling import sample_to_directory
 from tasks.settings import DataSettings, FinetuneSettings
 from workspaces.base import ComputeSpec, JobRef, JobState, ScoringRequest, TransientWorkspaceError, WorkspaceError
 from workspaces.local.processes import pid_alive

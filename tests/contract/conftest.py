@@ -15,8 +15,8 @@ import responses
 from azure.ai.ml import MLClient
 
 from tasks.compute import ValidatedCompute, validate
-from tasks.data import sample_to_directory
 from tasks.finetune import build_spec, submit_or_reattach
+from tasks.sampling import sample_to_directory
 from tasks.settings import DataSettings, FinetuneSettings
 from tests.azure_replay import ENDPOINT_KEY, RG, SUB, WS, FakeAzureML, FakeCredential
 from tests.fakes import FAKE_KEY, FakeWorkspace, ScoringServer
