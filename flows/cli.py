@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -15,9 +15,13 @@ from rich.text import Text
 from data.documents import write_json
 from data.runs import RunStore
 from flows.params import ProfileError, load_profile
-from flows.summary import RunSummary
-from tasks.reviews import ReviewError, decide, pending_reviews, server_url
 from workspaces.base import InvalidNameError, WorkspaceError
+
+if TYPE_CHECKING:
+    from flows.summary import RunSummary
+
+# Prefect and the flow are imported by the commands that need them: `tunegate sample` or `inventory` start in a
+# fraction of the second that importing Prefect takes
 
 app = typer.Typer(help="tunegate: fine-tune a chat model and take it safely to a live endpoint.", no_args_is_help=True)
 console = Console()
@@ -94,8 +98,10 @@ def run(
     config = _config(profile, set_)
     from prefect.exceptions import TerminationSignal
 
+    from flows.summary import RunSummary
     from flows.tunegate_flow import tunegate
     from tasks.approval import ManualApprovalNeedsServer, require_server_for_manual
+    from tasks.reviews import ReviewError, server_url
 
     try:
         require_server_for_manual(config.approval)  # before an ephemeral server is started or anything is trained
@@ -141,6 +147,8 @@ def _fail(error: object, code: int) -> NoReturn:
 
 
 def _decide(run_id: str, approved: bool, approver: str, comment: str) -> None:
+    from tasks.reviews import ReviewError, decide
+
     try:
         decision = decide(run_id, approved, approver, comment)
     except ReviewError as exc:
@@ -169,6 +177,8 @@ def pending() -> None:
     """Runs waiting for an approval decision, with the summary a reviewer decides from."""
     from rich.markdown import Markdown
 
+    from tasks.reviews import ReviewError, pending_reviews
+
     try:
         reviews = pending_reviews()
     except ReviewError as exc:
@@ -190,6 +200,7 @@ def pending() -> None:
 def serve() -> None:
     """Serve the deployments of prefect.yaml from this process, without a work pool (for a laptop)."""
     from flows.deployments import serve_all
+    from tasks.reviews import ReviewError, server_url
 
     try:
         server_url()
@@ -300,6 +311,99 @@ def inventory(
         owner = "-" if process.owner is None else f"{process.owner} ({'gone' if process.orphaned else 'running'})"
         table.add_row(str(process.pid), process.kind, Text(process.argument), owner)
     console.print(table if processes else "tunegate processes: none")
+
+
+@app.command()
+def sample(
+    source: Annotated[
+        str,
+        typer.Option("--source", help="'synthetic', a directory of split files (or the hub's data/ layout), hf:ID."),
+    ],
+    percent: Annotated[float, typer.Option("--percent", min=0.0001, max=100, help="Percent of each split to keep.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for train_sft/test_sft/test_gen.jsonl.")],
+    seed: Annotated[int, typer.Option("--seed", help="Salt of the sampling hash: another seed, another sample.")] = 0,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Threads reading parquet (default: the cores, at most 8).")
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option("--cache", help="Where generated or hub datasets are cached (default: the profile's, as a run)."),
+    ] = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Sample a dataset exactly as a run's first stage does, without running the flow: the same rows, the same
+    files and fingerprint. Prints rows kept of rows read per split, invalid rows by reason, and the fingerprint."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tasks.sampling import sample_to_directory
+    from tasks.settings import DataSettings
+
+    try:
+        settings = DataSettings(source=source, percent=percent, seed=seed)
+    except ValueError as exc:
+        _fail(exc, 2)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[rows]:>12,} rows read"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+    tasks: dict[str, int] = {}
+
+    def progress(split: str, seen: int, done: int, total: int | None) -> None:
+        if split not in tasks:
+            tasks[split] = bar.add_task(split, total=total, rows=0)
+        bar.update(tasks[split], completed=done, rows=seen)
+
+    try:
+        with bar:
+            cache_dir = cache or RunStore(_config(profile, None).workspace.state_dir).datasets_dir
+            result = sample_to_directory(settings, out, cache_dir, progress=progress, workers=workers)
+    except (ValueError, WorkspaceError, OSError) as exc:
+        _fail(exc, 1)
+    table = Table("split", Column("kept", justify="right"), Column("read", justify="right"), "invalid rows")
+    for split, kept in result.rows.items():
+        reasons = result.invalid.get(split, {})
+        table.add_row(
+            split,
+            f"{kept:,}",
+            f"{result.seen.get(split, 0):,}",
+            Text("; ".join(f"{n:,} {why}" for why, n in sorted(reasons.items(), key=lambda i: -i[1])) or "-"),
+        )
+    console.print(table)
+    console.print(f"fingerprint {result.fingerprint}  ->  {out}", markup=False)
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option("--out", help="Directory to write data/<split>-*.parquet into.")],
+    rows: Annotated[
+        int, typer.Option("--rows", min=10, help="train_sft rows; the other splits follow ultrachat_200k's ratios.")
+    ] = 207_865,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    split: Annotated[
+        list[str] | None, typer.Option("--split", help="Only these splits (repeatable; default: all four).")
+    ] = None,
+) -> None:
+    """Generate an ultrachat_200k-sized dataset in the hub's layout (for benchmarks at the real scale, offline)."""
+    from rich.progress import Progress
+
+    from data.splits import SPLITS
+    from data.ultrachat_scale import split_rows, write_ultrachat_scale
+
+    unknown = set(split or []) - set(SPLITS)
+    if unknown:
+        _fail(f"--split {', '.join(sorted(unknown))}: splits are {', '.join(SPLITS)}", 2)
+    wanted = split or list(SPLITS)
+    sizes = {name: count for name, count in split_rows(rows).items() if name in wanted}
+    with Progress(console=err, transient=True) as bar:
+        tasks = {name: bar.add_task(name, total=count) for name, count in sizes.items()}
+        written = write_ultrachat_scale(
+            out, rows, seed, wanted, progress=lambda name, count: bar.advance(tasks[name], count)
+        )
+    console.print(", ".join(f"{name}: {count:,} rows" for name, count in written.items()) + f" -> {out / 'data'}")
 
 
 endpoint_app = typer.Typer(help="Manage an endpoint of the workspace.", no_args_is_help=True)
