@@ -399,3 +399,16 @@ def test_the_form_text_is_short_and_links_the_full_review():
     assert len(text.splitlines()) <= 10 and len(text) < 600  # readable in the dialog without scrolling
     other = form_description(ModelVersion(name="m-ft", version="4"), gate_result(1.0, 1.2, "other"), None)
     assert "not comparable" in other
+
+
+def test_trainer_threads_leave_a_core_free_and_count_busy_cores_out(monkeypatch):
+    from workspaces.local.trainer import torch_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    assert torch_threads(cores=2, load=0.0) == 1
+    assert torch_threads(cores=16, load=0.2) == 15
+    assert torch_threads(cores=16, load=10.4) == 6
+    assert torch_threads(cores=2, load=7.0) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert torch_threads(cores=16, load=0.0) is None  # the user's setting wins
