@@ -114,7 +114,7 @@ class ParquetPart(Part):
     def batches(self) -> Iterator[RowBatch]:
         import pyarrow.parquet as pq
 
-        with pq.ParquetFile(self.path, memory_map=True) as handle:
+        with pq.ParquetFile(self.path) as handle:  # no memory map: mapped pages would count as resident
             columns = [name for name in COLUMNS if name in handle.schema_arrow.names]
             if self.streamed:
                 for batch in handle.iter_batches(

@@ -339,6 +339,38 @@ def test_hostile_scoring_requests_get_4xx_naming_the_problem_and_the_server_keep
     workspace.delete_endpoint("ep-hostile")
 
 
+def test_every_conversation_is_answered_in_one_batch_as_it_would_be_alone(workspace, registered):
+    workspace.ensure_endpoint("ep-batch")
+    workspace.create_deployment("ep-batch", "blue", registered, "local-cpu")
+    workspace.set_traffic("ep-batch", {"blue": 100})
+    credentials = workspace.endpoint_credentials("ep-batch")
+    key = {"Authorization": f"Bearer {credentials.key.get_secret_value()}"}
+    conversations = [
+        [{"role": "user", "content": "What is the capital of France?"}],
+        [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Spell river."}],
+        [
+            {"role": "user", "content": "What is 3 plus 4?"},
+            {"role": "assistant", "content": "7."},
+            {"role": "user", "content": "hi"},
+        ],
+    ]
+
+    def answer(batch: list) -> httpx.Response:
+        body = {"input_data": {"input_string": batch, "parameters": {"max_new_tokens": 12, "do_sample": False}}}
+        return httpx.post(credentials.scoring_uri, json=body, headers=key, timeout=60)
+
+    together = answer(conversations)
+    assert together.status_code == 200, together.text
+    alone = [answer([conversation]).json() for conversation in conversations]
+    assert all(set(single) == {"output"} for single in alone)  # one conversation: the seed's shape, unchanged
+    # left padding does not change a greedy answer: the batch says what each request alone says
+    assert together.json()["outputs"] == [single["output"] for single in alone]
+    assert together.json()["output"] == alone[0]["output"]
+    too_many = answer(conversations * 6)
+    assert too_many.status_code == 422 and "at most 16" in too_many.text
+    workspace.delete_endpoint("ep-batch")
+
+
 def test_profile_limits_reach_the_server_and_extra_requests_wait_then_get_429(workspace, registered):
     from concurrent.futures import ThreadPoolExecutor
 

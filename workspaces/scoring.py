@@ -65,7 +65,7 @@ class ScoringInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     input_string: list[list[ChatMessage]] = Field(
-        ..., min_length=1, description="Conversations (the first is answered)."
+        ..., min_length=1, description="Conversations; each is answered (local: as one batch)."
     )
     parameters: ScoringParameters = Field(default_factory=ScoringParameters)
 
@@ -106,6 +106,7 @@ class ScoreResult(BaseModel):
     latency_ms: float
     error: str | None = None
     deployment: str | None = None  # the deployment that answered, when the endpoint says
+    outputs: list[str] = []  # every answer when the request held several conversations (local endpoints)
 
 
 @functools.cache
@@ -159,4 +160,8 @@ def score(
             latency_ms=latency_ms,
             error=f'response is not {{"output": str}}: {str(body)[:200]}',
         )
-    return ScoreResult(status_code=200, output=body["output"], latency_ms=latency_ms, deployment=answered_by)
+    outputs = body.get("outputs")
+    every = outputs if isinstance(outputs, list) and all(isinstance(o, str) for o in outputs) else [body["output"]]
+    return ScoreResult(
+        status_code=200, output=body["output"], latency_ms=latency_ms, deployment=answered_by, outputs=every
+    )

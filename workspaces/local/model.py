@@ -91,24 +91,30 @@ class PromptTooLong(ValueError):
 def generate(
     model: Any,
     tokenizer: Any,
-    messages: list[dict[str, str]],
+    conversations: list[list[dict[str, str]]],
     parameters: dict[str, Any],
     *,
     max_prompt_tokens: int | None = None,
     max_time_s: float | None = None,
     stop: Any = None,
-) -> str:
-    """One reply. Bounded: a prompt over `max_prompt_tokens` is refused before any generation, generation stops
-    after `max_time_s` (transformers' max_time) and as soon as `stop` (a threading.Event: the client left) is set."""
+) -> list[str]:
+    """One reply per conversation, generated as one left-padded batch. Bounded: a prompt over `max_prompt_tokens`
+    is refused before any generation, generation stops after `max_time_s` (transformers' max_time) and as soon as
+    `stop` (a threading.Event: the client left) is set."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
 
-    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-    tokens = int(inputs["input_ids"].shape[1])
-    limit = min(max_prompt_tokens or tokens, int(getattr(model.config, "max_position_embeddings", tokens) or tokens))
-    if tokens > limit:
-        raise PromptTooLong(tokens, limit)
+    prompts = [
+        tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        for messages in conversations
+    ]
+    tokenizer.padding_side = "left"  # a decoder continues from the right end of every row
+    inputs = tokenizer(prompts, return_tensors="pt", add_special_tokens=False, padding=True)
+    longest = int(inputs["attention_mask"].sum(dim=1).max())
+    context = int(getattr(model.config, "max_position_embeddings", longest) or longest)
+    limit = min(max_prompt_tokens or longest, context)
+    if longest > limit:
+        raise PromptTooLong(longest, limit)
     do_sample = bool(parameters.get("do_sample", False))
     kwargs: dict[str, Any] = {
         "max_new_tokens": int(parameters.get("max_new_tokens", 50)),
@@ -129,7 +135,8 @@ def generate(
         kwargs["stopping_criteria"] = StoppingCriteriaList([ClientGone()])
     with torch.no_grad():
         output = model.generate(**inputs, **kwargs)
-    return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+    width = inputs["input_ids"].shape[1]
+    return [text.strip() for text in tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)]
 
 
 class ChatModel(mlflow.pyfunc.PythonModel):
@@ -144,11 +151,27 @@ class ChatModel(mlflow.pyfunc.PythonModel):
         self.model.eval()
 
     def chat(self, conversations: list[list[dict[str, str]]], parameters: dict[str, Any], **limits: Any) -> list[str]:
-        return [generate(self.model, self.tokenizer, messages, parameters, **limits) for messages in conversations]
+        return generate(self.model, self.tokenizer, conversations, parameters, **limits)
 
     def predict(self, context, model_input, params=None):
-        payload = model_input if isinstance(model_input, dict) else dict(model_input)
-        return self.chat(payload["input_string"], payload.get("parameters") or {})
+        """The scoring contract from wherever it comes: the local endpoint passes plain JSON; `mlflow models serve`
+        turns `{"inputs": {"input_string": ..., "parameters": {...}}}` into numpy arrays or a DataFrame."""
+        payload = _plain(model_input if isinstance(model_input, dict) else dict(model_input))
+        parameters = payload.get("parameters") or {}
+        while isinstance(parameters, list):  # [{...}] (a column, a record) -> {...}
+            parameters = parameters[0] if parameters else {}
+        return self.chat(_plain(payload["input_string"]), {**parameters, **(params or {})})
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays and pandas Series (what MLflow's server makes of JSON) back to lists and dicts."""
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
 
 
 def save_pyfunc(hf_dir: Path, out_dir: Path) -> Path:

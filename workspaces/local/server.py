@@ -80,7 +80,7 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
         return {"status": "ok", "deployments": sorted(models), "traffic": state["traffic"]}
 
     @app.get("/health")
-    def health(authorization: str | None = Header(None)) -> dict:
+    async def health(authorization: str | None = Header(None)) -> dict:  # async: no hop to the thread pool
         """Status for anyone; deployments and traffic only with the scoring key or the admin token."""
         token = (authorization or "").removeprefix("Bearer ").strip().encode()
         if token and any(hmac.compare_digest(token, secret.encode()) for secret in (key, admin_token)):
@@ -123,13 +123,19 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
             if not weighted:
                 raise HTTPException(status_code=404, detail="no deployment takes traffic on this endpoint")
             target = random.choices([n for n, _ in weighted], weights=[p for _, p in weighted])[0]
-        messages = [message.model_dump() for message in parsed.input_data.input_string[0]]
+        conversations = [[message.model_dump() for message in c] for c in parsed.input_data.input_string]
+        if len(conversations) > limits.max_conversations:
+            raise HTTPException(
+                status_code=422,
+                detail=f"input_data.input_string has {len(conversations)} conversations; this endpoint answers at "
+                f"most {limits.max_conversations} in one request",
+            )
         client_gone = threading.Event()
         watcher = asyncio.create_task(watch_disconnect(request, client_gone))
         try:
             outputs = await run_in_threadpool(
                 models[target].chat,
-                [messages],
+                conversations,
                 parameters.model_dump(),
                 max_prompt_tokens=limits.max_prompt_tokens,
                 max_time_s=limits.generation_timeout_s,
@@ -139,7 +145,11 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
             raise HTTPException(status_code=413, detail=str(exc)) from None
         finally:
             watcher.cancel()
-        return JSONResponse({"output": outputs[0]}, headers={DEPLOYMENT_HEADER: target})
+        # one conversation: the seed's {"output": text}; several: also every answer, in order, under "outputs"
+        body: dict[str, Any] = (
+            {"output": outputs[0]} if len(outputs) == 1 else {"output": outputs[0], "outputs": outputs}
+        )
+        return JSONResponse(body, headers={DEPLOYMENT_HEADER: target})
 
     @app.post("/admin/deployments/{name}")
     def add_deployment(name: str, payload: dict, authorization: str | None = Header(None)) -> dict:

@@ -14,6 +14,9 @@ class EndpointLimits(BaseModel):
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies get 413 before parsing.")
     max_prompt_tokens: int = Field(2048, ge=16, description="Longer prompts get 413 (the model's context also caps).")
     max_new_tokens: int = Field(512, ge=1, description="Requests asking for more get 422.")
+    max_conversations: int = Field(
+        16, ge=1, le=256, description="Conversations answered in one request (as one batch); more get 422."
+    )
     generation_timeout_s: float = Field(60, gt=0, description="Generation stops after this (transformers max_time).")
     max_concurrent_requests: int = Field(
         4, ge=1, le=64, description="Requests scored at once; more wait in line (their bodies not yet read)."
