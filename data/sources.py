@@ -25,8 +25,8 @@ from workspaces.base import WorkspaceError
 
 HUB_PREFIX = "hf:"
 COLUMNS = ("prompt", "prompt_id", "messages")  # all a sample keeps or checks; other columns are never decoded
-PART_ROWS = 2_000  # row groups are read together until a part has this many rows...
-PART_BYTES = 32 * 2**20  # ...or this many decoded bytes; a bigger row group is streamed in batches instead
+PART_ROWS = 1_000  # row groups are read together until a part has this many rows...
+PART_BYTES = 16 * 2**20  # ...or this many decoded bytes; a bigger row group is streamed in batches instead
 BATCH_ROWS = 2_048
 JSONL_PART_BYTES = 8 * 2**20
 
@@ -114,7 +114,7 @@ class ParquetPart(Part):
     def batches(self) -> Iterator[RowBatch]:
         import pyarrow.parquet as pq
 
-        with pq.ParquetFile(self.path) as handle:  # no memory map: mapped pages would count as resident
+        with pq.ParquetFile(self.path, memory_map=True) as handle:
             columns = [name for name in COLUMNS if name in handle.schema_arrow.names]
             if self.streamed:
                 for batch in handle.iter_batches(

@@ -1,0 +1,25 @@
+"""The benchmark harness runs end to end on tiny sizes and prints its table (the figures themselves are not
+tested: they are measured by `python -m bench` on a quiet machine, never asserted)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def test_bench_quick_prints_the_sampling_rows_with_their_anchors(tmp_path):
+    out = tmp_path / "bench.md"
+    env = {**os.environ, "TUNEGATE_BENCH_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "sample", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = out.read_text()
+    assert table.startswith("| figure | tunegate | anchor | tunegate / anchor | notes |")
+    assert "download-dataset.py" in table and "train_sft[0%:5%]" in table and "4x the rows" in table
+    assert table.count("\n| ") == 3  # three rows under the header
