@@ -234,3 +234,11 @@ def test_the_generated_ultrachat_has_the_real_shape_and_ratios(sources):
     characters = sum(len(m["content"]) for r in rows for m in r["messages"]) / len(rows)
     assert 3_000 < characters < 9_000  # ultrachat_200k averages ~6 KB of text a conversation
     assert all(r["prompt"] == r["messages"][0]["content"] for r in rows)
+
+
+def test_a_hub_id_is_streamed_and_gives_the_same_files_as_the_directory(sources, tmp_path):
+    # `hf:` goes through datasets' streaming loader; pointed at a local copy of the hub layout it needs no network
+    local = sample_to_directory(DataSettings(source=str(sources / "ultrachat"), percent=20), tmp_path / "a", tmp_path)
+    hub = sample_to_directory(DataSettings(source=f"hf:{sources / 'ultrachat'}", percent=20), tmp_path / "b", tmp_path)
+    assert hub.fingerprint == local.fingerprint and hub.seen == local.seen
+    assert not (tmp_path / "hub").exists() or not any((tmp_path / "hub").rglob("*.arrow"))  # no Arrow copy written
