@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from workspaces.base import parameter_bool
-from workspaces.local.trainer import LORA_TARGETS, torch_threads, train_tokens
+from workspaces.local.trainer import lora_config, torch_threads, train_tokens
 
 
 def main() -> None:
@@ -45,19 +45,9 @@ def main() -> None:
     texts = [tokenizer.apply_chat_template(row["messages"], tokenize=False) for row in rows]
     encoded = tokenizer(texts, truncation=True, max_length=max_len, add_special_tokens=False)
     if parameter_bool(params.get("apply_lora", False)):
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=int(params.get("lora_r", 8)),
-                lora_alpha=int(params.get("lora_alpha", 128)),
-                lora_dropout=float(params.get("lora_dropout", 0.0)),
-                target_modules=LORA_TARGETS,
-                task_type="CAUSAL_LM",
-                modules_to_save=[m for m in str(params.get("lora_modules_to_save") or "").split(",") if m] or None,
-            ),
-        )
+        model = get_peft_model(model, lora_config(params))  # the job's own config: the same adapters
     epochs = int(float(params.get("num_train_epochs", 1)))
     batch = int(params.get("per_device_train_batch_size", 1))
     accumulate = int(params.get("gradient_accumulation_steps", 1))

@@ -1,7 +1,7 @@
 """A local endpoint under abuse: its server's memory while clients send oversize and hostile requests, and what 50
 clients at once see (errors, p50/p99). Trains one tiny model first (about a minute on 2 cores).
 
-python bench/bench_endpoint_abuse.py [--clients 50]
+python -m bench.bench_endpoint_abuse [--clients 50]
 """
 
 from __future__ import annotations
@@ -10,59 +10,20 @@ import argparse
 import json
 import statistics
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
-from tasks.compute import validate
-from tasks.finetune import build_spec, submit_or_reattach
+from bench.common import PeakRss, rss_tree_mib, trained_job
 from tasks.register import register_once
-from tasks.sampling import sample_to_directory
-from tasks.settings import DataSettings, FinetuneSettings
-from workspaces.base import ComputeSpec
+from tasks.settings import DataSettings
 from workspaces.local.workspace import LocalWorkspace
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-class PeakRss:
-    def __init__(self, pid: int) -> None:
-        self.pid, self.peak, self._stop = pid, rss_mib(pid), threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_mib(self.pid))
-            time.sleep(0.01)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def trained_endpoint(root: Path) -> tuple[LocalWorkspace, str, dict[str, str], int]:
-    workspace = LocalWorkspace(root / "workspace")
-    sampled = sample_to_directory(DataSettings(percent=10, synthetic_rows=1000), root / "run", root / "cache")
-    foundation = workspace.get_foundation_model("tiny-phi3-chat")
-    compute = validate(
-        workspace.ensure_compute(ComputeSpec(name="local", size="local-cpu")), foundation, workspace.list_sizes()
-    )
-    data = workspace.upload_data(Path(sampled.files["train_sft"]), Path(sampled.files["test_sft"]), sampled.fingerprint)
-    job = submit_or_reattach(workspace, build_spec(foundation, compute, data, FinetuneSettings(), "bench"), "bench")
-    while not workspace.job_status(job).state.terminal:
-        time.sleep(1)
+    workspace, job, _ = trained_job(root, DataSettings(percent=10, synthetic_rows=1000))
     version = register_once(workspace, job, "bench-ft", {})
     workspace.ensure_endpoint("bench")
     workspace.create_deployment("bench", "blue", version, "local-cpu")
@@ -86,7 +47,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workspace, url, headers, pid = trained_endpoint(Path(tmp))
         try:
-            idle = rss_mib(pid)
+            idle = rss_tree_mib(pid)
             print(f"server RSS idle with one deployment: {idle:.0f} MiB")
             hostile = {
                 "50 MB body": b"x" * (50 * 1024 * 1024),

@@ -47,6 +47,21 @@ def torch_threads(cores: int | None = None, load: float | None = None) -> int | 
     return max(1, min(cores - 1, cores - round(load)))
 
 
+def lora_config(params: dict[str, Any]) -> Any:
+    """The LoRA adapters the job trains, from the pipeline's parameters (the component's names and defaults)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=int(params.get("lora_r", 8)),
+        lora_alpha=int(params.get("lora_alpha", 128)),
+        lora_dropout=float(params.get("lora_dropout", 0.0)),
+        target_modules=LORA_TARGETS,
+        task_type="CAUSAL_LM",
+        # a from-scratch tiny model has no useful embeddings to keep frozen: let the model's defaults train them
+        modules_to_save=[m for m in str(params.get("lora_modules_to_save") or "").split(",") if m] or None,
+    )
+
+
 def train_tokens(data: Any, epochs: float) -> int:
     return int(sum(len(ids) for ids in data["input_ids"]) * epochs)
 
@@ -86,20 +101,9 @@ def train(job_dir: Path) -> None:
     train_set, eval_set = encode(_rows(spec["train_file"])), encode(_rows(spec["test_file"]))
 
     if parameter_bool(params.get("apply_lora", False)):
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=int(params.get("lora_r", 8)),
-                lora_alpha=int(params.get("lora_alpha", 128)),
-                lora_dropout=float(params.get("lora_dropout", 0.0)),
-                target_modules=LORA_TARGETS,
-                task_type="CAUSAL_LM",
-                # a from-scratch tiny model has no useful embeddings to keep frozen: let the model's defaults train them
-                modules_to_save=[m for m in str(params.get("lora_modules_to_save") or "").split(",") if m] or None,
-            ),
-        )
+        model = get_peft_model(model, lora_config(params))
 
     mlflow.set_tracking_uri(spec["tracking_uri"])
     mlflow.set_experiment(spec["experiment_name"])
