@@ -156,18 +156,21 @@ def _decide(run_id: str, approved: bool, approver: str, comment: str) -> None:
     console.print(f"{'approved' if approved else 'rejected'} run {run_id} as {decision.approver}", markup=False)
 
 
+RunOption = Annotated[
+    str, typer.Argument(help="The waiting run: its id, a unique start of the id, or its name (`tunegate pending`).")
+]
 ApproverOption = Annotated[str, typer.Option("--approver", "-a", help="Your name, recorded on the model version.")]
 CommentOption = Annotated[str, typer.Option("--comment", "-c", help="Why; recorded with the decision.")]
 
 
 @app.command()
-def approve(run_id: str, approver: ApproverOption, comment: CommentOption = "") -> None:
+def approve(run_id: RunOption, approver: ApproverOption, comment: CommentOption = "") -> None:
     """Approve the model a paused run is waiting on: the run goes on to deploy it."""
     _decide(run_id, True, approver, comment)
 
 
 @app.command()
-def reject(run_id: str, approver: ApproverOption, comment: CommentOption = "") -> None:
+def reject(run_id: RunOption, approver: ApproverOption, comment: CommentOption = "") -> None:
     """Reject the model a paused run is waiting on: nothing is deployed, the version is tagged rejected."""
     _decide(run_id, False, approver, comment)
 
@@ -177,7 +180,7 @@ def pending() -> None:
     """Runs waiting for an approval decision, with the summary a reviewer decides from."""
     from rich.markdown import Markdown
 
-    from tasks.reviews import ReviewError, pending_reviews
+    from tasks.reviews import ReviewError, describe_timeout, pending_reviews
 
     try:
         reviews = pending_reviews()
@@ -187,7 +190,7 @@ def pending() -> None:
         console.print("no runs are waiting for approval")
         return
     for review in reviews:
-        console.rule(f"{review.run_id}  {review.run_name}  (times out {review.times_out})")
+        console.rule(f"{review.run_id}  {review.run_name}  (times out {describe_timeout(review.times_out)})")
         console.print(Markdown(review.review or "(no summary)"))
         console.print(
             f"tunegate approve {review.run_id} --approver NAME   |   "

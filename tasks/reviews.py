@@ -106,8 +106,41 @@ def full_review(client, flow_run_id) -> str | None:
     return str(found[0].data) if found else None
 
 
+def pick_run(ref: str, waiting: list[tuple[str, str]]) -> str:
+    """The id of the one waiting run (id, name) that `ref` names: its name, or a prefix of its id."""
+    wanted = ref.strip().lower()
+    by_name = [run_id for run_id, name in waiting if name.lower() == wanted]
+    found = by_name or [run_id for run_id, _ in waiting if wanted and run_id.lower().startswith(wanted)]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ReviewError(
+            f"no run waiting for a decision is named {ref!r} or has an id starting with it; "
+            "`tunegate pending` lists them",
+            usage=True,
+        )
+    names = ", ".join(f"{name} ({run_id[:8]})" for run_id, name in waiting if run_id in found)
+    raise ReviewError(f"{ref!r} matches {len(found)} waiting runs: {names}; give more of the id", usage=True)
+
+
+def describe_timeout(when: datetime | None, now: datetime | None = None) -> str:
+    """When an approval times out, for a person: local time and how long from now ('14:05 (in 3 h 12 min)')."""
+    if when is None:
+        return "no timeout"
+    now = now or datetime.now(when.tzinfo)
+    local = when.astimezone()
+    minutes = int((when - now).total_seconds() // 60)
+    if minutes < 0:
+        return f"{local:%Y-%m-%d %H:%M} (passed)"
+    hours, minutes = divmod(minutes, 60)
+    left = f"in {hours} h {minutes} min" if hours else f"in {minutes} min"
+    day = "%H:%M" if local.date() == (now.astimezone().date()) else "%Y-%m-%d %H:%M"
+    return f"{local.strftime(day)} ({left})"
+
+
 def decide(run_id: str, approved: bool, approver: str, comment: str = "") -> Decision:
-    """Resume a paused run with a decision; ReviewError says why it could not be done."""
+    """Resume a paused run with a decision; `run_id` may also be the run's name or a unique prefix of its id.
+    ReviewError says why it could not be done."""
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import resume_flow_run
 
@@ -115,10 +148,8 @@ def decide(run_id: str, approved: bool, approver: str, comment: str = "") -> Dec
         raise ReviewError("--approver must name a person", usage=True)
     try:
         flow_run_id = UUID(run_id)
-    except ValueError:
-        raise ReviewError(
-            f"{run_id!r} is not a flow run id; `tunegate pending` lists the runs waiting for a decision", usage=True
-        ) from None
+    except ValueError:  # a name or an id prefix: among the runs waiting for a decision
+        flow_run_id = UUID(pick_run(run_id, [(r.run_id, r.run_name) for r in pending_reviews()]))
     decision = Decision(decision="approve" if approved else "reject", approver=approver, comment=comment)
     server_url()
     try:

@@ -64,7 +64,8 @@ def test_manual_run_pauses_then_approve_deploys_and_tears_down(server, tmp_path)
     listing = tunegate(server, "pending")
     assert paused["id"] in listing.stdout and "Approve tiny-phi3-chat-ultrachat-200k" in listing.stdout
     assert "eval_loss" in listing.stdout and "fingerprint" in listing.stdout
-    done = tunegate(server, "approve", paused["id"], "--approver", "alice", "--comment", "looks good")
+    assert "(in " in listing.stdout  # the timeout as a local time and the time left
+    done = tunegate(server, "approve", paused["name"], "--approver", "alice", "--comment", "looks good")  # by name
     assert done.returncode == 0, done.stderr
     output = finish(process)
     assert process.returncode == 0, output[-3000:]
@@ -81,7 +82,9 @@ def test_reject_deploys_nothing_and_tags_the_model(server, tmp_path):
     paused = server.wait_for_state("PAUSED", process=process)
     empty = tunegate(server, "reject", paused["id"], "--approver", "  ")
     assert empty.returncode == 2 and "must name a person" in empty.stderr
-    done = tunegate(server, "reject", paused["id"], "--approver", "bob", "--comment", "answers are too short")
+    unknown = tunegate(server, "reject", "no-such-run", "--approver", "bob")
+    assert unknown.returncode == 2 and "tunegate pending" in unknown.stderr
+    done = tunegate(server, "reject", paused["id"][:8], "--approver", "bob", "--comment", "answers are too short")
     assert done.returncode == 0, done.stderr
     finish(process)
     assert process.returncode == 1

@@ -412,3 +412,32 @@ def test_trainer_threads_leave_a_core_free_and_count_busy_cores_out(monkeypatch)
     assert torch_threads(cores=2, load=7.0) == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert torch_threads(cores=16, load=0.0) is None  # the user's setting wins
+
+
+def test_a_waiting_run_is_named_by_id_prefix_or_name_and_ambiguity_is_refused():
+    from tasks.reviews import ReviewError, pick_run
+
+    waiting = [("0a1b2c3d-0000", "clever-otter"), ("0a1f0000-1111", "brave-lynx"), ("9f000000-2222", "Clever-otter-2")]
+    assert pick_run("clever-otter", waiting) == "0a1b2c3d-0000"  # a name wins over a prefix
+    assert pick_run("0A1B", waiting) == "0a1b2c3d-0000"
+    assert pick_run("9f", waiting) == "9f000000-2222"
+    with pytest.raises(ReviewError, match="matches 2 waiting runs: clever-otter \\(0a1b2c3d\\), brave-lynx") as error:
+        pick_run("0a1", waiting)
+    assert error.value.usage
+    with pytest.raises(ReviewError, match="no run waiting .* 'nope'"):
+        pick_run("nope", waiting)
+    with pytest.raises(ReviewError, match="no run waiting"):
+        pick_run("  ", waiting)
+
+
+def test_an_approval_timeout_reads_as_local_time_and_time_left():
+    from datetime import UTC, datetime, timedelta
+
+    from tasks.reviews import describe_timeout
+
+    now = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+    soon = describe_timeout(now + timedelta(hours=3, minutes=12, seconds=30), now)
+    assert soon.endswith("(in 3 h 12 min)") and ":" in soon
+    assert describe_timeout(now + timedelta(minutes=5), now).endswith("(in 5 min)")
+    assert describe_timeout(now - timedelta(minutes=1), now).endswith("(passed)")
+    assert describe_timeout(None, now) == "no timeout"
