@@ -218,6 +218,9 @@ def _workspace(profile: Path | None, sets: list[str] | None):
     return open_workspace(_config(profile, sets).workspace)
 
 
+CHAT_HELP = "/help this help, /reset start a new conversation, /quit leave (or Ctrl-D)"
+
+
 @app.command()
 def chat(
     endpoint: Annotated[str, typer.Option("--endpoint", "-e", help="Endpoint name in the profile's workspace.")],
@@ -249,15 +252,26 @@ def chat(
     parameters = ScoringParameters(max_new_tokens=max_new_tokens, temperature=temperature)
     history: list[dict[str, str]] = []
     turns = iter(message) if message else None
+    if turns is None:
+        target = f"{endpoint}/{deployment}" if deployment else endpoint
+        console.print(f"chatting with {target}: {CHAT_HELP}", markup=False, style="dim")
     while True:
         try:
             text = next(turns) if turns else console.input("[bold]you> [/bold]")
         except (StopIteration, EOFError, KeyboardInterrupt):
             break
-        if not text.strip() or text.strip() in {"/quit", "/exit"}:
+        command = text.strip().lower()
+        if not command or command in {"/quit", "/exit"}:
             if turns:
                 continue
             break
+        if command == "/help":
+            console.print(CHAT_HELP, markup=False, style="dim")
+            continue
+        if command == "/reset":
+            history.clear()
+            console.print("(a new conversation)", markup=False, style="dim")
+            continue
         history.append({"role": "user", "content": text})
         try:
             result = workspace.invoke(endpoint, ScoringRequest(messages=history, parameters=parameters), deployment)
@@ -274,7 +288,7 @@ def chat(
         console.print(
             Text.assemble(("model> ", "bold cyan"), result.output or "", (f"  ({result.latency_ms:.0f} ms)", "dim"))
         )
-    if failed and message:  # scripted: a failed answer is a failed command
+    if failed:  # a failed answer makes a failed command, scripted or not
         raise typer.Exit(1)
 
 

@@ -225,6 +225,28 @@ def test_a_dead_keep_endpoint_is_shown_down_refused_by_chat_and_started_again_by
     assert workspace.get_endpoint("ep-dead").traffic == {"blue": 100} and workspace.get_endpoint("ep-dead").running
     chat = tunegate("chat", "--endpoint", "ep-dead", "-m", "hi", "--max-new-tokens", "4", "--set", state_dir)
     assert chat.returncode == 0 and "model>" in chat.stdout, chat.stderr
+    interactive = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "chat",
+            "--endpoint",
+            "ep-dead",
+            "--max-new-tokens",
+            "4",
+            "--set",
+            state_dir,
+        ],
+        input="/help\nhi\n/reset\nhello again\n/quit\nnever sent\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert interactive.returncode == 0, interactive.stderr
+    out = interactive.stdout
+    assert out.startswith("chatting with ep-dead: /help") and out.count("/reset start a new conversation") == 2
+    assert out.count("model>") == 2 and "(a new conversation)" in out
     workspace.delete_endpoint("ep-dead")
 
 
