@@ -48,10 +48,9 @@ def _print_summary(summary: RunSummary) -> None:
     table.add_column(style="bold")
     table.add_column()
     table.add_row("flow run", str(summary.flow_run_id))
+    rows = ", ".join(f"{split} {count:,}" for split, count in summary.data.rows.items()) or "-"
     table.add_row(
-        "data",
-        f"{summary.data.rows} fingerprint {summary.data.fingerprint} "
-        f"({summary.data.dropped_invalid} invalid rows dropped)",
+        "data", f"{rows} rows; fingerprint {summary.data.fingerprint} ({summary.data.dropped_invalid} invalid dropped)"
     )
     table.add_row(
         "fine-tune job",
@@ -67,23 +66,34 @@ def _print_summary(summary: RunSummary) -> None:
     table.add_row(
         "approval", f"{summary.approval.decision} by {summary.approval.approver}\n  {summary.approval.comment or ''}"
     )
+    traffic = ", ".join(f"{name} {share}%" for name, share in summary.endpoint.traffic.items()) or "none"
     table.add_row(
         "endpoint",
-        f"{summary.endpoint.name} / {summary.endpoint.deployment} traffic {summary.endpoint.traffic}"
+        f"{summary.endpoint.name or '-'} / {summary.endpoint.deployment or '-'}; traffic {traffic}"
         + (f"\nserving {', '.join(summary.endpoint.live)}" if summary.endpoint.live else ""),
     )
+    smoke = {True: "passed", False: "failed", None: "not run"}[summary.smoke.ok]
+    latency = f" in {summary.smoke.latency_ms:.0f} ms" if summary.smoke.latency_ms is not None else ""
     table.add_row(
         "smoke",
-        f"ok={summary.smoke.ok} latency {summary.smoke.latency_ms} ms {summary.smoke.error or ''}"
+        f"{smoke}{latency} {summary.smoke.error or ''}".strip()
         + (f"\n  sample: {summary.smoke.sample_output!r}" if summary.smoke.sample_output else ""),
     )
-    table.add_row(
-        "teardown", f"{summary.teardown.mode} done={summary.teardown.done} deleted {summary.teardown.deleted}"
-    )
+    deleted = ", ".join(summary.teardown.deleted) or "nothing"
+    state = "done" if summary.teardown.done else "NOT DONE: see the error and `tunegate inventory`"
+    table.add_row("teardown", f"{summary.teardown.mode or '-'}: {state}; deleted {deleted}")
     if summary.error:
         table.add_row("error", f"[red]{summary.error}[/red]")
     table.add_row("seconds", str(summary.seconds))
     console.print(table)
+    if summary.teardown.mode == "keep" and summary.endpoint.live and summary.endpoint.name:
+        name = summary.endpoint.name
+        console.print(
+            f"live on {name}: `tunegate chat --endpoint {name}` to talk to it, "
+            f"`tunegate teardown --endpoint {name}` to delete it",
+            markup=False,
+            soft_wrap=True,  # commands to copy: never cut by the terminal's width
+        )
 
 
 @app.command()

@@ -65,7 +65,11 @@ def keep_run(tmp_path, name: str, *settings: str) -> dict:
         "--summary-json", str(summary_path),
     )  # fmt: skip
     assert summary_path.exists(), done.stdout[-3000:] + done.stderr[-3000:]
-    return json.loads(summary_path.read_text())
+    summary = json.loads(summary_path.read_text())
+    if summary["status"] == "succeeded":  # the summary ends with what to do with the live endpoint
+        assert f"`tunegate chat --endpoint {ENDPOINT}`" in done.stdout
+        assert f"`tunegate teardown --endpoint {ENDPOINT}`" in done.stdout
+    return summary
 
 
 def test_two_models_on_one_endpoint_promotion_without_a_gap_and_a_fair_champion_comparison(tmp_path):
