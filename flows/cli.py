@@ -103,9 +103,14 @@ def run(
     summary_json: Annotated[
         Path | None, typer.Option("--summary-json", help="Write the run summary here as JSON.")
     ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also show MLflow's and transformers' own messages and bars.")
+    ] = False,
 ) -> None:
     """Run the whole flow once (an ephemeral Prefect server is started when PREFECT_API_URL is not set)."""
     config = _config(profile, set_)
+    if not verbose:
+        _quiet_third_parties()
     from prefect.exceptions import TerminationSignal
 
     from flows.summary import RunSummary
@@ -145,6 +150,16 @@ def run(
         write_json(summary_json, summary.model_dump(mode="json"))
     # a run whose teardown failed left something running (the summary says what): not a success for a script
     raise typer.Exit(0 if summary.status == "succeeded" and summary.teardown.done else 1)
+
+
+def _quiet_third_parties() -> None:
+    """Keep MLflow's database chatter, its pickling advice and transformers' "Writing model shards" bars out of the
+    terminal: set before they are imported (both read these at import), inherited by the trainer and servers."""
+    import os
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def _interrupt(signum: int, frame: object) -> None:

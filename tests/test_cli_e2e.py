@@ -42,6 +42,8 @@ def test_full_run_end_to_end_then_nothing_left(tmp_path):
     assert "tunegate run succeeded" in done.stdout
     assert "passed in" in done.stdout and "ephemeral: done" in done.stdout  # words, not Python reprs
     assert "ok=True" not in done.stdout and "{'" not in done.stdout and "tunegate chat --endpoint" not in done.stdout
+    for noise in ("Writing model shards", "mlflow.store", "CloudPickle", "Add type hints"):  # only with --verbose
+        assert noise not in done.stderr, noise
     assert LocalWorkspace(state_dir / "workspace").inventory().empty  # no server or trainer left running
     # no endpoint key anywhere a person reads: output, summary, logs of the run
     assert "secrets.json" not in done.stdout and "Bearer" not in done.stdout + done.stderr
