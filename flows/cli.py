@@ -215,7 +215,9 @@ def pending() -> None:
         console.print("no runs are waiting for approval")
         return
     for review in reviews:
-        console.rule(f"{review.run_id}  {review.run_name}  (times out {describe_timeout(review.times_out)})")
+        console.rule(f"{review.run_id}  {review.run_name}")
+        # on a line of its own: a rule is cut at the terminal's width
+        console.print(f"times out {describe_timeout(review.times_out)}", markup=False, soft_wrap=True)
         console.print(Markdown(review.review or "(no summary)"))
         console.print(
             f"tunegate approve {review.run_id} --approver NAME   |   "
