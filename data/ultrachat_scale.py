@@ -24,6 +24,7 @@ from data.splits import SPLITS
 REAL_ROWS = {"train_sft": 207_865, "test_sft": 23_110, "train_gen": 256_032, "test_gen": 28_304}
 REAL_FILES = {"train_sft": 3, "test_sft": 1, "train_gen": 3, "test_gen": 1}
 ROW_GROUP_ROWS = 1_000
+MARKER = ".tunegate-synth"  # in data/: a directory this generator may replace
 
 FUNCTION_WORDS = "the a of to and in that is for it as with was on be by this are or from at an which can".split()
 SYLLABLES = "ka lo mi ne ru sa te vi do pe la ri no ta me si ko ba de fi ga hu ji lu ma".split()
@@ -103,6 +104,9 @@ def write_ultrachat_scale(
             ("messages", pa.list_(pa.struct([("content", pa.string()), ("role", pa.string())]))),
         ]
     )
+    target = out / "data"
+    if target.exists() and not (target / MARKER).exists():  # never replace a directory someone else wrote
+        raise FileExistsError(f"{target} exists and was not written by tunegate synth: choose another --out")
     pool = _sentence_pool(seed)
     wanted = set(splits)
     counts = {split: rows for split, rows in split_rows(train_rows).items() if split in wanted}
@@ -124,7 +128,7 @@ def write_ultrachat_scale(
                         progress(split, len(chunk))
                     if written >= per_file:
                         break
-    target = out / "data"
-    shutil.rmtree(target, ignore_errors=True)
+    (partial / MARKER).write_text("written by tunegate synth\n")
+    shutil.rmtree(target, ignore_errors=True)  # checked above: only an earlier output of this generator
     os.rename(partial, target)
     return counts

@@ -442,12 +442,16 @@ def synth(
         _fail(f"--split {', '.join(sorted(unknown))}: splits are {', '.join(SPLITS)}", 2)
     wanted = split or list(SPLITS)
     sizes = {name: count for name, count in split_rows(rows).items() if name in wanted}
-    with Progress(console=err, transient=True) as bar:
-        tasks = {name: bar.add_task(name, total=count) for name, count in sizes.items()}
-        written = write_ultrachat_scale(
-            out, rows, seed, wanted, progress=lambda name, count: bar.advance(tasks[name], count)
-        )
-    console.print(", ".join(f"{name}: {count:,} rows" for name, count in written.items()) + f" -> {out / 'data'}")
+    try:
+        with Progress(console=err, transient=True) as bar:
+            tasks = {name: bar.add_task(name, total=count) for name, count in sizes.items()}
+            written = write_ultrachat_scale(
+                out, rows, seed, wanted, progress=lambda name, count: bar.advance(tasks[name], count)
+            )
+    except OSError as exc:
+        _fail(exc, 1)
+    summary = ", ".join(f"{name}: {count:,} rows" for name, count in written.items())
+    console.print(f"{summary} -> {out / 'data'}", markup=False, soft_wrap=True)
 
 
 endpoint_app = typer.Typer(help="Manage an endpoint of the workspace.", no_args_is_help=True)

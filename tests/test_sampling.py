@@ -242,3 +242,13 @@ def test_a_hub_id_is_streamed_and_gives_the_same_files_as_the_directory(sources,
     hub = sample_to_directory(DataSettings(source=f"hf:{sources / 'ultrachat'}", percent=20), tmp_path / "b", tmp_path)
     assert hub.fingerprint == local.fingerprint and hub.seen == local.seen
     assert not (tmp_path / "hub").exists() or not any((tmp_path / "hub").rglob("*.arrow"))  # no Arrow copy written
+
+
+def test_synth_never_replaces_a_data_directory_it_did_not_write(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mine.parquet").write_text("a user's file")
+    with pytest.raises(FileExistsError, match="not written by tunegate synth"):
+        write_ultrachat_scale(tmp_path, train_rows=20)
+    assert (tmp_path / "data" / "mine.parquet").read_text() == "a user's file"
+    write_ultrachat_scale(tmp_path / "ours", train_rows=20, splits=["train_sft"])
+    assert write_ultrachat_scale(tmp_path / "ours", train_rows=30, splits=["train_sft"]) == {"train_sft": 30}
