@@ -86,11 +86,12 @@ dataset.to_json(out + "/train_sft.jsonl")
 OURS_ONE_SPLIT = """
 import sys
 from pathlib import Path
-from tasks.sampling import _sample_split_to, default_workers
+from tasks.sampling import _sample_split_into, default_workers
 from tasks.settings import DataSettings
 source, percent, out = sys.argv[1], float(sys.argv[2]), Path(sys.argv[3])
 settings = DataSettings(source=source, percent=percent)
-_sample_split_to(out / "train_sft.jsonl", "train_sft", settings, out, None, default_workers())
+with open(out / "train_sft.jsonl", "wb") as handle:
+    _sample_split_into(handle, "train_sft", settings, out, None, default_workers())
 """
 
 

@@ -9,8 +9,10 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 SUMMARY = "summary.json"
 FINGERPRINT = "FINGERPRINT"
@@ -53,11 +55,31 @@ class RunStore:
         return max(found, key=lambda p: p.stat().st_mtime).read_text() if found else None
 
 
-def write_fingerprint(out_dir: Path, fingerprint: str) -> Path:
-    """The fingerprint of the sampled split files beside them (they are written by the sampler as it reads)."""
-    path = out_dir / FINGERPRINT
-    path.write_text(fingerprint + "\n")
-    return path
+class SampleFiles:
+    """A run's sampled split files, written while the sampler reads: each under a hidden partial name until every
+    split is done, then renamed into place with FINGERPRINT beside them. A failed sample leaves nothing behind."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.partial: dict[str, Path] = {}
+
+    def writer(self, split: str) -> BinaryIO:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.partial[split] = self.out_dir / f".{split}.jsonl.partial"
+        return self.partial[split].open("wb")
+
+    def commit(self, fingerprint: str) -> dict[str, str]:
+        """Rename every split file into place and write the fingerprint; returns split -> path."""
+        files = {}
+        for split, path in self.partial.items():
+            files[split] = str(self.out_dir / f"{split}.jsonl")
+            os.replace(path, files[split])
+        (self.out_dir / FINGERPRINT).write_text(fingerprint + "\n")
+        return files
+
+    def discard(self) -> None:
+        for path in self.partial.values():
+            path.unlink(missing_ok=True)
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict]:

@@ -17,10 +17,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
+from typing import BinaryIO
 
 from pydantic import BaseModel
 
-from data.runs import write_fingerprint
+from data.runs import SampleFiles
 from data.sources import UNPARSEABLE, UNPARSEABLE_WHY, ListBatch, Part, RowBatch, split_parts
 from data.splits import WRITTEN_SPLITS
 from tasks.settings import DataSettings
@@ -206,29 +207,23 @@ def sample_to_directory(
     workers: int | None = None,
 ) -> SampledData:
     """Sample every written split into `out_dir` as jsonl, streaming: memory holds a few parts, not a split."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     digests: dict[str, bytes] = {}
     rows: dict[str, int] = {}
     seen: dict[str, int] = {}
     invalid: dict[str, dict[str, int]] = {}
-    written: dict[str, Path] = {}  # split -> its file, under a partial name until every split is done
+    written = SampleFiles(out_dir)
     try:
         for split in WRITTEN_SPLITS:
-            written[split] = out_dir / f".{split}.jsonl.partial"
-            sample, rows[split], digests[f"{split}.jsonl"] = _sample_split_to(
-                written[split], split, settings, cache_dir, progress, workers or default_workers()
-            )
+            with written.writer(split) as handle:
+                sample, rows[split], digests[f"{split}.jsonl"] = _sample_split_into(
+                    handle, split, settings, cache_dir, progress, workers or default_workers()
+                )
             seen[split], invalid[split] = sample.seen, sample.invalid
     except BaseException:
-        for path in written.values():
-            path.unlink(missing_ok=True)
+        written.discard()
         raise
-    files = {}
-    for split, path in written.items():
-        files[split] = str(out_dir / f"{split}.jsonl")
-        os.replace(path, files[split])
     data_fingerprint = fingerprint(digests)
-    write_fingerprint(out_dir, data_fingerprint)
+    files = written.commit(data_fingerprint)
     return SampledData(
         directory=str(out_dir),
         files=files,
@@ -240,10 +235,10 @@ def sample_to_directory(
     )
 
 
-def _sample_split_to(
-    path: Path, split: str, settings: DataSettings, cache_dir: Path, progress: Progress | None, workers: int
+def _sample_split_into(
+    handle: BinaryIO, split: str, settings: DataSettings, cache_dir: Path, progress: Progress | None, workers: int
 ) -> tuple[SplitSample, int, bytes]:
-    """Sample one split into `path`; returns the counts, the rows kept and the file's sha256 digest."""
+    """Sample one split into `handle`; returns the counts, the rows kept and the written bytes' sha256 digest."""
     percent = settings.percent_for(split)
     parts = split_parts(settings.source, split, cache_dir, settings.synthetic_rows)
     total = None if any(part.weight is None for part in parts) else sum(part.weight or 0 for part in parts)
@@ -251,15 +246,14 @@ def _sample_split_to(
     kept = done = 0
     digest = hashlib.sha256()
     work = functools.partial(_sample_part, percent=percent, seed=settings.seed)
-    with path.open("wb") as handle:
-        for part, result in zip(parts, _in_order(parts, work, workers), strict=True):
-            handle.write(result.lines)
-            digest.update(result.lines)
-            kept += result.lines.count(b"\n")  # json.dumps escapes newlines: one line per row
-            _merge_counts(sample, result.sample)
-            done += part.weight or 0
-            if progress:
-                progress(split, sample.seen, done, total)
+    for part, result in zip(parts, _in_order(parts, work, workers), strict=True):
+        handle.write(result.lines)
+        digest.update(result.lines)
+        kept += result.lines.count(b"\n")  # json.dumps escapes newlines: one line per row
+        _merge_counts(sample, result.sample)
+        done += part.weight or 0
+        if progress:
+            progress(split, sample.seen, done, total)
     if not kept:
         reasons = "; ".join(
             f"{count} x {reason}"

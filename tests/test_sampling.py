@@ -226,7 +226,7 @@ def test_the_direct_line_encoder_writes_what_json_dumps_writes(text):
 
 def test_the_generated_ultrachat_has_the_real_shape_and_ratios(sources):
     assert split_rows(REAL_ROWS["train_sft"]) == REAL_ROWS
-    files = sorted(p.name for p in (sources / "ultrachat" / "data").iterdir())
+    files = sorted(p.name for p in (sources / "ultrachat" / "data").glob("*.parquet"))
     assert files[0] == "test_gen-00000-of-00001.parquet" and len(files) == 4  # 5,000 rows: one file a split
     table = pq.read_table(sources / "ultrachat" / "data" / "train_sft-00000-of-00001.parquet")
     assert table.schema.names == ["prompt", "prompt_id", "messages"] and table.num_rows == 5_000
