@@ -131,6 +131,9 @@ def run(
     started = time.time()
     # SIGTERM (a scheduler, `kill`) ends the run like Ctrl-C: recorded as cancelled, teardown done, job cancelled
     signal.signal(signal.SIGTERM, _interrupt)
+    # and SIGINT explicitly: a process started in the background by a non-interactive shell inherits SIGINT
+    # ignored, and Python then leaves it ignored (kill -INT would do nothing)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         state = tunegate(config=config, return_state=True)
     except (KeyboardInterrupt, TerminationSignal):
