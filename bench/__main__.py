@@ -132,36 +132,37 @@ def bench_sampling(rows: int, reps: int) -> list[dict]:
     def med(name: str, index: int) -> float:
         return median([r[index] for r in results[name]])
 
-    size = sum(p.stat().st_size for p in (published / "data").glob("train_sft-*")) / 2**20
-    big_size = sum(p.stat().st_size for p in (big / "data").glob("train_sft-*")) / 2**20
+    def timing(figure: str, ours: str, anchor: str, anchor_name: str, extra: str) -> dict:
+        return row(figure, med(ours, 0), med(anchor, 0), "s", anchor_name, extra=extra)
+
+    def parquet_mb(dataset: Path) -> float:
+        return sum(p.stat().st_size for p in (dataset / "data").glob("train_sft-*")) / 2**20
+
+    def rss(ours: str, anchor: str) -> str:
+        return f"peak RSS {med(ours, 1):.0f} vs {med(anchor, 1):.0f} MiB"
+
+    growth = med("ours-train_sft-4x", 1) / med("ours-train_sft", 1)
     return [
-        row(
+        timing(
             f"sample 5% of the published layout (4 splits, {rows:,} train_sft rows)",
-            med("ours-published", 0),
-            med("seed-published", 0),
-            "s",
+            "ours-published",
+            "seed-published",
             "the seed's download-dataset.py, cold datasets cache",
-            extra=f"peak RSS {med('ours-published', 1):.0f} vs {med('seed-published', 1):.0f} MiB",
-            lower_is_better=True,
+            rss("ours-published", "seed-published"),
         ),
-        row(
-            f"sample 5% of train_sft ({rows:,} rows, {size:.0f} MB parquet), cold",
-            med("ours-train_sft", 0),
-            med("seed-train_sft", 0),
-            "s",
+        timing(
+            f"sample 5% of train_sft ({rows:,} rows, {parquet_mb(published):.0f} MB parquet), cold",
+            "ours-train_sft",
+            "seed-train_sft",
             'load_dataset(..., split="train_sft[0%:5%]") + to_json',
-            extra=f"peak RSS {med('ours-train_sft', 1):.0f} vs {med('seed-train_sft', 1):.0f} MiB",
-            lower_is_better=True,
+            rss("ours-train_sft", "seed-train_sft"),
         ),
-        row(
-            f"same, 4x the rows ({rows * 4:,} rows, {big_size:.0f} MB)",
-            med("ours-train_sft-4x", 0),
-            med("ours-train_sft", 0),
-            "s",
+        timing(
+            f"same, 4x the rows ({rows * 4:,} rows, {parquet_mb(big):.0f} MB)",
+            "ours-train_sft-4x",
+            "ours-train_sft",
             "tunegate at 1x (time should be <= 4x)",
-            extra=f"peak RSS {med('ours-train_sft-4x', 1):.0f} MiB = "
-            f"{med('ours-train_sft-4x', 1) / med('ours-train_sft', 1):.2f}x of the 1x run",
-            lower_is_better=True,
+            f"peak RSS {med('ours-train_sft-4x', 1):.0f} MiB = {growth:.2f}x of the 1x run",
         ),
     ]
 
@@ -273,7 +274,6 @@ def bench_endpoint(requests: int) -> list[dict]:
             "ms",
             "`mlflow models serve` on the same registered version",
             extra="same answer" if same else "ANSWERS DIFFER",
-            lower_is_better=True,
         ),
         row("/health round trip p50", median(results["health"]), median(results["ping"]), "ms", "mlflow /ping"),
     ]
@@ -299,7 +299,6 @@ def bench_flow(reps: int) -> list[dict]:
             median(results["bare"]),
             "s",
             "bare 13-task Prefect flow (bench/bare_flow.py)",
-            lower_is_better=True,
         )
     ]
 

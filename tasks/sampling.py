@@ -56,10 +56,17 @@ def invalid_reason(row: object) -> str | None:
     return None
 
 
+def drawn_by(percent: float, seed: int) -> Callable[[str], bool]:
+    """The sampling rule for one (percent, seed): true for a stable `percent` share of prompt ids, the same id
+    always giving the same answer. Built once per batch: its test runs for every row of a split."""
+    limit = percent / 100 * 2**64
+    salt = f"{seed}:".encode()
+    sha256 = hashlib.sha256
+    return lambda prompt_id: int.from_bytes(sha256(salt + prompt_id.encode()).digest()[:8], "big") < limit
+
+
 def in_sample(prompt_id: str, percent: float, seed: int) -> bool:
-    """True for a stable `percent` share of prompt ids: the same id, percent and seed always give the same answer."""
-    digest = hashlib.sha256(f"{seed}:{prompt_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") < percent / 100 * 2**64
+    return drawn_by(percent, seed)(prompt_id)
 
 
 class SplitSample(BaseModel):
@@ -82,15 +89,11 @@ def training_row(row: dict) -> dict:
 
 def sample_batch(batch: RowBatch, percent: float, seed: int, into: SplitSample) -> None:
     """Add one batch to `into`: hash every prompt id, decode only the rows drawn (and those with no usable id)."""
-    limit = percent / 100 * 2**64
-    salt = f"{seed}:".encode()
-    sha256 = hashlib.sha256
+    drawn_by_hash = drawn_by(percent, seed)
     drawn = [
         position
         for position, prompt_id in enumerate(batch.prompt_ids)
-        # the same test as in_sample, inlined: this loop runs once for every row of the split
-        if not (isinstance(prompt_id, str) and prompt_id)
-        or int.from_bytes(sha256(salt + prompt_id.encode()).digest()[:8], "big") < limit
+        if not (isinstance(prompt_id, str) and prompt_id) or drawn_by_hash(prompt_id)
     ]
     into.seen += len(batch.prompt_ids)
     for row in batch.take(drawn):

@@ -36,9 +36,9 @@ def torch_threads(cores: int | None = None, load: float | None = None) -> int | 
     """Threads for torch on CPU, or None to leave the user's OMP_NUM_THREADS / MKL_NUM_THREADS in charge.
 
     One core is left to the rest of tunegate (flow, Prefect server, endpoints) and busy cores are not counted:
-    measured on 2 cores (bench/trainer.py), 2 threads train a 64-wide model 1.25x faster than 1 when the machine is
-    idle, but 3.4x slower when another process keeps one core busy (threads wait on each other), and every width
-    from 64 to 1024 behaves alike. Oversubscribing costs far more than leaving a core free.
+    measured on 2 cores (`python -m bench`, bench/bare_trainer.py), 2 threads train a 64-wide model 1.25x faster
+    than 1 when the machine is idle, but 3.4x slower when another process keeps one core busy (threads wait on
+    each other), and every width from 64 to 1024 behaves alike. Oversubscribing costs far more than a free core.
     """
     if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
         return None
@@ -138,10 +138,13 @@ def train(job_dir: Path) -> None:
     class EvalTime(TrainerCallback):
         """Seconds spent evaluating inside train(): taken out of the training throughput."""
 
-        seconds = 0.0
+        def __init__(self) -> None:
+            self.seconds = 0.0
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            EvalTime.seconds += float((metrics or {}).get("eval_runtime", 0.0))
+            self.seconds += float((metrics or {}).get("eval_runtime", 0.0))
+
+    eval_time = EvalTime()
 
     args = TrainingArguments(
         output_dir=str(job_dir / "checkpoints"),
@@ -166,7 +169,7 @@ def train(job_dir: Path) -> None:
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-        callbacks=[MlflowLoss(), EvalTime()],
+        callbacks=[MlflowLoss(), eval_time],
     )
 
     with mlflow.start_run(run_name=spec["display_name"], tags={"tunegate.job": spec["job_name"]}) as run:
@@ -182,7 +185,7 @@ def train(job_dir: Path) -> None:
             print(f"champion {spec['champion']} on this test split: eval_loss={champion_eval_loss:.4f}", flush=True)
         trained = trainer.train()
         train_loss = trained.training_loss
-        train_seconds = max(1e-9, float(trained.metrics["train_runtime"]) - EvalTime.seconds)
+        train_seconds = max(1e-9, float(trained.metrics["train_runtime"]) - eval_time.seconds)
         tokens_per_s = train_tokens(train_set, args.num_train_epochs) / train_seconds
         eval_loss = trainer.evaluate()["eval_loss"]
         mlflow.log_metrics({"train_loss": train_loss, "eval_loss": eval_loss, "train_tokens_per_s": tokens_per_s})
