@@ -45,6 +45,15 @@ class RunStore:
         path.write_text(text)
         return path
 
+    def write_report(self, run_id: str, filename: str, content: bytes) -> Path:
+        """A file of the run's report (the loss curve) in its directory, written whole or not at all."""
+        path = self.run_dir(run_id) / Path(filename).name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_bytes(content)
+        partial.replace(path)
+        return path
+
     def read_summary(self, run_id: str) -> str | None:
         path = self.summary_path(run_id)
         return path.read_text() if path.exists() else None

@@ -134,8 +134,12 @@ def run(
     # and SIGINT explicitly: a process started in the background by a non-interactive shell inherits SIGINT
     # ignored, and Python then leaves it ignored (kill -INT would do nothing)
     signal.signal(signal.SIGINT, _interrupt)
+    from tasks.progress import listening
+
+    bar = TrainingBar()
     try:
-        state = tunegate(config=config, return_state=True)
+        with listening(bar.show), bar:
+            state = tunegate(config=config, return_state=True)
     except (KeyboardInterrupt, TerminationSignal):
         text = RunStore(config.workspace.state_dir).newest_summary(started)
         if text is not None:
@@ -153,6 +157,49 @@ def run(
         write_json(summary_json, summary.model_dump(mode="json"))
     # a run whose teardown failed left something running (the summary says what): not a success for a script
     raise typer.Exit(0 if summary.status == "succeeded" and summary.teardown.done else 1)
+
+
+class TrainingBar:
+    """One progress bar on stderr for the fine-tune job while the flow waits for it (tasks/progress listeners):
+    steps done of all, the latest losses, time left. It appears at the first poll and stays, finished, after."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.task = None
+
+    def show(self, job, progress) -> None:
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+        from tasks.progress import describe
+
+        if self.bar is None:
+            self.bar = Progress(
+                TextColumn("fine-tune [bold]{task.fields[job]}[/bold]"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[words]}"),
+                console=err,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("fine-tune", total=progress.total_steps, job=job.name, words="")
+        losses = describe(progress.model_copy(update={"step": None, "started": None}), time.time())
+        total = progress.total_steps or None
+        done = progress.total_steps if progress.state.value == "completed" and total else progress.step or 0
+        self.bar.update(self.task, total=total, completed=done, words=losses)
+        if progress.state.terminal:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+    def __enter__(self) -> TrainingBar:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def _quiet_third_parties() -> None:

@@ -17,6 +17,7 @@ class Stages:
     upload_data: Any = finetune.upload_data
     submit_finetune: Any = finetune.submit_finetune
     wait_for_finetune: Any = finetune.wait_for_finetune
+    report_training: Any = finetune.report_training
     read_champion: Any = metrics.read_champion
     check_metrics: Any = metrics.check_metrics
     register_model: Any = register.register_model

@@ -72,6 +72,12 @@ class JobSummary(BaseModel):
         return "re-attached: started earlier with the same inputs" if self.reattached else "submitted by this run"
 
 
+class LossCurveSummary(BaseModel):
+    path: str | None = None  # the PNG in the run's directory
+    stored_at: str | None = None  # the copy with the job's tracking run (MLflow artifact URI)
+    error: str | None = None  # why there is none
+
+
 class RunSummary(BaseModel):
     status: str = "running"  # succeeded | gate_failed | rejected | smoke_failed | failed | cancelled
     flow_run_id: str | None = None
@@ -86,6 +92,8 @@ class RunSummary(BaseModel):
     endpoint: EndpointSummary = Field(default_factory=EndpointSummary)
     smoke: SmokeSummary = Field(default_factory=SmokeSummary)
     teardown: TeardownSummary = Field(default_factory=TeardownSummary)
+    loss_curve: LossCurveSummary = Field(default_factory=LossCurveSummary)
+    links: dict[str, str] = Field(default_factory=dict)  # label -> URL: job, MLflow run, model version, endpoint
     seconds: float | None = None
 
     def record_data(self, sampled: SampledData) -> None:
@@ -144,20 +152,114 @@ class RunSummary(BaseModel):
     def add_error(self, text: str) -> None:
         self.error = f"{self.error}; {text}" if self.error else text
 
+    def record_loss_curve(self, path: str | None, stored_at: str | None = None, error: str | None = None) -> None:
+        self.loss_curve = LossCurveSummary(path=path, stored_at=stored_at, error=error)
+
+    def record_links(self, links: dict[str, str]) -> None:
+        self.links.update(links)
+
     def markdown(self) -> str:
-        metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(self.metrics.items())) or "| - | - |"
-        reasons = "\n".join(f"- {r}" for r in self.gate.reasons) or "- (gate not reached)"
-        return (
-            f"# tunegate run: {self.status}\n\n"
-            f"- data: {self.data.rows} fingerprint `{self.data.fingerprint}` "
-            f"({self.data.dropped_invalid} invalid rows dropped)\n"
-            f"- model: {self.model.name}:{self.model.version} (from {self.model.foundation})\n"
-            f"- job: {self.job.name} ({self.job.how}) {self.job.url or ''}\n"
-            f"- approval: {self.approval.decision} by {self.approval.approver}\n"
-            f"- endpoint: {self.endpoint.name} / {self.endpoint.deployment} traffic {self.endpoint.traffic} "
-            f"serving {self.endpoint.live or 'nothing'}\n"
-            f"- smoke: ok={self.smoke.ok} latency_ms={self.smoke.latency_ms} {self.smoke.error or ''}\n"
-            f"- teardown: {self.teardown.mode} done={self.teardown.done} deleted={self.teardown.deleted}\n"
-            + (f"- error: {self.error}\n" if self.error else "")
-            + f"\n| metric | value |\n|---|---|\n{metrics}\n\n**Gate**\n\n{reasons}\n"
-        )
+        """The run-summary artifact: words and tables a person reads, links to open."""
+        sections = [f"# tunegate run {OUTCOMES.get(self.status, self.status)}", self.verdict()]
+        if self.error:
+            sections.append(f"**What went wrong:** {_escape(self.error)}")
+        if self.links:
+            rows = "\n".join(f"| {label} | {_link(url)} |" for label, url in self.links.items())
+            sections.append(f"## Links\n\n| page | link |\n|---|---|\n{rows}")
+        split_rows = "\n".join(f"| {split} | {count:,} |" for split, count in self.data.rows.items())
+        if split_rows:
+            sections.append(
+                f"## Data\n\n| split | rows |\n|---|---:|\n{split_rows}\n\n"
+                f"Fingerprint `{self.data.fingerprint}`; {self.data.dropped_invalid} invalid rows left out."
+            )
+        facts = [
+            ("foundation model", self.model.foundation),
+            ("fine-tune job", f"{self.job.name} ({self.job.how})" if self.job.name else None),
+            ("pipeline", self.job.display_name),
+            ("registered as", f"{self.model.name} version {self.model.version}" if self.model.version else None),
+        ]
+        sections.append(_table("## Model", [(key, value) for key, value in facts if value]))
+        if self.metrics:
+            rows = "\n".join(f"| {key} | {value:.4f} |" for key, value in sorted(self.metrics.items()))
+            sections.append(f"## Metrics\n\n| metric | value |\n|---|---:|\n{rows}")
+        if self.loss_curve.path or self.loss_curve.error:
+            where = f"`{self.loss_curve.path}`" if self.loss_curve.path else f"not drawn: {self.loss_curve.error}"
+            kept = f"; also stored with the job's tracking run: `{self.loss_curve.stored_at}`"
+            sections.append(
+                f"## Loss curve\n\n{where}{kept if self.loss_curve.stored_at else ''} "
+                "(shown in the **loss-curve** artifact of this run)."
+            )
+        gate = {True: "passed", False: "failed", None: "not reached"}[self.gate.passed]
+        reasons = "\n".join(f"- {_escape(reason)}" for reason in self.gate.reasons)
+        sections.append(f"## Metric gate: {gate}" + (f"\n\n{reasons}" if reasons else ""))
+        if self.approval.decision:
+            sections.append(
+                _table(
+                    "## Approval",
+                    [
+                        ("decision", self.approval.decision),
+                        ("by", self.approval.approver or "-"),
+                        ("comment", self.approval.comment or "-"),
+                    ],
+                )
+            )
+        if self.endpoint.name:
+            serving = "\n".join(
+                f"| {name} | {self.endpoint.models.get(name, '-')} | {share}% |"
+                for name, share in self.endpoint.traffic.items()
+            )
+            table = f"\n\n| deployment | model | traffic |\n|---|---|---:|\n{serving}" if serving else ""
+            sections.append(f"## Endpoint `{self.endpoint.name}`{table}\n\n{self.serving_words()}")
+        if self.smoke.ok is not None:
+            latency = f" in {self.smoke.latency_ms:.0f} ms" if self.smoke.latency_ms is not None else ""
+            said = f"\n\n> {_escape(self.smoke.sample_output)}" if self.smoke.sample_output else ""
+            outcome = "passed" if self.smoke.ok else f"failed: {_escape(self.smoke.error or '')}"
+            sections.append(f"## Smoke test\n\nThe endpoint answered a test prompt{latency}; {outcome}.{said}")
+        if self.teardown.mode:
+            deleted = ", ".join(f"`{name}`" for name in self.teardown.deleted) or "nothing"
+            state = "done" if self.teardown.done else "**not done**: see the error and `tunegate inventory`"
+            sections.append(f"## Teardown ({self.teardown.mode})\n\n{state}; deleted {deleted}.")
+        if self.seconds is not None:
+            sections.append(f"Took {self.seconds:.0f} s.")
+        return "\n\n".join(sections) + "\n"
+
+    def verdict(self) -> str:
+        """One sentence: what this run leaves behind."""
+        model = f"{self.model.name} version {self.model.version}" if self.model.version else "no model"
+        if self.status == "succeeded":
+            live = ", ".join(self.endpoint.live) or "nothing"
+            kept = "kept" if self.teardown.mode == "keep" else f"taken down afterwards ({self.teardown.mode})"
+            return f"Registered {model}; endpoint `{self.endpoint.name}` served {live} ({kept})."
+        if self.status == "waiting":
+            return f"Registered {model}; waiting for a person to approve it."
+        return f"Stopped: {model} did not go live."
+
+    def serving_words(self) -> str:
+        if self.endpoint.live:
+            return f"Serving {', '.join(self.endpoint.live)}."
+        return "Serving nothing from this run."
+
+
+OUTCOMES = {
+    "succeeded": "succeeded",
+    "gate_failed": "stopped: the metric gate failed",
+    "rejected": "stopped: rejected",
+    "smoke_failed": "stopped: the smoke test failed (rolled back)",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "running": "still running",
+}
+
+
+def _escape(text: str) -> str:
+    """One line of markdown table/paragraph text: no pipes or newlines breaking the layout."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _link(url: str) -> str:
+    return f"[{url}]({url})" if url.startswith(("http://", "https://")) else f"`{url}`"
+
+
+def _table(title: str, rows: list[tuple[str, str]]) -> str:
+    body = "\n".join(f"| {key} | {_escape(value)} |" for key, value in rows)
+    return f"{title}\n\n| | |\n|---|---|\n{body}"

@@ -85,6 +85,8 @@ def run_stages(
     job = stages.submit_finetune(workspace, spec, key, fresh=config.job.fresh)
     summary.record_job(job, spec)
     stages.wait_for_finetune(workspace, job, config.job)
+    curve = draw_loss_curve(stages, workspace, job, foundation, store, run_id, summary)
+    note_links(workspace, summary, job=job)
 
     champion, champion_error = champion_or_error(stages, workspace, registered_name)  # it may have changed meanwhile
     gate = check_gate(stages, workspace, config, job, (champion, champion_error), compare_with, sampled)
@@ -95,9 +97,10 @@ def run_stages(
     tags = register.lineage_tags(foundation, job, sampled.fingerprint, gate, run_id, sampled.eval_fingerprint)
     version = stages.register_model(workspace, job, registered_name, tags)
     summary.record_model(version)
+    note_links(workspace, summary, job=job, model=version)
 
     endpoint_name = endpoint_name_for(config, run_id)
-    decision = approval_decision(config, summary, version, foundation, gate, job, endpoint_name)
+    decision = approval_decision(config, summary, version, foundation, gate, job, endpoint_name, curve)
     version = stages.record_decision(workspace, version, decision, gate)
     summary.record_decision(decision)
     if not decision.approved:
@@ -193,11 +196,42 @@ def deploy_smoke_promote(
             f"Smoke failed, rolled back: {deployed.deployment} on {endpoint_name}: {smoke.error}",
         )
 
+    note_links(workspace, summary, endpoint=endpoint_name)
     retired = stages.promote(workspace, deployed, version, set_champion=config.teardown.mode == "keep")
     get_run_logger().info(
         "%s now takes 100%% of %s; retired %s", deployed.deployment, endpoint_name, retired or "nothing"
     )
     summary.record_endpoint(stages.read_endpoint(workspace, endpoint_name))
+
+
+def draw_loss_curve(
+    stages: Stages,
+    workspace: Workspace,
+    job: JobRef,
+    foundation: FoundationModel,
+    store: RunStore,
+    run_id: str,
+    summary: RunSummary,
+) -> bytes | None:
+    """The loss curve in the run's directory (and wherever the stage stored it); a run without one goes on, the
+    summary and the review say why there is none."""
+    try:
+        report = stages.report_training(workspace, job, foundation.name)
+    except Exception as exc:  # noqa: BLE001 - a picture for people; the gate reads the metrics themselves
+        get_run_logger().warning("no loss curve for this run: %s", exc)
+        summary.record_loss_curve(None, error=f"{type(exc).__name__}: {exc}")
+        return None
+    path = store.write_report(run_id, finetune.LOSS_CURVE, report.png)
+    summary.record_loss_curve(str(path.resolve()), report.stored_at)
+    return report.png
+
+
+def note_links(workspace: Workspace, summary: RunSummary, **about: object) -> None:
+    """Pages for the summary; a workspace that cannot make one now is not a reason to stop the run."""
+    try:
+        summary.record_links(workspace.links(**about))
+    except Exception as exc:  # noqa: BLE001 - links are a convenience
+        get_run_logger().info("could not make links for the run summary: %s", exc)
 
 
 def champion_or_error(stages: Stages, workspace: Workspace, name: str) -> tuple[ModelVersion | None, str | None]:
@@ -218,6 +252,7 @@ def approval_decision(
     gate: GateResult,
     job: JobRef,
     endpoint_name: str,
+    curve: bytes | None = None,
 ) -> ApprovalRecord:
     """The policy decides, or a person on the paused run; with no server to ask one, a needed person is a reject."""
     decision = approval.policy_decision(config.approval, gate)
@@ -235,9 +270,12 @@ def approval_decision(
         f"teardown {config.teardown.mode}",
         "fine-tune job": f"{job.name} {job.url or ''}",
     }
+    facts.update({label: url for label, url in summary.links.items() if label not in facts})
+    if summary.loss_curve.path:
+        facts["loss curve"] = f"`{summary.loss_curve.path}` (also the run's **loss-curve** artifact)"
     summary.record_waiting_for_approval()
     return approval.ask_a_person(
-        approval.review_markdown(version, gate, facts),
+        approval.review_markdown(version, gate, facts, curve),
         version,
         gate,
         config.approval,

@@ -17,6 +17,7 @@ from prefect.input import RunInput
 from prefect.logging import get_run_logger
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from tasks import curves
 from tasks.errors import stage
 from tasks.metrics import EVAL_LOSS, GateResult
 from tasks.settings import ApprovalSettings
@@ -140,8 +141,11 @@ def decision_markdown(model: ModelVersion, decision: ApprovalRecord, gate: GateR
     )
 
 
-def review_markdown(model: ModelVersion, gate: GateResult, facts: dict[str, str]) -> str:
-    """What a reviewer decides from: the model, its data, metrics vs base vs champion, the gate, the target."""
+def review_markdown(
+    model: ModelVersion, gate: GateResult, facts: dict[str, str], loss_curve_png: bytes | None = None
+) -> str:
+    """What a reviewer decides from: the model, its data, metrics vs base vs champion, the gate, the target, and
+    the loss curve (inline, so the review page shows it)."""
     metrics = gate.metrics
     champion = f"{gate.champion_eval_loss:.4f}" if gate.champion_eval_loss is not None else "-"
 
@@ -160,6 +164,7 @@ def review_markdown(model: ModelVersion, gate: GateResult, facts: dict[str, str]
         f"| metric | candidate | base | champion ({gate.champion or 'none'}) |\n|---|---|---|---|\n{rows}\n\n"
         f"**Metric gate: {'passed' if gate.passed else 'FAILED'}**\n\n"
         + "\n".join(f"- {r}" for r in gate.reasons)
+        + (f"\n\n### Loss per step\n\n{curves.markdown_image(loss_curve_png, 'loss curve')}" if loss_curve_png else "")
         + "\n\nIn the run's Resume form, choose **approve** or **reject** as the decision and give your name as "
         "**approver**; or `tunegate approve|reject <run id> --approver <name>`."
     )

@@ -108,6 +108,11 @@ class FakeAzureML:
         self.endpoints: dict[str, dict] = {}
         self.deployments: dict[str, dict[str, dict]] = {}
         self.finetune_metrics = {"train_loss": 1.31, "eval_loss": 1.42, "loss": 1.25, "epoch": 3.0}
+        # per-step values the finetune step's run logged (HF Trainer's MLflow callback): key -> [(step, value)]
+        self.finetune_history: dict[str, list[tuple[int, float]]] = {
+            "loss": [(step, 2.0 - step / 100) for step in range(10, 101, 10)],
+            "eval_loss": [(50, 1.6), (100, 1.42)],
+        }
         self.run_tree_shape = "nested"  # "flat": steps as direct children of the job's run (an older shape)
         self.run_artifacts: dict[str, list[str]] = {}  # run id -> artifact paths (command jobs log their model)
         self.run_errors: dict[str, str] = {}  # step name -> the error its run history reports
@@ -510,6 +515,24 @@ class FakeAzureML:
             page, start = int(query.get("max_results") or 1000), int(query.get("page_token") or 0)
             answer: dict[str, Any] = {"runs": hits[start : start + page]}
             if start + page < len(hits):
+                answer["next_page_token"] = str(start + page)
+            return 200, headers, json.dumps(answer)
+        if call["path"].endswith("/metrics/get-history"):
+            run_id, key = call["query"]["run_id"][0], call["query"]["metric_key"][0]
+            if not any(run["info"]["run_id"] == run_id for run in all_runs):
+                return 404, headers, json.dumps({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": run_id})
+            points = self.finetune_history.get(key, []) if run_id.endswith("_chat_completion_finetune") else []
+            page, start = (
+                int(call["query"].get("max_results", ["25000"])[0]),
+                int(call["query"].get("page_token", ["0"])[0] or 0),
+            )
+            answer = {
+                "metrics": [
+                    {"key": key, "value": value, "timestamp": 1000 + step, "step": step}
+                    for step, value in points[start : start + page]
+                ]
+            }
+            if start + page < len(points):
                 answer["next_page_token"] = str(start + page)
             return 200, headers, json.dumps(answer)
         if call["path"].endswith("/artifacts/list"):

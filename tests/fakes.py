@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,9 +28,11 @@ from workspaces.base import (
     FoundationModel,
     Inventory,
     JobInfo,
+    JobProgress,
     JobRef,
     JobState,
     JobStatus,
+    LossHistory,
     ModelVersion,
     NotFoundError,
     ScoreResult,
@@ -133,6 +136,7 @@ class FakeWorkspace:
         self.unknown_models = {"no-such-model"}
         self.evaluates_champion = True  # False: like Azure's pipeline, the job cannot evaluate the champion
         self.champion_on_this_split: float | None = None
+        self.attachments: dict[tuple[str, str], bytes] = {}
 
     def _enter(self, method: str) -> None:
         self.calls.append(method)
@@ -230,6 +234,47 @@ class FakeWorkspace:
             if value is not None:
                 metrics["champion_eval_loss"] = float(value)
         return metrics
+
+    def job_progress(self, job: JobRef) -> JobProgress:
+        self._enter("job_progress")
+        if job.name not in self.jobs:
+            raise NotFoundError(f"job {job.name} not found")
+        record = self.jobs[job.name]
+        record["polls"] = record.get("polls", 0) + 1
+        state = JobState.CANCELED if record["canceled"] else record["last"]
+        step = min(10 * record["polls"], 30) if state is not JobState.QUEUED else None
+        return JobProgress(
+            state=state,
+            status_text=state.value,
+            step=step,
+            total_steps=30,
+            epoch=step / 10 if step else None,
+            train_loss=self.metrics.get("train_loss"),
+            started=time.time() - 5,
+        )
+
+    def loss_history(self, job: JobRef) -> LossHistory:
+        self._enter("loss_history")
+        train, final = self.metrics.get("train_loss", 1.0), self.metrics.get("eval_loss", 1.0)
+        return LossHistory(
+            train=tuple((step, train + 1.0 / step) for step in range(5, 31, 5)),
+            eval=((10, final + 0.2), (20, final + 0.1), (30, final)),
+            base_eval_loss=self.metrics.get("base_eval_loss"),
+            champion_eval_loss=self.champion_on_this_split,
+        )
+
+    def attach_to_job(self, job: JobRef, filename: str, content: bytes) -> str | None:
+        self._enter("attach_to_job")
+        self.attachments[(job.name, filename)] = content
+        return f"mem://jobs/{job.name}/{filename}"
+
+    def links(self, job=None, model=None, endpoint=None) -> dict[str, str]:
+        found = {"job": f"mem://jobs/{job.name}"} if job is not None else {}
+        if model is not None:
+            found["model version"] = f"mem://models/{model.name}/{model.version}"
+        if endpoint is not None and endpoint in self.endpoints:
+            found["scoring URL"] = self.scoring.url
+        return found
 
     # registry ------------------------------------------------------------
     def find_model_version(self, name: str, job: JobRef) -> ModelVersion | None:

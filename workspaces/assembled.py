@@ -15,8 +15,10 @@ from workspaces.base import (
     FinetuneSpec,
     FoundationModel,
     JobInfo,
+    JobProgress,
     JobRef,
     JobStatus,
+    LossHistory,
     ModelVersion,
     ScoreResult,
     ScoringRequest,
@@ -66,6 +68,15 @@ class AssembledWorkspace:
 
     def list_jobs(self) -> list[JobInfo]:
         return self.jobs.list()
+
+    def job_progress(self, job: JobRef) -> JobProgress:
+        return self.jobs.progress(job)
+
+    def loss_history(self, job: JobRef) -> LossHistory:
+        return self.jobs.loss_history(job)
+
+    def attach_to_job(self, job: JobRef, filename: str, content: bytes) -> str | None:
+        return self.jobs.attach(job, filename, content)
 
     # serving
     def ensure_endpoint(self, name: str, description: str = "", ephemeral: bool = False) -> Endpoint:

@@ -50,7 +50,9 @@ __all__ = [  # the port's errors and the scoring types are part of it: import th
     "JobInfo",
     "JobRef",
     "JobState",
+    "JobProgress",
     "JobStatus",
+    "LossHistory",
     "ModelVersion",
     "Sku",
     "Workspace",
@@ -160,6 +162,28 @@ class JobStatus(_Value):
     message: str = ""
 
 
+class JobProgress(_Value):
+    """How far a running job has come, as far as the workspace can tell: every field but `state` may be unknown."""
+
+    state: JobState
+    status_text: str = ""  # the service's own word for where the job is ("Preparing", "Running", "training")
+    step: int | None = None
+    total_steps: int | None = None
+    epoch: float | None = None
+    train_loss: float | None = None
+    eval_loss: float | None = None
+    started: float | None = None  # seconds since the epoch when training began
+
+
+class LossHistory(_Value):
+    """Loss per optimizer step of a job's training, and the reference points a reviewer compares it with."""
+
+    train: tuple[tuple[int, float], ...] = ()
+    eval: tuple[tuple[int, float], ...] = ()
+    base_eval_loss: float | None = None  # the foundation model on the same test split, before training
+    champion_eval_loss: float | None = None  # the live champion on the same test split, when the job evaluated it
+
+
 class Endpoint(_Value):
     name: str
     traffic: dict[str, int] = Field(default_factory=dict)
@@ -220,6 +244,21 @@ class Workspace(Protocol):
 
     def list_jobs(self) -> list[JobInfo]:
         """Every job tunegate submitted in this workspace (whichever run did), newest first."""
+
+    def job_progress(self, job: JobRef) -> JobProgress:
+        """Where the job is now (state, step, latest losses); cheap enough to ask at every poll."""
+
+    def loss_history(self, job: JobRef) -> LossHistory:
+        """Train and eval loss per step of the job's training run, with the base's and champion's eval loss."""
+
+    def attach_to_job(self, job: JobRef, filename: str, content: bytes) -> str | None:
+        """Store a file (a report, a picture) with the job's tracking run; where it went, or None."""
+
+    def links(
+        self, job: JobRef | None = None, model: ModelVersion | None = None, endpoint: str | None = None
+    ) -> dict[str, str]:
+        """Pages a person can open for these (the job, its tracking run, the model version, the endpoint and its
+        scoring URL), label -> URL; only what this workspace can link to. Never a key."""
 
     # registry
     def find_model_version(self, name: str, job: JobRef) -> ModelVersion | None:

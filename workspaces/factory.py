@@ -63,7 +63,9 @@ def open_workspace(settings: WorkspaceSettings) -> Workspace:
     if settings.kind == "local":
         from workspaces.local.workspace import LocalWorkspace
 
-        return LocalWorkspace(Path(settings.state_dir) / "workspace", settings.local.endpoint_limits)
+        return LocalWorkspace(
+            Path(settings.state_dir) / "workspace", settings.local.endpoint_limits, settings.local.mlflow_ui_url
+        )
     from workspaces.azure.workspace import AzureWorkspace
 
     return AzureWorkspace.from_settings(settings)

@@ -109,6 +109,28 @@ def test_a_completed_job_reports_its_losses(harness):
     assert {"train_loss", "eval_loss"} <= set(metrics) and all(isinstance(v, float) for v in metrics.values())
 
 
+def test_a_completed_job_tells_its_progress_and_loss_per_step(harness):
+    job = harness.completed_job()
+    progress = harness.workspace.job_progress(job)
+    assert progress.state is JobState.COMPLETED
+    if progress.step is not None and progress.total_steps:
+        assert 0 < progress.step <= progress.total_steps
+    history = harness.workspace.loss_history(job)
+    assert history.train and history.eval, "a finished training logs train and eval loss per step"
+    steps = [step for step, _ in history.train]
+    assert steps == sorted(set(steps)) and all(isinstance(value, float) for _, value in history.train + history.eval)
+    with pytest.raises(NotFoundError):
+        harness.workspace.job_progress(JobRef(name="no-such-job-anywhere"))
+
+
+def test_links_name_pages_and_never_a_key(harness):
+    job = harness.completed_job()
+    links = harness.workspace.links(job=job)
+    assert links and all(isinstance(url, str) and url for url in links.values())
+    stored = harness.workspace.attach_to_job(job, "loss_curve.png", b"\x89PNG fake")
+    assert stored is None or "loss_curve.png" in stored
+
+
 # ------------------------------------------------------------------ registry
 
 

@@ -128,6 +128,10 @@ class AzureEndpoints:
             self.ml.online_endpoints.begin_create_or_update(current).result()
         return self.get(endpoint)  # type: ignore[return-value]
 
+    def scoring_uri(self, endpoint: str) -> str | None:
+        found = get_or_none(f"endpoint {endpoint}", lambda: self.ml.online_endpoints.get(endpoint))
+        return found.scoring_uri if found is not None else None
+
     def credentials(self, endpoint: str) -> Credentials:
         with translated(f"credentials of {endpoint}"):
             scoring_uri = self.ml.online_endpoints.get(endpoint).scoring_uri

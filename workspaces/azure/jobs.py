@@ -4,6 +4,8 @@ and the finetune step's metrics from the workspace's MLflow tracking server."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from azure.ai.ml import MLClient
@@ -17,9 +19,11 @@ from workspaces.base import (
     ConflictError,
     FinetuneSpec,
     JobInfo,
+    JobProgress,
     JobRef,
     JobState,
     JobStatus,
+    LossHistory,
     MetricsNotFound,
     NotFoundError,
     TransientWorkspaceError,
@@ -196,21 +200,56 @@ class AzureJobs:
             if not token:
                 return runs
 
-    def metrics(self, job: JobRef) -> dict[str, float]:
-        """Train/eval loss (HF Trainer keys) from the run of the pipeline's finetune step, wherever it sits in the
-        job's run tree (Azure does not copy step metrics up to the job); a command job logs on its own run."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            runs = self._run_tree(self._mlflow_store(), job.name)
-        except MlflowException as exc:
-            if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
-                raise NotFoundError(f"no MLflow run for job {job.name}: {exc.message}") from exc
-            code = getattr(exc, "get_http_status_code", lambda: 500)()
-            error = TransientWorkspaceError if code in RETRYABLE_STATUS else WorkspaceError
-            raise error(f"metrics of {job.name}: {exc.message}") from exc
+    def _training_runs(self, job: JobRef, store: Any = None) -> tuple[list[Any], list[Any], list[Any]]:
+        """(every run of the job, its finetune steps oldest first, the runs holding its training metrics): the
+        pipeline's finetune step wherever it sits in the run tree (Azure does not copy step metrics up to the
+        job); a command job logs on its own run."""
+        with mlflow_translated(f"MLflow runs of job {job.name}"):
+            runs = self._run_tree(store or self._mlflow_store(), job.name)
         steps = sorted((run for run in runs if is_finetune_step(run)), key=lambda run: run.info.end_time or 0)
-        picked = steps or [run for run in runs if run.info.run_id == job.name]
+        return runs, steps, steps or [run for run in runs if run.info.run_id == job.name]
+
+    def progress(self, job: JobRef) -> JobProgress:
+        """The job's status in the service's words, and the latest step metrics its training run logged so far
+        (HF Trainer's `loss`, `eval_loss`, `epoch`); the metrics are left out while no run has any."""
+        with translated(f"job {job.name}"):
+            current = self.ml.jobs.get(job.name)
+        state = job_state(current.status)
+        progress = JobProgress(state=state, status_text=_words(current.status))
+        try:
+            _, _, picked = self._training_runs(job)
+        except WorkspaceError:  # no run yet (queued, preparing): the status is all there is
+            return progress
+        latest: dict[str, float] = {}
+        for run in picked:
+            latest.update({key: float(value) for key, value in run.data.metrics.items()})
+        started = min((run.info.start_time for run in picked if run.info.start_time), default=None)
+        return progress.model_copy(
+            update={
+                "train_loss": latest.get("loss", latest.get("train_loss")),
+                "eval_loss": latest.get("eval_loss"),
+                "epoch": latest.get("epoch"),
+                "started": started / 1000 if started else None,
+            }
+        )
+
+    def loss_history(self, job: JobRef) -> LossHistory:
+        """`loss` and `eval_loss` per step of the finetune step's run (the pipeline evaluates neither the base nor
+        the champion: those reference lines are left out on Azure)."""
+        store = self._mlflow_store()
+        _, _, picked = self._training_runs(job, store)
+        run_id = picked[-1].info.run_id if picked else job.name
+
+        def history(key: str) -> tuple[tuple[int, float], ...]:
+            with mlflow_translated(f"metric history of job {job.name}"):
+                points = {m.step: float(m.value) for m in sorted(store.get_metric_history(run_id, key), key=_when)}
+            return tuple(sorted(points.items()))
+
+        return LossHistory(train=history("loss"), eval=history("eval_loss"))
+
+    def metrics(self, job: JobRef) -> dict[str, float]:
+        """Train/eval loss (HF Trainer keys) from the run of the pipeline's finetune step (see _training_runs)."""
+        runs, steps, picked = self._training_runs(job)
         metrics: dict[str, float] = {}
         for run in picked:  # the latest finetune run wins (a retried step logs again)
             metrics.update({key: float(value) for key, value in run.data.metrics.items() if "loss" in key})
@@ -283,3 +322,22 @@ def _error_text(details: Any) -> str:
 def _created(job: Any) -> float | None:
     created = getattr(getattr(job, "creation_context", None), "created_at", None)
     return created.timestamp() if hasattr(created, "timestamp") else None
+
+
+@contextmanager
+def mlflow_translated(what: str) -> Iterator[None]:
+    """MLflow's errors as the port's: a missing run is NotFoundError, a 429/5xx transient, the rest permanent."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+            raise NotFoundError(f"{what}: {exc.message}") from exc
+        code = getattr(exc, "get_http_status_code", lambda: 500)()
+        error = TransientWorkspaceError if code in RETRYABLE_STATUS else WorkspaceError
+        raise error(f"{what}: {exc.message}") from exc
+
+
+def _when(metric: Any) -> tuple[int, int]:
+    return (metric.timestamp, metric.step)

@@ -28,6 +28,8 @@ from workspaces.azure.registry import AzureRegistry
 from workspaces.azure.settings import AzureSettings
 from workspaces.base import Compute, ComputeSpec, DataRef, Inventory, JobRef, ModelVersion, Sku
 
+STUDIO = "https://ml.azure.com"
+
 
 class AzureWorkspace(AssembledWorkspace):
     kind = "azure"
@@ -69,6 +71,32 @@ class AzureWorkspace(AssembledWorkspace):
         # a command job's model is where its script logged it (checked non-empty first), not a job output
         path = self.jobs.command_model_path(job) if self.settings.finetune_mode == "command" else None
         return self.registry.register_model(job, name, tags, path=path)
+
+    def attach_to_job(self, job: JobRef, filename: str, content: bytes) -> str | None:
+        """Not on Azure: adding a file to a finished job's run needs azureml-mlflow's artifact upload (its own
+        credential chain); the picture stays in the run directory and the Prefect artifact, and Studio draws the
+        step's own metric charts on the job page."""
+        return None
+
+    def links(
+        self, job: JobRef | None = None, model: ModelVersion | None = None, endpoint: str | None = None
+    ) -> dict[str, str]:
+        """Studio pages (job, model version, endpoint) and the endpoint's scoring URL (never its key)."""
+        wsid = (
+            f"/subscriptions/{self.ml.subscription_id}/resourcegroups/{self.ml.resource_group_name}"
+            f"/providers/Microsoft.MachineLearningServices/workspaces/{self.ml.workspace_name}"
+        )
+        found: dict[str, str] = {}
+        if job is not None and job.url:
+            found["job in Studio"] = job.url
+        if model is not None:
+            found["model version in Studio"] = f"{STUDIO}/model/{model.name}:{model.version}/details?wsid={wsid}"
+        if endpoint is not None:
+            found["endpoint in Studio"] = f"{STUDIO}/endpoints/realtime/{endpoint}/detail?wsid={wsid}"
+            scoring_uri = self.endpoints.scoring_uri(endpoint)
+            if scoring_uri:
+                found["scoring URL"] = scoring_uri
+        return found
 
     def inventory(self) -> Inventory:
         endpoints = {

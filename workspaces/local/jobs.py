@@ -18,9 +18,11 @@ from workspaces.base import (
     ConflictError,
     FinetuneSpec,
     JobInfo,
+    JobProgress,
     JobRef,
     JobState,
     JobStatus,
+    LossHistory,
     NotFoundError,
     WorkspaceError,
 )
@@ -129,6 +131,48 @@ class TrainerJobs:
         if not run_id:
             raise WorkspaceError(f"job {job.name} recorded no MLflow run; see {self._dir(job.name) / 'log.txt'}")
         return self.registry.run_metrics(run_id)
+
+    def progress(self, job: JobRef) -> JobProgress:
+        """What the trainer last wrote to status.json (it writes step, epoch and losses at every log step)."""
+        status = self._status(job.name)
+        if not status:
+            raise NotFoundError(f"job {job.name} does not exist in {self.root / 'jobs'}")
+        state = JobState(status["state"])
+        stage = "training" if status.get("train_started") else "loading the model and data"
+        return JobProgress(
+            state=state,
+            status_text=stage if state is JobState.RUNNING else state.value,
+            step=status.get("step"),
+            total_steps=status.get("total_steps"),
+            epoch=status.get("epoch"),
+            train_loss=status.get("train_loss"),
+            eval_loss=status.get("eval_loss"),
+            started=status.get("train_started"),
+        )
+
+    def loss_history(self, job: JobRef) -> LossHistory:
+        run_id = self.mlflow_run_id(job)
+        if not run_id:
+            raise WorkspaceError(f"job {job.name} recorded no MLflow run; see {self._dir(job.name) / 'log.txt'}")
+        metrics = self.registry.run_metrics(run_id)
+        evals = self.registry.metric_history(run_id, "eval_loss")
+        return LossHistory(
+            train=self.registry.metric_history(run_id, "step_loss"),
+            eval=tuple(point for point in evals if point[0] > 0),  # step 0 is the base model: its own line
+            base_eval_loss=metrics.get("base_eval_loss"),
+            champion_eval_loss=metrics.get("champion_eval_loss"),
+        )
+
+    def attach(self, job: JobRef, filename: str, content: bytes) -> str | None:
+        """Into the job's directory (reports/) and onto its MLflow run as an artifact."""
+        reports = self._dir(job.name) / "reports"
+        reports.mkdir(parents=True, exist_ok=True)
+        path = reports / checked_name("report", filename)
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_bytes(content)
+        partial.replace(path)
+        run_id = self.mlflow_run_id(job)
+        return self.registry.log_artifact(run_id, path) if run_id else str(path)
 
     def list(self) -> list[JobInfo]:
         found = []

@@ -176,6 +176,18 @@ class MlflowRegistry:
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return {key: float(value) for key, value in self.client.get_run(run_id).data.metrics.items()}
 
+    def metric_history(self, run_id: str, key: str) -> tuple[tuple[int, float], ...]:
+        """(step, value) in step order; of two values at one step the later one."""
+        points = {m.step: float(m.value) for m in sorted(self.client.get_metric_history(run_id, key), key=_when)}
+        return tuple(sorted(points.items()))
+
+    def log_artifact(self, run_id: str, path: Path) -> str:
+        self.client.log_artifact(run_id, str(path))
+        return f"{self.client.get_run(run_id).info.artifact_uri}/{path.name}"
+
+    def experiment_id(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.experiment_id
+
     # ------------------------------------------------------------------ registry
     def find_model_version(self, name: str, job: JobRef) -> ModelVersion | None:
         from mlflow.exceptions import MlflowException
@@ -242,3 +254,7 @@ class MlflowRegistry:
             self.client.delete_registered_model_alias(name, CHAMPION)
         except MlflowException:
             pass
+
+
+def _when(metric: Any) -> tuple[int, int]:
+    return (metric.timestamp, metric.step)

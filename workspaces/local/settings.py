@@ -28,3 +28,10 @@ class LocalSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     endpoint_limits: EndpointLimits = Field(default_factory=EndpointLimits)
+    mlflow_ui_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Where you serve the MLflow UI for this workspace (e.g. http://127.0.0.1:5000 after "
+        "`mlflow ui --backend-store-uri sqlite:///.tunegate/workspace/mlflow.db`): reports link to its run and "
+        "model version pages.",
+    )

@@ -146,6 +146,22 @@ def train(job_dir: Path) -> None:
 
     eval_time = EvalTime()
 
+    class Progress(TrainerCallback):
+        """Step, epoch and the latest losses to status.json, which job_progress reads while the job runs."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            write_status(job_dir, step=0, total_steps=state.max_steps, epoch=0.0, train_started=time.time())
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            losses = {
+                field: float(logs[key])
+                for key, field in (("loss", "train_loss"), ("eval_loss", "eval_loss"))
+                if logs and key in logs
+            }
+            write_status(
+                job_dir, step=state.global_step, total_steps=state.max_steps, epoch=float(state.epoch or 0), **losses
+            )
+
     args = TrainingArguments(
         output_dir=str(job_dir / "checkpoints"),
         num_train_epochs=float(params.get("num_train_epochs", 1)),
@@ -169,7 +185,7 @@ def train(job_dir: Path) -> None:
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-        callbacks=[MlflowLoss(), eval_time],
+        callbacks=[MlflowLoss(), eval_time, Progress()],
     )
 
     with mlflow.start_run(run_name=spec["display_name"], tags={"tunegate.job": spec["job_name"]}) as run:
@@ -188,8 +204,14 @@ def train(job_dir: Path) -> None:
         train_seconds = max(1e-9, float(trained.metrics["train_runtime"]) - eval_time.seconds)
         tokens_per_s = train_tokens(train_set, args.num_train_epochs) / train_seconds
         eval_loss = trainer.evaluate()["eval_loss"]
-        mlflow.log_metrics({"train_loss": train_loss, "eval_loss": eval_loss, "train_tokens_per_s": tokens_per_s})
-        write_status(job_dir, train_tokens_per_s=tokens_per_s, torch_threads=torch.get_num_threads())
+        # at the last step, so the eval_loss history ends where training did (not at step 0)
+        mlflow.log_metrics(
+            {"train_loss": train_loss, "eval_loss": eval_loss, "train_tokens_per_s": tokens_per_s},
+            step=trainer.state.global_step,
+        )
+        write_status(
+            job_dir, train_tokens_per_s=tokens_per_s, torch_threads=torch.get_num_threads(), eval_loss=eval_loss
+        )
         print(
             f"base_eval_loss={base_eval_loss:.4f} train_loss={train_loss:.4f} eval_loss={eval_loss:.4f} "
             f"train_tokens_per_s={tokens_per_s:.0f} threads={torch.get_num_threads()}",

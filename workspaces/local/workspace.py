@@ -27,8 +27,11 @@ from workspaces.local.settings import EndpointLimits
 class LocalWorkspace(AssembledWorkspace):
     kind = "local"
 
-    def __init__(self, root: Path, endpoint_limits: EndpointLimits | None = None) -> None:
+    def __init__(
+        self, root: Path, endpoint_limits: EndpointLimits | None = None, mlflow_ui_url: str | None = None
+    ) -> None:
         self.root = Path(root).resolve()
+        self.mlflow_ui_url = mlflow_ui_url.rstrip("/") if mlflow_ui_url else None
         self.root.mkdir(parents=True, exist_ok=True)
         self.registry = MlflowRegistry(self.root)
         self.jobs = TrainerJobs(self.root, self.registry)
@@ -52,6 +55,23 @@ class LocalWorkspace(AssembledWorkspace):
     def register_model(self, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion:
         # the trained model is an artifact of the trainer's MLflow run
         return self.registry.register_model(job, self.jobs.mlflow_run_id(job), name, tags)
+
+    def links(
+        self, job: JobRef | None = None, model: ModelVersion | None = None, endpoint: str | None = None
+    ) -> dict[str, str]:
+        """The job's folder, and with `workspace.local.mlflow_ui_url` set its MLflow run and model version pages."""
+        found: dict[str, str] = {}
+        run_id = self.jobs.mlflow_run_id(job) if job is not None else None
+        if job is not None and job.url:
+            found["job folder"] = job.url
+        if self.mlflow_ui_url and run_id:
+            experiment = self.registry.experiment_id(run_id)
+            found["MLflow run"] = f"{self.mlflow_ui_url}/#/experiments/{experiment}/runs/{run_id}"
+        if self.mlflow_ui_url and model is not None:
+            found["model version"] = f"{self.mlflow_ui_url}/#/models/{model.name}/versions/{model.version}"
+        if endpoint is not None and self.endpoints.running(endpoint):
+            found["scoring URL"] = self.endpoints.credentials(endpoint).scoring_uri
+        return found
 
     def inventory(self) -> Inventory:
         running = self.jobs.running()
