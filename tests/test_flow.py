@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -107,6 +108,29 @@ def test_happy_path_ephemeral_deploys_smokes_and_tears_down(tmp_path, workspace,
     # the written summary is the same and holds no secret
     written = read_summary(config, state)
     assert written["status"] == "succeeded" and FAKE_KEY not in json.dumps(written)
+    # the loss curve: in the run directory, stored with the job, shown as an artifact; progress as an artifact
+    curve = Path(written["loss_curve"]["path"])
+    assert curve.read_bytes().startswith(b"\x89PNG") and curve.parent.name == str(state.state_details.flow_run_id)
+    assert workspace.attachments[(summary.job.name, "loss_curve.png")] == curve.read_bytes()
+    assert written["links"]["job"] == f"mem://jobs/{summary.job.name}"
+    artifacts = flow_run_artifacts(state)
+    assert artifacts["training-progress"].type == "progress" and artifacts["training-progress"].data == 100.0
+    assert "data:image/png;base64," in artifacts["loss-curve"].data
+    report = artifacts["run-summary"].data
+    assert "| train_sft |" in report and "{'" not in report and FAKE_KEY not in report
+
+
+def flow_run_artifacts(state) -> dict:
+    """key -> the latest artifact of that key created by the run's tasks."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {artifact.key: artifact for artifact in sorted(found, key=lambda a: a.created) if artifact.key}
 
 
 def test_keep_mode_blue_green_retires_old_and_sets_champion(tmp_path, workspace):

@@ -1,0 +1,109 @@
+"""What people read while and after a run: training progress in words, the loss-curve picture, the run report.
+Pure functions, no Prefect."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+from flows.summary import RunSummary
+from tasks.curves import loss_curve_png, markdown_image
+from tasks.progress import LogPacer, clock, describe, eta_s, fraction, listening, tell_listeners
+from workspaces.base import JobProgress, JobRef, JobState, LossHistory
+
+
+def running(step=None, total=None, started=None, **more) -> JobProgress:
+    return JobProgress(state=JobState.RUNNING, status_text="training", step=step, total_steps=total, **more)
+
+
+def test_fraction_and_eta_follow_the_pace_so_far():
+    assert fraction(running()) is None and fraction(running(step=3)) is None
+    assert fraction(running(step=25, total=100)) == 0.25
+    assert fraction(running(step=120, total=100)) == 1.0  # never past the end
+    progress = running(step=25, total=100).model_copy(update={"started": 1000.0})
+    assert eta_s(progress, now=1060.0) == 180.0  # a quarter in a minute: three more minutes
+    assert eta_s(running(step=0, total=100, started=None), now=5) is None
+
+
+def test_describe_says_what_is_known_and_nothing_else():
+    progress = JobProgress(
+        state=JobState.RUNNING,
+        status_text="training",
+        step=12,
+        total_steps=30,
+        epoch=1.2,
+        train_loss=2.31,
+        eval_loss=2.4,
+        started=100.0,
+    )
+    text = describe(progress, now=114.0)
+    assert text == (
+        "training: step 12/30 (40%), epoch 1.20, train loss 2.3100, eval loss 2.4000, 0:14 elapsed, about 0:21 left"
+    )
+    assert describe(JobProgress(state=JobState.QUEUED, status_text="Preparing"), now=0) == "Preparing"
+    assert clock(3725) == "1:02:05" and clock(65) == "1:05"
+
+
+def test_the_log_is_paced_but_state_changes_are_said_at_once():
+    pacer = LogPacer(every_s=15)
+    assert pacer.due(JobProgress(state=JobState.QUEUED), 0)  # the first poll
+    assert not pacer.due(JobProgress(state=JobState.QUEUED), 1)  # nothing new
+    assert pacer.due(running(step=1, total=10), 2)  # queued -> training
+    assert not pacer.due(running(step=2, total=10), 5)  # moved, but too soon
+    assert pacer.due(running(step=5, total=10), 17.5)
+    assert not pacer.due(running(step=5, total=10), 40)  # nothing moved
+    assert pacer.due(JobProgress(state=JobState.COMPLETED), 41)  # the end, at once
+
+
+def test_listeners_hear_polls_only_while_they_listen():
+    heard = []
+    job = JobRef(name="j")
+    with listening(lambda job, progress: heard.append((job.name, progress.step))):
+        tell_listeners(job, running(step=1))
+    tell_listeners(job, running(step=2))
+    assert heard == [("j", 1)]
+
+
+def test_the_loss_curve_is_a_png_with_every_line_it_has_data_for():
+    from PIL import Image
+
+    history = LossHistory(
+        train=tuple((step, 3.0 - step / 50) for step in range(1, 101)),
+        eval=((50, 2.2), (100, 1.9)),
+        base_eval_loss=3.1,
+        champion_eval_loss=2.0,
+    )
+    png = loss_curve_png(history, "model: job j")
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG" and image.size == (800, 450)
+    empty = Image.open(io.BytesIO(loss_curve_png(LossHistory(), "nothing logged")))
+    assert empty.size == (800, 450)  # says so in the picture instead of failing
+    long = LossHistory(train=tuple((step, 1.0) for step in range(1, 50_001)))
+    assert loss_curve_png(long, "long")  # thinned, not 50,000 points drawn
+    inline = markdown_image(png, "loss curve")
+    assert inline.startswith("![loss curve](data:image/png;base64,")
+    assert base64.b64decode(inline.split(",", 1)[1].rstrip(")")) == png
+
+
+def test_the_run_report_uses_words_tables_and_links_not_reprs():
+    summary = RunSummary(status="succeeded", flow_run_id="r1", workspace="local")
+    summary.data.rows = {"train_sft": 1200, "test_sft": 30}
+    summary.data.fingerprint = "abc"
+    summary.model.foundation, summary.model.name, summary.model.version = "phi:1", "ft", "3"
+    summary.metrics = {"eval_loss": 1.23456, "train_loss": 1.5}
+    summary.gate.passed, summary.gate.reasons = True, ["ok: eval_loss 1.2346 beats base 2.0 by more than 0.0"]
+    summary.approval.decision, summary.approval.approver = "approved", "alice"
+    summary.endpoint.name, summary.endpoint.traffic = "ep", {"ft-3": 100}
+    summary.endpoint.models, summary.endpoint.live = {"ft-3": "ft:3"}, ["ft:3"]
+    summary.smoke.ok, summary.smoke.latency_ms, summary.smoke.sample_output = True, 16.2, "Hello | there\nfriend"
+    summary.teardown.mode, summary.teardown.done = "keep", True
+    summary.record_links({"MLflow run": "http://127.0.0.1:5000/#/experiments/1/runs/x", "job folder": "file:///j"})
+    text = summary.markdown()
+    assert "{'" not in text and "ok=True" not in text and "done=True" not in text
+    assert "| train_sft | 1,200 |" in text and "| ft-3 | ft:3 | 100% |" in text
+    assert "[http://127.0.0.1:5000/#/experiments/1/runs/x](http://127.0.0.1:5000/#/experiments/1/runs/x)" in text
+    assert "Registered ft version 3; endpoint `ep` served ft:3 (kept)." in text
+    assert "> Hello \\| there friend" in text  # one line, the pipe escaped
+    stopped = RunSummary(status="gate_failed", error="Gate failed: eval_loss 2.0 does not beat base")
+    assert stopped.markdown().startswith("# tunegate run stopped: the metric gate failed")
+    assert "**What went wrong:** Gate failed" in stopped.markdown()
