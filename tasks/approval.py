@@ -9,7 +9,7 @@ would hand back the previous attempt's answer), and deploy refuses a version wit
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from prefect.artifacts import create_markdown_artifact
@@ -17,7 +17,7 @@ from prefect.input import RunInput
 from prefect.logging import get_run_logger
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from tasks import curves
+from tasks import curves, notify
 from tasks.errors import stage
 from tasks.metrics import EVAL_LOSS, GateResult
 from tasks.settings import ApprovalSettings
@@ -170,35 +170,46 @@ def review_markdown(
     )
 
 
-def form_description(model: ModelVersion, gate: GateResult, review_url: str | None) -> str:
-    """The Resume form's text: short enough to read without scrolling; everything else is in the review artifact."""
+def headline(gate: GateResult, bold: str = "") -> str:
+    """'eval_loss 1.2345 vs champion m:2: 1.3000 (...); base 2.1000; gate passed'"""
     metrics = gate.metrics
     candidate = metrics.get(EVAL_LOSS)
-    headline = f"eval_loss **{candidate:.4f}**" if candidate is not None else "no eval_loss"
+    first = f"eval_loss {bold}{candidate:.4f}{bold}" if candidate is not None else "no eval_loss"
     if gate.champion is None:
         versus = "no champion yet"
     elif gate.champion_eval_loss is not None:
         versus = f"champion {gate.champion}: {gate.champion_eval_loss:.4f} ({gate.comparison})"
     else:
-        versus = f"champion {gate.champion}: **not comparable** (measured on other data)"
+        versus = f"champion {gate.champion}: {bold}not comparable{bold} (measured on other data)"
     base = metrics.get("base_eval_loss")
+    return f"{first} vs {versus}" + (f"; base {base:.4f}" if base is not None else "")
+
+
+def form_description(model: ModelVersion, gate: GateResult, review_url: str | None) -> str:
+    """The Resume form's text: short enough to read without scrolling; everything else is in the review artifact."""
     failures = len(gate.failures)
     lines = [
         f"### Approve {model.name} version {model.version}?",
-        f"{headline} vs {versus}" + (f"; base {base:.4f}" if base is not None else ""),
+        headline(gate, bold="**"),
         f"Metric gate: {'passed' if gate.passed else 'FAILED'} ({len(gate.reasons)} checks, {failures} failed)",
-        f"Full review (every gate check, data, target): {review_url}" if review_url else "",
+        f"Full review (every gate check, data, loss curve, target): {review_url}" if review_url else "",
         "Choose **approve** or **reject**, and give your name.",
     ]
     return "\n\n".join(line for line in lines if line)
 
 
-def review_link(artifact_id: object) -> str | None:
-    """The UI address of an artifact, when the run talks to a server whose UI a reviewer can open."""
+def ui_url() -> str | None:
+    """The Prefect UI a person opens: PREFECT_UI_URL, else the API's address without /api."""
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
     ui = PREFECT_UI_URL.value() or (PREFECT_API_URL.value() or "").removesuffix("/api")
-    return f"{ui.rstrip('/')}/artifacts/artifact/{artifact_id}" if ui and artifact_id else None
+    return ui.rstrip("/") or None
+
+
+def review_link(artifact_id: object) -> str | None:
+    """The UI address of an artifact, when the run talks to a server whose UI a reviewer can open."""
+    ui = ui_url()
+    return f"{ui}/artifacts/artifact/{artifact_id}" if ui and artifact_id else None
 
 
 def ask_a_person(
@@ -206,15 +217,63 @@ def ask_a_person(
 ) -> ApprovalRecord:
     """Pause the run until a person decides; a timeout is a reject. The full review is the run's `approval-review`
     artifact, linked from the short form text. An answer without a decision or a name is asked again."""
-    from prefect.exceptions import FlowPauseTimeout
-    from prefect.flow_runs import pause_flow_run
-
-    logger = get_run_logger()
     artifact_id = create_markdown_artifact(
         key="approval-review", markdown=review, description=f"review of {model.name}:{model.version}"
     )
     description = form_description(model, gate, review_link(artifact_id))
     timeout_s = max(1, int(settings.timeout_hours * 3600))
+    with tell_approvers(settings, model, gate, review_link(artifact_id), timeout_s):
+        return _wait_for_a_decision(model, gate, settings, key, poll_interval_s, description, artifact_id, timeout_s)
+
+
+def tell_approvers(
+    settings: ApprovalSettings, model: ModelVersion, gate: GateResult, review_url: str | None, timeout_s: int
+) -> notify.Reminder:
+    """Notify the profile's blocks now; the returned context sends the reminder unless the decision comes first."""
+    from prefect.runtime import flow_run
+
+    logger = get_run_logger()
+    deadline = datetime.now(UTC) + timedelta(seconds=timeout_s)
+    notice = notify.ApprovalNotice(
+        model=f"{model.name}:{model.version}",
+        headline=headline(gate),
+        run_name=flow_run.name or str(flow_run.id),
+        run_url=f"{ui_url()}/runs/flow-run/{flow_run.id}" if ui_url() and flow_run.id else None,
+        review_url=review_url,
+        timeout_words=f"at {deadline:%Y-%m-%d %H:%M} UTC (in {duration_words(timeout_s)})",
+    )
+    if settings.notify:
+        notify.send(settings.notify, notice.subject(), notice.body(), logger=logger)
+    else:
+        logger.info("waiting for a person to approve %s; approval.notify names no one to tell", notice.model)
+
+    def remind() -> None:
+        notify.send(settings.notify, notice.subject(reminder=True), notice.body(reminder=True), logger=logger)
+
+    before_s = settings.remind_before_minutes * 60 if settings.notify else 0
+    return notify.Reminder(timeout_s, before_s, remind)
+
+
+def duration_words(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours and minutes else f"{hours} h" if hours else f"{minutes} min"
+
+
+def _wait_for_a_decision(
+    model: ModelVersion,
+    gate: GateResult,
+    settings: ApprovalSettings,
+    key: str,
+    poll_interval_s: int,
+    description: str,
+    artifact_id: object,
+    timeout_s: int,
+) -> ApprovalRecord:
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import pause_flow_run
+
+    logger = get_run_logger()
     for round_ in range(1, 100):
         try:
             answer = pause_flow_run(

@@ -7,6 +7,7 @@ deployments/local.yaml only says what differs. Every model forbids unknown keys,
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -125,6 +126,28 @@ class ApprovalSettings(_Section):
         0.0, ge=0, description="auto-if-better: how much lower the eval loss must be than the champion's."
     )
     timeout_hours: float = Field(24.0, gt=0, description="manual: a decision not made in time is a reject.")
+    notify: list[str] = Field(
+        default_factory=list,
+        description="Who is told when a run waits for a person: Prefect notification blocks as "
+        "block-type/block-name, e.g. slack-webhook/approvers, ms-teams-webhook/ml-team or custom-webhook/pager "
+        "(create them in the Prefect UI under Blocks).",
+    )
+    remind_before_minutes: float = Field(
+        60.0,
+        ge=0,
+        description="A reminder goes to the same blocks this many minutes before an unanswered approval times "
+        "out and becomes a reject; 0 sends none.",
+    )
+
+    @field_validator("notify")
+    @classmethod
+    def _block_slugs(cls, slugs: list[str]) -> list[str]:
+        for slug in slugs:
+            if not re.fullmatch(r"[a-z0-9-]+/[A-Za-z0-9_-][A-Za-z0-9_.-]*", slug):
+                raise ValueError(
+                    f"{slug!r} is not a notification block: write block-type/block-name, e.g. slack-webhook/approvers"
+                )
+        return slugs
 
 
 class EndpointSettings(_Section):

@@ -58,9 +58,73 @@ def model_tags(state_dir: Path) -> dict[str, str]:
     return dict(max(versions, key=lambda v: int(v.version)).tags)
 
 
-def test_manual_run_pauses_then_approve_deploys_and_tears_down(server, tmp_path):
-    process = start_run(server, tmp_path)
+class WebhookReceiver:
+    """A local stand-in for Slack/Teams: records every JSON body POSTed to it."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                received.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def wait_for(self, count: int, timeout_s: float = 60) -> list[dict]:
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while len(self.received) < count:
+            assert time.monotonic() < deadline, f"{len(self.received)} of {count} notifications came: {self.received}"
+            time.sleep(0.2)
+        return self.received
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+
+
+@pytest.fixture
+def webhook(server):
+    """A Prefect custom-webhook block `custom-webhook/approvers` on the server, pointing at a local receiver."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    receiver = WebhookReceiver()
+    with temporary_settings({PREFECT_API_URL: server.api_url}):
+        CustomWebhookNotificationBlock(
+            name="approvers", url=receiver.url, json_data={"subject": "{{subject}}", "text": "{{body}}"}
+        ).save("approvers", overwrite=True)
+    yield receiver
+    receiver.close()
+
+
+def test_manual_run_pauses_then_approve_deploys_and_tears_down(server, tmp_path, webhook):
+    # approvers are told through a Prefect notification block, and reminded before the timeout (72 s, 66 s early)
+    process = start_run(
+        server,
+        tmp_path,
+        "approval.notify=[custom-webhook/approvers, custom-webhook/no-such-block]",
+        "approval.timeout_hours=0.02",
+        "approval.remind_before_minutes=1.1",
+    )
     paused = server.wait_for_state("PAUSED", process=process)
+    [told, reminded] = webhook.wait_for(2)
+    assert told["subject"] == "tunegate: Waiting for your approval of tiny-phi3-chat-ultrachat-200k:1"
+    assert f"tunegate approve {paused['name']} --approver <you>" in told["text"]
+    assert f"/runs/flow-run/{paused['id']}" in told["text"] and "eval_loss" in told["text"]
+    assert "/artifacts/artifact/" in told["text"]  # the review, with the loss curve
+    assert reminded["subject"].startswith("tunegate: Reminder: still waiting for your approval")
     listing = tunegate(server, "pending")
     assert paused["id"] in listing.stdout and "Approve tiny-phi3-chat-ultrachat-200k" in listing.stdout
     assert "eval_loss" in listing.stdout and "fingerprint" in listing.stdout
@@ -69,6 +133,8 @@ def test_manual_run_pauses_then_approve_deploys_and_tears_down(server, tmp_path)
     assert done.returncode == 0, done.stderr
     output = finish(process)
     assert process.returncode == 0, output[-3000:]
+    assert "could not notify custom-webhook/no-such-block" in output  # said, and the others were still told
+    assert len(webhook.received) == 2  # the decision came: no more reminders
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["approval"] == {"decision": "approved", "approver": "alice", "comment": "looks good"}
     assert summary["smoke"]["ok"] and summary["teardown"]["done"]

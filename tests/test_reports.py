@@ -107,3 +107,46 @@ def test_the_run_report_uses_words_tables_and_links_not_reprs():
     stopped = RunSummary(status="gate_failed", error="Gate failed: eval_loss 2.0 does not beat base")
     assert stopped.markdown().startswith("# tunegate run stopped: the metric gate failed")
     assert "**What went wrong:** Gate failed" in stopped.markdown()
+
+
+def test_an_approval_notice_says_what_where_and_how_to_answer():
+    from tasks.notify import ApprovalNotice
+
+    notice = ApprovalNotice(
+        model="ft:3",
+        headline="eval_loss 1.2000 vs no champion yet; base 2.0000",
+        run_name="gifted-toucan",
+        run_url="http://127.0.0.1:4200/runs/flow-run/abc",
+        review_url="http://127.0.0.1:4200/artifacts/artifact/def",
+        timeout_words="at 2026-11-24 14:05 UTC (in 24 h)",
+    )
+    body = notice.body()
+    assert "tunegate approve gifted-toucan --approver <you>" in body and "runs/flow-run/abc" in body
+    assert "artifacts/artifact/def" in body and "rejected at 2026-11-24 14:05 UTC" in body
+    assert notice.subject(reminder=True).startswith("tunegate: Reminder")
+
+
+def test_notification_blocks_are_named_type_slash_name():
+    import pytest
+    from pydantic import ValidationError
+
+    from tasks.settings import ApprovalSettings
+
+    assert ApprovalSettings(notify=["slack-webhook/approvers"]).notify == ["slack-webhook/approvers"]
+    with pytest.raises(ValidationError, match="write block-type/block-name"):
+        ApprovalSettings(notify=["approvers"])
+
+
+def test_a_reminder_fires_before_the_end_unless_the_answer_came_first():
+    import threading
+
+    from tasks.notify import Reminder
+
+    fired = threading.Event()
+    with Reminder(wait_s=0.2, before_s=0.15, action=fired.set):
+        assert fired.wait(2)
+    cancelled = threading.Event()
+    with Reminder(wait_s=10, before_s=1, action=cancelled.set):
+        pass
+    assert not cancelled.wait(0.2)
+    assert Reminder(wait_s=10, before_s=0, action=cancelled.set).timer is None  # 0: no reminder
