@@ -12,7 +12,16 @@ import time
 from typing import Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictStr, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from workspaces.errors import TransientWorkspaceError
 
@@ -85,6 +94,41 @@ class ScoringBody(BaseModel):
 
     input_data: ScoringInput
     params: dict[str, object] = Field(default_factory=dict)
+
+
+class MlflowServingBody(BaseModel):
+    """The requests `mlflow models serve` takes for a tunegate model (its signature, workspaces/local/model.py):
+    `{"dataframe_records": [{"input_string": [...], "parameters": {...}}], "params": {...}}`, or `{"inputs":
+    {"input_string": [...], ...}, "params": {...}}` (MLflow turns `inputs` into numpy arrays first, so there the
+    conversations must have equally many messages). Local endpoints take both and answer as MLflow does,
+    `{"predictions": [answer, ...]}`: a client of one works with the other."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: ScoringInput | None = None
+    dataframe_records: list[ScoringInput] | None = Field(None, min_length=1)
+    params: dict[str, object] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> MlflowServingBody:
+        if (self.inputs is None) == (self.dataframe_records is None):
+            raise ValueError("give exactly one of inputs or dataframe_records")
+        return self
+
+    @property
+    def records(self) -> list[ScoringInput]:
+        return self.dataframe_records or [self.inputs]  # type: ignore[list-item]
+
+    @property
+    def conversations(self) -> list[list[ChatMessage]]:
+        return [conversation for record in self.records for conversation in record.input_string]
+
+    def parameters(self) -> ScoringParameters:
+        """The contract's defaults, then the (first) record's `parameters`, then `params` (None: not given, as
+        MLflow sends them); the model's predict merges them the same way."""
+        given = self.records[0].parameters.model_dump(exclude_unset=True)
+        given.update({key: value for key, value in self.params.items() if value is not None})
+        return ScoringParameters.model_validate(given)
 
 
 class ScoringRequest(BaseModel):

@@ -155,12 +155,27 @@ class ChatModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):
         """The scoring contract from wherever it comes: the local endpoint passes plain JSON; `mlflow models serve`
-        turns `{"inputs": {"input_string": ..., "parameters": {...}}}` into numpy arrays or a DataFrame."""
+        passes `{"inputs": {"input_string": ..., "parameters": {...}}, "params": {...}}` as a DataFrame (one row)
+        plus the signature's params. Generation settings: the contract's defaults, then `parameters`, then the
+        `params` a caller gave (MLflow fills the ones not given with None), checked like the endpoint checks them."""
+        from workspaces.scoring import ScoringParameters
+
         payload = _plain(model_input if isinstance(model_input, dict) else dict(model_input))
         parameters = payload.get("parameters") or {}
         while isinstance(parameters, list):  # [{...}] (a column, a record) -> {...}
             parameters = parameters[0] if parameters else {}
-        return self.chat(_plain(payload["input_string"]), {**parameters, **(params or {})})
+        parameters = parameters if isinstance(parameters, dict) else {}  # a missing column reads as None or NaN
+        given = {key: value for key, value in parameters.items() if value is not None}
+        given.update({key: value for key, value in (params or {}).items() if value is not None})
+        conversations = _plain(payload["input_string"])
+        if (
+            conversations
+            and isinstance(conversations[0], list)
+            and conversations[0]
+            and isinstance(conversations[0][0], list)
+        ):  # a DataFrame row of conversations: [[conversation, ...]] -> [conversation, ...]
+            conversations = [conversation for row in conversations for conversation in row]
+        return self.chat(conversations, ScoringParameters.model_validate(given).model_dump())
 
 
 def _plain(value: Any) -> Any:
@@ -174,6 +189,33 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def chat_signature() -> Any:
+    """What `mlflow models serve` accepts: `{"inputs": {"input_string": [conversation, ...], "parameters": {...}},
+    "params": {...}}`, the seed's contract under MLflow's `inputs`, generation settings in either place (params
+    win). Without a signature with params, MLflow never passes `params` to predict."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import DataType
+    from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, Property, Schema
+
+    message = Object([Property("role", DataType.string), Property("content", DataType.string)])
+    settings = [
+        ("do_sample", DataType.boolean),
+        ("temperature", DataType.double),
+        ("top_p", DataType.double),
+        ("max_new_tokens", DataType.long),
+    ]
+    return ModelSignature(
+        inputs=Schema(
+            [
+                ColSpec(Array(Array(message)), "input_string"),
+                ColSpec(Object([Property(n, t, required=False) for n, t in settings]), "parameters", required=False),
+            ]
+        ),
+        outputs=Schema([ColSpec(DataType.string)]),
+        params=ParamSchema([ParamSpec(name, dtype, None) for name, dtype in settings]),
+    )
+
+
 def save_pyfunc(hf_dir: Path, out_dir: Path) -> Path:
     """An MLflow model folder (the pipeline's `mlflow_model_folder` output) around a HF folder."""
     mlflow.pyfunc.save_model(
@@ -181,6 +223,7 @@ def save_pyfunc(hf_dir: Path, out_dir: Path) -> Path:
         python_model=ChatModel(),
         artifacts={"hf_model": str(hf_dir)},
         pip_requirements=["transformers", "torch", "tokenizers"],
+        signature=chat_signature(),
     )
     return out_dir
 

@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from workspaces.local.model import PromptTooLong
 from workspaces.local.processes import pid_alive, write_json
 from workspaces.local.settings import EndpointLimits
-from workspaces.scoring import DEPLOYMENT_HEADER, ScoringBody
+from workspaces.scoring import DEPLOYMENT_HEADER, MlflowServingBody, ScoringBody
 
 KEY_ENV, ADMIN_ENV = "TUNEGATE_ENDPOINT_KEY", "TUNEGATE_ADMIN_TOKEN"
 
@@ -106,8 +106,14 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
             gate.release()
 
     async def scored(request: Request) -> JSONResponse:
-        parsed = ScoringBody.model_validate(await read_json_body(request, limits.max_body_bytes))
-        parameters = parsed.input_data.parameters
+        body = await read_json_body(request, limits.max_body_bytes)
+        mlflow_shape = isinstance(body, dict) and not {"inputs", "dataframe_records"}.isdisjoint(body)
+        if mlflow_shape:  # `mlflow models serve`'s request; answered in its shape below
+            served = MlflowServingBody.model_validate(body)
+            given, parameters = served.conversations, served.parameters()
+        else:
+            scoring_input = ScoringBody.model_validate(body).input_data
+            given, parameters = scoring_input.input_string, scoring_input.parameters
         if parameters.max_new_tokens > limits.max_new_tokens:
             raise HTTPException(
                 status_code=422,
@@ -123,11 +129,11 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
             if not weighted:
                 raise HTTPException(status_code=404, detail="no deployment takes traffic on this endpoint")
             target = random.choices([n for n, _ in weighted], weights=[p for _, p in weighted])[0]
-        conversations = [[message.model_dump() for message in c] for c in parsed.input_data.input_string]
+        conversations = [[message.model_dump() for message in c] for c in given]
         if len(conversations) > limits.max_conversations:
             raise HTTPException(
                 status_code=422,
-                detail=f"input_data.input_string has {len(conversations)} conversations; this endpoint answers at "
+                detail=f"input_string has {len(conversations)} conversations; this endpoint answers at "
                 f"most {limits.max_conversations} in one request",
             )
         client_gone = threading.Event()
@@ -146,10 +152,12 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
         finally:
             watcher.cancel()
         # one conversation: the seed's {"output": text}; several: also every answer, in order, under "outputs"
-        body: dict[str, Any] = (
+        answer: dict[str, Any] = (
             {"output": outputs[0]} if len(outputs) == 1 else {"output": outputs[0], "outputs": outputs}
         )
-        return JSONResponse(body, headers={DEPLOYMENT_HEADER: target})
+        if mlflow_shape:
+            answer = {"predictions": outputs}
+        return JSONResponse(answer, headers={DEPLOYMENT_HEADER: target})
 
     @app.post("/admin/deployments/{name}")
     def add_deployment(name: str, payload: dict, authorization: str | None = Header(None)) -> dict:
