@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from data.documents import DocumentError, read_yaml
 from tasks.settings import (
@@ -27,17 +27,18 @@ from tasks.settings import (
     SmokeSettings,
     TeardownSettings,
 )
-from workspaces.factory import WorkspaceSettings
+from workspaces.factory import LocalWorkspaceSettings, WorkspaceSettings
+from workspaces.forms import FormModel
 
 DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "deployments" / "local.yaml"
 
 
-class TunegateConfig(BaseModel):
-    """Everything a run needs. Sections mirror the stages of the flow."""
+class TunegateConfig(FormModel):
+    """Everything a run needs, section by section in the order the run goes."""
 
     model_config = ConfigDict(extra="forbid")
 
-    workspace: WorkspaceSettings = Field(default_factory=WorkspaceSettings)
+    workspace: WorkspaceSettings = Field(default_factory=LocalWorkspaceSettings)
     data: DataSettings = Field(default_factory=DataSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     compute: ComputeSettings = Field(default_factory=ComputeSettings)
@@ -50,6 +51,14 @@ class TunegateConfig(BaseModel):
     teardown: TeardownSettings = Field(default_factory=TeardownSettings)
     retries: RetrySettings = Field(default_factory=RetrySettings)
 
+    @field_validator("workspace", mode="before")
+    @classmethod
+    def _local_unless_said(cls, value: Any) -> Any:
+        """`kind` may be left out of a profile: local, the embedded default."""
+        if isinstance(value, dict) and "kind" not in value:
+            return {**value, "kind": "local"}
+        return value
+
 
 class ProfileError(ValueError):
     """A profile or override that cannot be used; the message names the field to fix."""
@@ -58,7 +67,10 @@ class ProfileError(ValueError):
 def _describe(error: ValidationError, source: str) -> str:
     lines = [f"{source} is not valid:"]
     for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"])
+        loc = list(item["loc"])
+        if loc[:1] == ["workspace"] and len(loc) > 1 and loc[1] in ("local", "azure"):
+            del loc[1]  # the union's tag (workspace.kind), not a key of the profile
+        field = ".".join(str(part) for part in loc)
         if item["type"] == "extra_forbidden":
             lines.append(f"  - {field}: unknown key (check the spelling; see README 'Profile keys')")
         else:

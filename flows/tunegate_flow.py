@@ -327,10 +327,13 @@ def tunegate(
     profile: str | None = None,
     overrides: list[str] | None = None,
 ) -> RunSummary | State:
-    """Fine-tune a chat model, gate it, approve it, deploy it blue/green, smoke it, tear down.
+    """Fine-tune a chat model, check its metrics, ask for approval, deploy it next to the live one, test it, and
+    tear down what the run does not keep.
 
-    `config` is the form; a deployment that tracks a profile file instead names it in `profile` (with `--set`-style
-    `overrides`), and then `config` is not used.
+    Args:
+        config: The run's settings, section by section (used when no profile is named).
+        profile: Run with a profile file of the repository instead of the settings above, e.g. deployments/local.yaml.
+        overrides: Changes to that profile, one per line as section.key=value, e.g. data.percent=5.
     """
     config = resolve_config(config, profile, overrides)
     stages = Stages.with_retries(config.retries)

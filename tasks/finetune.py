@@ -282,6 +282,8 @@ def report_training(workspace: Workspace, job: JobRef, model_name: str) -> Train
     try:
         stored_at = workspace.attach_to_job(job, LOSS_CURVE, png)
     except WorkspaceError as exc:  # the picture still reaches the run directory and the artifact
+        if is_transient(exc):
+            raise
         get_run_logger().warning("could not store the loss curve with job %s: %s", job.name, exc)
         stored_at = None
     create_markdown_artifact(

@@ -48,19 +48,19 @@ class ApprovalNotice:
 
 
 def send(
-    slugs: list[str], subject: str, body: str, logger: Any = None, load: Callable[[str], Any] | None = None
+    slugs: list[str], subject: str, body: str, logger: Any = None, load_block: Callable[[str], Any] | None = None
 ) -> list[str]:
     """Notify every block; the slugs that failed (each logged with why). Pass the run's logger when calling from
     another thread (the reminder's timer): there is no run context there."""
     logger = logger or get_run_logger()
-    if load is None:
+    if load_block is None:
         from prefect.blocks.core import Block
 
-        load = Block.load
+        load_block = Block.load
     failed = []
     for slug in slugs:
         try:
-            load(slug).notify(body=body, subject=subject)
+            load_block(slug).notify(body=body, subject=subject)
         except Exception as exc:  # noqa: BLE001 - one unreachable channel must not silence the others
             logger.warning("could not notify %s: %s: %s", slug, type(exc).__name__, exc)
             failed.append(slug)

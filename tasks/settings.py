@@ -10,13 +10,14 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from data.splits import SPLITS
+from workspaces.forms import FormModel
 from workspaces.scoring import ScoringParameters
 
 
-class _Section(BaseModel):
+class _Section(FormModel):
     # NaN/inf can only fail later (a NaN threshold trains for nothing): refused here with the field's name
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
@@ -24,12 +25,18 @@ class _Section(BaseModel):
 class DataSettings(_Section):
     source: str = Field(
         "synthetic",
-        description="'synthetic' (generated in code), a directory of <split>.parquet/.jsonl files, or 'hf:<hub id>'.",
+        description="Where the chat data comes from: synthetic (generated on the fly, for trying tunegate out), a "
+        "folder of parquet or jsonl files named after the splits (train_sft, test_sft, ...), or hf: followed by a "
+        "Hugging Face dataset id, e.g. hf:HuggingFaceH4/ultrachat_200k.",
     )
-    percent: float = Field(15.0, gt=0, le=100, description="Percent of each split to keep (default for every split).")
-    percent_per_split: dict[str, float] = Field(default_factory=dict, description="Per-split percent overrides.")
-    seed: int = Field(0, description="Salt of the sampling hash: another seed picks another sample.")
-    synthetic_rows: int = Field(2000, ge=20, description="Rows in train_sft of the generated dataset (others scale).")
+    percent: float = Field(15.0, gt=0, le=100, description="Percent of each split to use for this run.")
+    percent_per_split: dict[str, float] = Field(
+        default_factory=dict, description="A different percent for some splits, e.g. test_sft: 50."
+    )
+    seed: int = Field(0, description="Change it to draw a different sample of the same data.")
+    synthetic_rows: int = Field(
+        2000, ge=20, description="Synthetic data only: conversations in the training split (the others in proportion)."
+    )
 
     @field_validator("percent_per_split")
     @classmethod
@@ -46,11 +53,16 @@ class DataSettings(_Section):
 
 
 class ModelSettings(_Section):
-    name: str = Field("tiny-phi3-chat", description="Foundation model name in the registry.")
-    version: str | None = Field(None, description="Pinned version; when empty the label is used.")
-    label: str = Field("latest", description="Registry label used when no version is pinned.")
+    name: str = Field(
+        "tiny-phi3-chat",
+        description="The model to fine-tune, as the registry names it: tiny-phi3-chat on this machine, e.g. "
+        "Phi-3-mini-4k-instruct on Azure ML.",
+    )
+    version: str | None = Field(None, description="A fixed version of it; empty: the version the label points to.")
+    label: str = Field("latest", description="Which version to take when none is fixed.")
     finetuned_name: str | None = Field(
-        None, description="Registered name of the fine-tuned model (default: <name>-ultrachat-200k)."
+        None,
+        description="Name to register the fine-tuned model under; empty: the model's name followed by -ultrachat-200k.",
     )
 
     def registered_name(self) -> str:
@@ -59,38 +71,58 @@ class ModelSettings(_Section):
 
 
 class ComputeSettings(_Section):
-    name: str = Field("local", description="Compute cluster name.")
-    size: str = Field("local-cpu", description="VM size (Azure) or local-cpu / local-cuda.")
-    min_instances: int = Field(0, ge=0)
-    max_instances: int = Field(1, ge=1)
-    idle_seconds_before_scaledown: int = Field(120, ge=0)
+    name: str = Field("local", description="Compute cluster that trains (created on Azure ML when missing).")
+    size: str = Field(
+        "local-cpu",
+        description="On this machine local-cpu or local-cuda; on Azure ML a VM size the model allows for "
+        "fine-tuning, e.g. Standard_NC24ads_A100_v4.",
+    )
+    min_instances: int = Field(0, ge=0, description="Azure ML: nodes kept running when idle (0 costs nothing).")
+    max_instances: int = Field(1, ge=1, description="Azure ML: most nodes the cluster may grow to.")
+    idle_seconds_before_scaledown: int = Field(
+        120, ge=0, description="Azure ML: idle seconds before a node is released."
+    )
+
+
+def _tuned(notebook_default: str, description: str) -> str:
+    return f"{description} Empty: the model's own default if its registry entry has one, else {notebook_default}."
 
 
 class FinetuneSettings(_Section):
-    """Fine-tune parameters the user sets. Empty (None) means: the model's `model_specific_defaults` tag
-    decides, else the notebook's default (3 epochs, batch 1, lr 5e-6, cosine, LoRA, DeepSpeed stage "2"). A value
-    set here wins over both.
-    Explicit None instead of pydantic's fields-set bookkeeping, because a run started from the UI form or a
-    deployment sends every field it shows."""
+    """Training settings. Leave a field empty to use the model's recommended value, or the notebook's."""
 
-    num_train_epochs: int | None = Field(None, ge=1)
-    per_device_train_batch_size: int | None = Field(None, ge=1)
-    per_device_eval_batch_size: int | None = Field(None, ge=1)
-    gradient_accumulation_steps: int | None = Field(None, ge=1)
-    learning_rate: float | None = Field(None, gt=0)
+    # None, not a default value: a run from the UI form sends every field it shows, so an untouched field must mean
+    # "not decided here" (the model_specific_defaults tag or the notebook's default then applies)
+    num_train_epochs: int | None = Field(None, ge=1, description=_tuned("3", "Passes over the training data."))
+    per_device_train_batch_size: int | None = Field(
+        None, ge=1, description=_tuned("1", "Training conversations per step on each GPU.")
+    )
+    per_device_eval_batch_size: int | None = Field(
+        None, ge=1, description=_tuned("1", "Evaluation conversations per step on each GPU.")
+    )
+    gradient_accumulation_steps: int | None = Field(
+        None, ge=1, description=_tuned("1", "Steps added up before each weight update.")
+    )
+    learning_rate: float | None = Field(None, gt=0, description=_tuned("0.000005", "Learning rate."))
     lr_scheduler_type: (
         Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"] | None
-    ) = None
-    apply_lora: bool | None = None
-    lora_r: int | None = Field(None, ge=1)
-    lora_alpha: int | None = Field(None, ge=1)
-    lora_dropout: float | None = Field(None, ge=0, lt=1)
-    apply_deepspeed: bool | None = None
-    deepspeed_stage: Literal["2", "3"] | None = None
-    max_seq_length: int | None = Field(None, description="-1: the model's default.")
-    save_total_limit: int | None = None
-    num_nodes_finetune: int | None = Field(None, ge=1)
-    seed: int | None = None
+    ) = Field(None, description=_tuned("cosine", "How the learning rate changes over training."))
+    apply_lora: bool | None = Field(None, description=_tuned("on", "Train small LoRA adapters instead of all weights."))
+    lora_r: int | None = Field(None, ge=1, description=_tuned("8", "LoRA rank."))
+    lora_alpha: int | None = Field(None, ge=1, description=_tuned("128", "LoRA scaling."))
+    lora_dropout: float | None = Field(None, ge=0, lt=1, description=_tuned("0", "LoRA dropout."))
+    apply_deepspeed: bool | None = Field(
+        None, description=_tuned("on", "Azure ML: spread training state over GPUs with DeepSpeed.")
+    )
+    deepspeed_stage: Literal["2", "3"] | None = Field(None, description=_tuned("2", "DeepSpeed ZeRO stage."))
+    max_seq_length: int | None = Field(
+        None, description=_tuned("the model's context length", "Longest conversation in tokens; longer is cut.")
+    )
+    save_total_limit: int | None = Field(
+        None, description=_tuned("no limit", "Checkpoints kept during training (-1: all).")
+    )
+    num_nodes_finetune: int | None = Field(None, ge=1, description=_tuned("1", "Azure ML: machines that train."))
+    seed: int | None = Field(None, description=_tuned("42", "Random seed of training."))
 
     @field_validator("deepspeed_stage", mode="before")
     @classmethod
@@ -107,8 +139,8 @@ class GateSettings(_Section):
     max_train_loss: float | None = Field(None, description="Fail when the final train loss is above this.")
     compare_with_base: bool = Field(
         True,
-        description="Require the base model's eval loss and beat it (off where the trainer logs no base_eval_loss, "
-        "e.g. chat_completion_pipeline 0.0.82 whose evaluation step is commented out).",
+        description="The fine-tuned model must beat the model it started from. Turn off where the training "
+        "pipeline does not measure the starting model (some Azure ML pipeline versions do not).",
     )
     min_improvement_over_base: float = Field(0.0, ge=0, description="Eval loss must be below base by more than this.")
     min_improvement_over_champion: float = Field(
@@ -154,10 +186,13 @@ class EndpointSettings(_Section):
     name: str = Field(
         "tunegate-chat",
         pattern=r"^[a-zA-Z][a-zA-Z0-9-]{2,22}$",
-        description="Online endpoint name (ephemeral mode appends -<run id>, as the notebook appends a timestamp).",
+        description="Endpoint that serves the model. Ephemeral runs add a part of the run's id to it, so they never "
+        "touch a live endpoint.",
     )
-    instance_type: str = Field("local-cpu", description="Must be in the model's inference_compute_allow_list.")
-    instance_count: int = Field(1, ge=1)
+    instance_type: str = Field(
+        "local-cpu", description="Machine the model is served on; must be one the model allows for inference."
+    )
+    instance_count: int = Field(1, ge=1, description="Machines serving it.")
     deployment_prefix: str = Field(
         "ft-",
         pattern=r"^[a-z][a-z0-9-]{0,15}$",
@@ -166,7 +201,7 @@ class EndpointSettings(_Section):
 
 
 class SmokeSettings(_Section, ScoringParameters):
-    """The smoke request: generation settings (and their defaults) are the scoring contract's."""
+    """A few test prompts sent to the new deployment before it takes traffic."""
 
     samples: int = Field(2, ge=1, le=20, description="test_gen rows sent through the new deployment.")
     max_latency_ms: float = Field(30000, gt=0, description="A slower answer fails the smoke test.")
@@ -188,7 +223,9 @@ class JobSettings(_Section):
     timeout_hours: float = Field(
         12.0, gt=0, description="A job still running after this is cancelled and the run fails."
     )
-    experiment_name: str | None = Field(None, description="Default: chat_completion_<model name>.")
+    experiment_name: str | None = Field(
+        None, description="Experiment the job is filed under; empty: chat_completion_ followed by the model's name."
+    )
     fresh: bool = Field(
         False,
         description="Train again even when a job with the same inputs (model, data, compute, parameters) is running "

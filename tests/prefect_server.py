@@ -79,6 +79,21 @@ class PrefectServer:
         with self.client() as client:
             return client.post("/flow_runs/filter", json=body).json()
 
+    def artifacts(self, flow_run_id: str) -> list[dict]:
+        """The artifacts of a flow run (its tasks' too), oldest first."""
+        with self.client() as client:
+            response = client.post(
+                "/artifacts/filter",
+                json={
+                    "artifacts": {"flow_run_id": {"any_": [flow_run_id]}},
+                    "sort": "CREATED_DESC",
+                    "limit": 200,
+                    "offset": 0,
+                },
+            )
+        response.raise_for_status()
+        return list(reversed(response.json()))
+
     def wait_for_state(self, state: str, timeout_s: float = 240, flow_run_id: str | None = None, process=None) -> dict:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

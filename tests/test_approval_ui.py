@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,42 @@ def test_approve_in_the_prefect_ui_then_the_run_deploys(prefect_server, browser,
     assert summary["smoke"]["ok"] is True and summary["endpoint"]["deployment"]
     assert summary["teardown"]["done"] and LocalWorkspace(tmp_path / "workspace").inventory().empty
     assert (OUTPUT / "approval-form.png").stat().st_size > 10_000
+
+    # what the run leaves a reader: the run report and the loss curve, as the UI shows them
+    artifacts = {artifact["key"]: artifact for artifact in prefect_server.artifacts(paused["id"])}
+    assert {"run-summary", "loss-curve", "training-progress", "approval-review"} <= set(artifacts)
+    page.goto(f"{prefect_server.url}/artifacts/artifact/{artifacts['run-summary']['id']}")
+    page.get_by_text("tunegate run succeeded").first.wait_for()
+    report = page.inner_text("body")
+    assert "Approval" in report and "dana" in report and "{'" not in report and "ok=True" not in report
+    page.screenshot(path=str(OUTPUT / "run-summary.png"), full_page=True)
+    page.goto(f"{prefect_server.url}/artifacts/artifact/{artifacts['loss-curve']['id']}")
+    curve = page.locator("img[alt='loss curve']").first
+    curve.wait_for()
+    assert curve.evaluate("image => image.complete && image.naturalWidth") == 800  # drawn, not a broken link
+    page.screenshot(path=str(OUTPUT / "loss-curve-artifact.png"), full_page=True)
+
+
+def test_the_custom_run_form_speaks_to_users(prefect_server, browser):
+    """The deployment's Custom run form: the workspace is a choice of two, defaults are values, no jargon."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.deployments import runner_deployments
+
+    OUTPUT.mkdir(exist_ok=True)
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}), ThreadPoolExecutor(1) as thread:
+        # Playwright's sync API runs an event loop in this thread: Prefect's calls would turn into coroutines here
+        context = contextvars.copy_context()
+        deployment_id = thread.submit(context.run, lambda: runner_deployments()[0].apply()).result()
+    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    page.goto(f"{prefect_server.url}/deployments/deployment/{deployment_id}/run")
+    page.wait_for_load_state("networkidle")
+    page.screenshot(path=str(OUTPUT / "custom-run-form.png"), full_page=True)
+    page.get_by_text("Workspace", exact=True).first.wait_for()
+    page.wait_for_timeout(1500)
+    text = page.inner_text("body")
+    for jargon in ("pydantic", "None", "<name>", "<run id>", "issue #", "flows/", "tasks/"):
+        assert jargon not in text, f"the form shows {jargon!r}"
+    assert "Local (this machine)" in text and "subscription" not in text.lower()  # local chosen: no Azure fields
+    assert "Empty: the model's own default" in text  # fine-tune fields say what an empty field means
+    page.screenshot(path=str(OUTPUT / "custom-run-form.png"), full_page=True)

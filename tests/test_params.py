@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from enum import Enum
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import yaml
@@ -89,8 +90,12 @@ def _leaf_defaults(model: type[BaseModel], prefix: str = "") -> dict[str, object
     leaves: dict[str, object] = {}
     for name, field in model.model_fields.items():
         annotation = field.annotation
+        variants = [arg for arg in get_args(annotation) if isinstance(arg, type) and issubclass(arg, BaseModel)]
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             leaves.update(_leaf_defaults(annotation, f"{prefix}{name}."))
+        elif variants:  # a choice (workspace: local or azure): the keys of each; the default variant's values win
+            for variant in reversed(variants):
+                leaves.update(_leaf_defaults(variant, f"{prefix}{name}."))
         else:
             default = field.get_default(call_default_factory=True)
             leaves[f"{prefix}{name}"] = default.value if isinstance(default, Enum) else default

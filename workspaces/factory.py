@@ -10,30 +10,45 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from workspaces.azure.settings import AzureSettings
 from workspaces.base import Workspace
+from workspaces.forms import FormModel, as_choice
 from workspaces.local.settings import LocalSettings
 
+STATE_DIR_HELP = "Where runs, sampled data and the local workspace are kept on this machine."
 
-class WorkspaceSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    kind: Literal["local", "azure"] = Field("local", description="Which backend runs the flow.")
-    state_dir: str = Field(".tunegate", description="Local state: runs, sampled data, and the local workspace.")
-    # azure only; kept here so one profile shape serves both backends
-    subscription_id: str | None = None
-    resource_group: str | None = None
-    workspace_name: str | None = None
-    registry_name: str = "azureml"
-    azure: AzureSettings = Field(default_factory=AzureSettings)
-    local: LocalSettings = Field(default_factory=LocalSettings)
+class LocalWorkspaceSettings(FormModel):
+    """Everything on this machine: a trainer process, an MLflow registry in a file, endpoints on localhost."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, title="Local (this machine)")
+
+    kind: Literal["local"] = Field("local", description="Run on this machine.")
+    state_dir: str = Field(".tunegate", description=STATE_DIR_HELP)
+    local: LocalSettings = Field(default_factory=LocalSettings, title="Local endpoint and MLflow UI")
+
+
+class AzureWorkspaceSettings(FormModel):
+    """An Azure ML workspace and registry, as in the Azure ML fine-tuning notebook."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, title="Azure ML")
+
+    kind: Literal["azure"] = Field("azure", description="Run on Azure ML.")
+    state_dir: str = Field(".tunegate", description=STATE_DIR_HELP)
+    subscription_id: str | None = Field(
+        None, description="Azure subscription ID of the workspace (or give the workspace's config.json below)."
+    )
+    resource_group: str | None = Field(None, description="Resource group of the workspace.")
+    workspace_name: str | None = Field(None, description="Azure ML workspace name.")
+    registry_name: str = Field("azureml", description="Registry the foundation model and pipeline come from.")
+    azure: AzureSettings = Field(default_factory=AzureSettings, title="Azure options")
 
     @model_validator(mode="after")
-    def _no_placeholders(self) -> WorkspaceSettings:
+    def _no_placeholders(self) -> AzureWorkspaceSettings:
         for key in ("subscription_id", "resource_group", "workspace_name"):
             value = getattr(self, key)
             if value and value.startswith("<"):
@@ -42,6 +57,15 @@ class WorkspaceSettings(BaseModel):
                     "workspace.azure.config_path to your config.json and remove the three ids"
                 )
         return self
+
+
+# the profile's `workspace` section: `kind` picks the backend (the UI form shows it as a choice of two)
+WorkspaceSettings = Annotated[
+    LocalWorkspaceSettings | AzureWorkspaceSettings,
+    Field(
+        discriminator="kind", description="Where the flow runs: this machine, or Azure ML.", json_schema_extra=as_choice
+    ),
+]
 
 
 _override: contextvars.ContextVar[Workspace | None] = contextvars.ContextVar("tunegate_workspace", default=None)
@@ -56,7 +80,7 @@ def use_workspace(workspace: Workspace) -> Iterator[Workspace]:
         _override.reset(token)
 
 
-def open_workspace(settings: WorkspaceSettings) -> Workspace:
+def open_workspace(settings: LocalWorkspaceSettings | AzureWorkspaceSettings) -> Workspace:
     override = _override.get()
     if override is not None:
         return override

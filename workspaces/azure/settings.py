@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from workspaces.forms import FormModel
 
 
-class CommandJobSettings(BaseModel):
-    """The Azure ML E2E fine-tuning guide's path: your own training script as a command job."""
+class CommandJobSettings(FormModel):
+    """Your own training script as an Azure ML command job (the Azure ML end-to-end fine-tuning guide's way)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -24,16 +26,15 @@ class CommandJobSettings(BaseModel):
     model_path: str = Field(
         "model_output",
         pattern=r"^[A-Za-z0-9_.-][A-Za-z0-9_./-]*$",
-        description="Where the script logs its MLflow model among the job's run artifacts (the guide's "
-        "mlflow.transformers.log_model(artifact_path='./model_output')); registered from "
-        "azureml://jobs/<job>/outputs/artifacts/paths/<model_path>.",
+        description="Where your script logs its MLflow model among the job's artifacts (the guide logs it "
+        "to ./model_output); the model is registered from there.",
     )
     environment: str = Field(
         "phi-3-training-environment@latest", description="Registered environment name@label or name:version."
     )
 
 
-class AzureSettings(BaseModel):
+class AzureSettings(FormModel):
     model_config = ConfigDict(extra="forbid")
 
     config_path: str | None = Field(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from workspaces.forms import FormModel
 
 
-class EndpointLimits(BaseModel):
-    """What one scoring request may cost a local endpoint. The defaults keep a 2-core laptop answering whatever
-    clients send: memory stays near the model's own plus `max_concurrent_requests` request bodies."""
+class EndpointLimits(FormModel):
+    """Limits on what one request may cost a local endpoint; the defaults keep a laptop answering."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
 
@@ -24,14 +25,13 @@ class EndpointLimits(BaseModel):
     max_queue_wait_s: float = Field(30, gt=0, description="A request that waited this long in line gets 429.")
 
 
-class LocalSettings(BaseModel):
+class LocalSettings(FormModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     endpoint_limits: EndpointLimits = Field(default_factory=EndpointLimits)
     mlflow_ui_url: str | None = Field(
         None,
         pattern=r"^https?://",
-        description="Where you serve the MLflow UI for this workspace (e.g. http://127.0.0.1:5000 after "
-        "`mlflow ui --backend-store-uri sqlite:///.tunegate/workspace/mlflow.db`): reports link to its run and "
-        "model version pages.",
+        description="Address of an MLflow UI you run for this state folder, e.g. http://127.0.0.1:5000 (see the "
+        "README): run reports then link to the training run and the model version there.",
     )
