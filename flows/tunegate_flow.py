@@ -307,9 +307,11 @@ def _finish(config: TunegateConfig, summary: RunSummary, run_id: str, started: f
         get_run_logger().warning("could not create the run-summary artifact", exc_info=True)
 
 
-def resolve_config(config: TunegateConfig, profile: str | None, overrides: list[str] | None) -> TunegateConfig:
+def resolve_config(
+    config: TunegateConfig, profile: str | None, overrides: list[str] | tuple[str, ...] | None
+) -> TunegateConfig:
     """The config a run uses: the profile file (+ overrides) when one is named, else the form."""
-    return load_profile(profile, overrides or []) if profile else config
+    return load_profile(profile, list(overrides or [])) if profile else config
 
 
 def _teardown_on_cancel(flow, flow_run_obj, state) -> None:
@@ -324,15 +326,16 @@ def _teardown_on_cancel(flow, flow_run_obj, state) -> None:
 @flow(name="tunegate", on_cancellation=[_teardown_on_cancel], on_crashed=[_teardown_on_cancel])
 def tunegate(
     config: TunegateConfig = TunegateConfig(),  # noqa: B008 - the UI form starts from the documented defaults
-    profile: str | None = None,
-    overrides: list[str] | None = None,
+    profile: str = "",
+    overrides: tuple[str, ...] = (),
 ) -> RunSummary | State:
     """Fine-tune a chat model, check its metrics, ask for approval, deploy it next to the live one, test it, and
     tear down what the run does not keep.
 
     Args:
         config: The run's settings, section by section (used when no profile is named).
-        profile: Run with a profile file of the repository instead of the settings above, e.g. deployments/local.yaml.
+        profile: Run with a profile file of the repository instead of the settings above, e.g. deployments/local.yaml;
+            empty: the settings above.
         overrides: Changes to that profile, one per line as section.key=value, e.g. data.percent=5.
     """
     config = resolve_config(config, profile, overrides)

@@ -107,12 +107,14 @@ class FinetuneSettings(_Section):
     lr_scheduler_type: (
         Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"] | None
     ) = Field(None, description=_tuned("cosine", "How the learning rate changes over training."))
-    apply_lora: bool | None = Field(None, description=_tuned("on", "Train small LoRA adapters instead of all weights."))
+    apply_lora: bool | None = Field(
+        None, description=_tuned("true", "Train small LoRA adapters instead of all weights.")
+    )
     lora_r: int | None = Field(None, ge=1, description=_tuned("8", "LoRA rank."))
     lora_alpha: int | None = Field(None, ge=1, description=_tuned("128", "LoRA scaling."))
     lora_dropout: float | None = Field(None, ge=0, lt=1, description=_tuned("0", "LoRA dropout."))
     apply_deepspeed: bool | None = Field(
-        None, description=_tuned("on", "Azure ML: spread training state over GPUs with DeepSpeed.")
+        None, description=_tuned("true", "Azure ML: spread training state over GPUs with DeepSpeed.")
     )
     deepspeed_stage: Literal["2", "3"] | None = Field(None, description=_tuned("2", "DeepSpeed ZeRO stage."))
     max_seq_length: int | None = Field(

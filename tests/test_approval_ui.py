@@ -117,16 +117,20 @@ def test_the_custom_run_form_speaks_to_users(prefect_server, browser):
     with temporary_settings({PREFECT_API_URL: prefect_server.api_url}), ThreadPoolExecutor(1) as thread:
         # Playwright's sync API runs an event loop in this thread: Prefect's calls would turn into coroutines here
         context = contextvars.copy_context()
-        deployment_id = thread.submit(context.run, lambda: runner_deployments()[0].apply()).result()
+
+        def register() -> str:
+            return next(d for d in runner_deployments() if d.name == "retrain-on-demand").apply()
+
+        deployment_id = thread.submit(context.run, register).result()
     page = browser.new_page(viewport={"width": 1400, "height": 1800})
     page.goto(f"{prefect_server.url}/deployments/deployment/{deployment_id}/run")
-    page.wait_for_load_state("networkidle")
-    page.screenshot(path=str(OUTPUT / "custom-run-form.png"), full_page=True)
-    page.get_by_text("Workspace", exact=True).first.wait_for()
-    page.wait_for_timeout(1500)
+    page.get_by_text("Local (this machine)", exact=True).first.wait_for()
+    page.wait_for_timeout(1000)
     text = page.inner_text("body")
     for jargon in ("pydantic", "None", "<name>", "<run id>", "issue #", "flows/", "tasks/"):
         assert jargon not in text, f"the form shows {jargon!r}"
     assert "Local (this machine)" in text and "subscription" not in text.lower()  # local chosen: no Azure fields
     assert "Empty: the model's own default" in text  # fine-tune fields say what an empty field means
     page.screenshot(path=str(OUTPUT / "custom-run-form.png"), full_page=True)
+    page.get_by_text("Num Train Epochs", exact=False).first.scroll_into_view_if_needed()
+    page.screenshot(path=str(OUTPUT / "custom-run-form-finetune.png"))

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from flows.params import DEFAULT_PROFILE, ProfileError, TunegateConfig, load_profile
+from flows.params import DEFAULT_PROFILE, ProfileError, TunegateConfig, config_from_dict, load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,8 +82,32 @@ def test_unknown_profile_key_and_missing_file(tmp_path):
 
 
 def test_config_schema_renders_as_a_form():
+    import json
+
     schema = TunegateConfig.model_json_schema()
     assert {"data", "finetune", "approval", "teardown"} <= set(schema["properties"])
+    text = json.dumps(schema)
+    assert '"null"' not in text and "<" not in text  # no None toggles; no <placeholders> the UI would swallow
+    workspace = schema["properties"]["workspace"]
+    assert [option["$ref"].rsplit("/", 1)[1] for option in workspace["anyOf"]] == [
+        "LocalWorkspaceSettings",
+        "AzureWorkspaceSettings",
+    ]
+    epochs = schema["$defs"]["FinetuneSettings"]["properties"]["num_train_epochs"]
+    assert epochs["type"] == "integer" and "default" not in epochs and "else 3" in epochs["description"]
+    # an untouched form field is not sent: the model's own defaults still decide
+    assert TunegateConfig.model_validate({"finetune": {}}).finetune.num_train_epochs is None
+    assert "num_train_epochs" not in TunegateConfig().model_dump()["finetune"]
+
+
+def test_a_profile_without_workspace_kind_is_local_and_errors_name_profile_keys():
+    assert config_from_dict({"workspace": {"state_dir": "x"}}).workspace.kind == "local"
+    with pytest.raises(ProfileError, match=r"workspace\.subscription_id: Input should be a valid string"):
+        config_from_dict({"workspace": {"kind": "azure", "subscription_id": 5}})
+    with pytest.raises(ProfileError, match=r"workspace\.azure\.finetune_mode"):
+        config_from_dict({"workspace": {"kind": "azure", "azure": {"finetune_mode": "magic"}}})
+    with pytest.raises(ProfileError, match=r"workspace\.subscription_id: unknown key"):
+        config_from_dict({"workspace": {"kind": "local", "subscription_id": "s"}})
 
 
 def _leaf_defaults(model: type[BaseModel], prefix: str = "") -> dict[str, object]:

@@ -23,6 +23,9 @@ def empty_means_default(schema: dict[str, Any]) -> None:
             if len(rest) == 1:
                 del prop["anyOf"], prop["default"]
                 prop.update(rest[0])
+                if prop.get("type") == "boolean":  # a switch cannot be empty: a choice of the two values can
+                    del prop["type"]
+                    prop["enum"] = [True, False]
 
 
 def as_choice(schema: dict[str, Any]) -> None:
