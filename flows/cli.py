@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import signal
 import time
 from pathlib import Path
@@ -159,6 +160,26 @@ def run(
     raise typer.Exit(0 if summary.status == "succeeded" and summary.teardown.done else 1)
 
 
+class AboveTheBar(io.TextIOBase):
+    """A stream whose lines are printed through a live display's console, so they appear above the display.
+    (rich's own FileProxy unwraps itself when set as another console's file.)"""
+
+    def __init__(self, console, original) -> None:
+        self.console, self.original, self.pending = console, original, ""
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            self.console.print(Text.from_ansi(line), soft_wrap=True)
+        return len(text)
+
+    def isatty(self) -> bool:
+        return self.original.isatty()
+
+    def fileno(self) -> int:
+        return self.original.fileno()
+
+
 class TrainingBar:
     """One progress bar on stderr for the fine-tune job while the flow waits for it (tasks/progress listeners):
     steps done of all, the latest losses, time left. It appears at the first poll and stays, finished, after."""
@@ -182,6 +203,7 @@ class TrainingBar:
                 console=err,
             )
             self.bar.start()
+            self._route_prefect_logs_through(self.bar.console)
             self.task = self.bar.add_task("fine-tune", total=progress.total_steps, job=job.name, words="")
         losses = describe(progress.model_copy(update={"step": None, "started": None}), time.time())
         total = progress.total_steps or None
@@ -190,10 +212,27 @@ class TrainingBar:
         if progress.state.terminal:
             self.close()
 
+    def _route_prefect_logs_through(self, console) -> None:
+        """Prefect's console log lines go through the bar's console while it shows, so each is printed above the
+        bar instead of being glued to it (Prefect's handlers write to the stream they were given at start)."""
+        import logging
+
+        self.rerouted = []
+        loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+        for logger in loggers:
+            for handler in getattr(logger, "handlers", []):
+                handler_console = getattr(handler, "console", None)
+                if handler_console is not None and handler_console is not console:
+                    self.rerouted.append((handler_console, handler_console.file))
+                    handler_console.file = AboveTheBar(console, handler_console.file)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+        for handler_console, file in getattr(self, "rerouted", []):
+            handler_console.file = file
+        self.rerouted = []
 
     def __enter__(self) -> TrainingBar:
         return self
@@ -331,7 +370,7 @@ def chat(
     turns = iter(message) if message else None
     if turns is None:
         target = f"{endpoint}/{deployment}" if deployment else endpoint
-        console.print(f"chatting with {target}: {CHAT_HELP}", markup=False, style="dim")
+        console.print(f"chatting with {target}: {CHAT_HELP}", markup=False, style="dim", soft_wrap=True)
     while True:
         try:
             text = next(turns) if turns else console.input("[bold]you> [/bold]")

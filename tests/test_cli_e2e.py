@@ -17,11 +17,16 @@ from workspaces.local.workspace import LocalWorkspace
 pytestmark = pytest.mark.slow
 
 
-def tunegate(*args: str, timeout: int = 400) -> subprocess.CompletedProcess:
+def tunegate(*args: str, timeout: int = 400, stdin: str | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # ephemeral Prefect, as a newcomer
     env["PREFECT_HOME"] = os.environ.get("PREFECT_HOME_E2E", env.get("HOME", "/tmp") + "/.prefect-e2e")
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, "-m", "flows.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        input=stdin,
     )
 
 

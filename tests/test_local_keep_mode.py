@@ -79,6 +79,17 @@ def test_two_models_on_one_endpoint_promotion_without_a_gap_and_a_fair_champion_
         assert first["status"] == "succeeded", first
         assert first["endpoint"]["live"] == ["fc:1"] and first["endpoint"]["traffic"] == {"ft-fc-1": 100}
 
+        # a person chats with it: one banner line, the conversation kept across turns, every answer said
+        chat = tunegate(
+            "chat", "--endpoint", ENDPOINT, "--set", f"workspace.state_dir={tmp_path / 'state'}",
+            stdin="Name three colours.\nAnd three more?\n/reset\nWhy?\n/quit\n",
+        )  # fmt: skip
+        assert chat.returncode == 0, chat.stderr
+        lines = chat.stdout.splitlines()
+        assert lines[0].startswith(f"chatting with {ENDPOINT}") and "/help" in lines[0] and "/quit" in lines[0]
+        answers = [line.split("model> ", 1)[1] for line in lines if "model> " in line]
+        assert len(answers) == 3 and all(answer.split("(")[0].strip() for answer in answers), chat.stdout
+
         with Poller(workspace) as poller:  # a user chats with the endpoint while fd:1 replaces fc:1
             second = keep_run(tmp_path, "fd")
         assert second["status"] == "succeeded", second

@@ -150,3 +150,26 @@ def test_a_reminder_fires_before_the_end_unless_the_answer_came_first():
         pass
     assert not cancelled.wait(0.2)
     assert Reminder(wait_s=10, before_s=0, action=cancelled.set).timer is None  # 0: no reminder
+
+
+def test_the_terminal_bar_prints_log_lines_above_itself_and_gives_the_stream_back():
+    import logging
+
+    from rich.console import Console
+
+    from flows.cli import AboveTheBar, TrainingBar
+    from workspaces.base import JobProgress, JobRef, JobState
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.console = Console(file=stream)  # as Prefect's console handler carries one
+    logger = logging.getLogger("tunegate-test-bar")
+    logger.addHandler(handler)
+    try:
+        with TrainingBar() as bar:
+            bar.show(JobRef(name="j"), JobProgress(state=JobState.RUNNING, step=3, total_steps=10))
+            assert isinstance(handler.console.file, AboveTheBar)
+            bar.show(JobRef(name="j"), JobProgress(state=JobState.COMPLETED, step=10, total_steps=10))
+            assert handler.console.file is stream  # the job ended: the bar is gone, the stream given back
+    finally:
+        logger.removeHandler(handler)
