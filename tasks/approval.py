@@ -131,13 +131,27 @@ def is_approved(model: ModelVersion) -> bool:
     return model.tags.get("decision") == APPROVED
 
 
-def decision_markdown(model: ModelVersion, decision: ApprovalRecord, gate: GateResult) -> str:
+def decision_markdown(
+    model: ModelVersion, decision: ApprovalRecord, gate: GateResult, links: dict[str, str] | None = None
+) -> str:
     rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in sorted(gate.metrics.items()))
+    who = "the policy" if decision.approver.startswith("policy:") else decision.approver
+    facts = [
+        ("decision", decision.label),
+        ("by", f"{who} (approval policy {decision.policy})"),
+        ("when", decision.decided_at),
+        ("comment", (decision.comment or "-").replace("|", "\\|").replace("\n", " ")),
+        ("champion", gate.champion or "none yet"),
+    ]
+    facts += [
+        (label, f"[{url}]({url})" if url.startswith("http") else f"`{url}`") for label, url in (links or {}).items()
+    ]
+    table = "\n".join(f"| {key} | {value} |" for key, value in facts)
+    gate_words = "passed" if gate.passed else "failed"
     return (
-        f"# {decision.label.title()}: {model.name} version {model.version}\n\n"
-        f"- approver: **{decision.approver}** ({decision.policy})\n- decided at: {decision.decided_at}\n"
-        f"- comment: {decision.comment or '-'}\n- champion: {gate.champion or 'none'}\n\n"
-        f"| metric | value |\n|---|---|\n{rows}\n\n**Gate**\n\n" + "\n".join(f"- {r}" for r in gate.reasons)
+        f"# {decision.label.title()}: {model.name} version {model.version}\n\n| | |\n|---|---|\n{table}\n\n"
+        f"## Metrics\n\n| metric | value |\n|---|---:|\n{rows}\n\n## Metric gate: {gate_words}\n\n"
+        + "\n".join(f"- {r}" for r in gate.reasons)
     )
 
 
@@ -313,9 +327,13 @@ def record_decision(
 ) -> ModelVersion:
     """Tags on the model version (decision, approver, time, comment) and a markdown artifact on the run."""
     model = workspace.tag_model(model, decision_tags(decision))
+    try:
+        links = workspace.links(model=model)
+    except Exception:  # noqa: BLE001 - links are a convenience; the decision is recorded without them
+        links = {}
     create_markdown_artifact(
         key="approval-decision",
-        markdown=decision_markdown(model, decision, gate),
+        markdown=decision_markdown(model, decision, gate, links),
         description=f"{decision.label} {model.name}:{model.version}",
     )
     return model
