@@ -328,3 +328,30 @@ def test_command_job_registers_what_the_script_logged_and_refuses_an_empty_path(
     [put] = replay.requests("PUT", "/models/phi-3-ft/versions/")
     assert put["json"]["properties"]["modelUri"] == f"azureml://jobs/{job.name}/outputs/artifacts/paths/model_output"
     assert version.version == "1"
+
+
+def test_a_running_job_tells_its_status_and_latest_step_metrics_and_the_loss_per_step(workspace, replay, job_spec):
+    replay.job_status_sequence = ["Running"]
+    job = submit_or_reattach(workspace, job_spec, "key-progress-0123456789")
+    progress = workspace.job_progress(job)
+    assert progress.state is JobState.RUNNING and progress.status_text == "Running"
+    # HF Trainer's keys on the finetune step's run, wherever it sits in the run tree
+    assert (progress.train_loss, progress.eval_loss, progress.epoch) == (1.25, 1.42, 3.0)
+    history = workspace.loss_history(job)
+    assert history.train[0] == (10, 1.9) and len(history.train) == 10 and history.eval == ((50, 1.6), (100, 1.42))
+    assert history.base_eval_loss is None  # the pipeline does not evaluate the base model
+    fetched = replay.requests("GET", r"/metrics/get-history")
+    assert {call["query"]["run_id"][0] for call in fetched} == {f"{job.name}_chat_completion_finetune"}
+
+
+def test_links_go_to_studio_and_the_scoring_url_never_with_a_key(workspace, replay, job_spec):
+    job = submit_or_reattach(workspace, job_spec, "key-links-0123456789ab")
+    workspace.ensure_endpoint("chat-links")
+    version = ModelVersion(name="ft", version="3")
+    links = workspace.links(job=job, model=version, endpoint="chat-links")
+    wsid = f"/subscriptions/{SUB}/resourcegroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WS}"
+    assert links["model version in Studio"] == f"https://ml.azure.com/model/ft:3/details?wsid={wsid}"
+    assert links["endpoint in Studio"] == f"https://ml.azure.com/endpoints/realtime/chat-links/detail?wsid={wsid}"
+    assert links["job in Studio"] == job.url and links["scoring URL"] == SCORING_URI
+    assert all(ENDPOINT_KEY not in url for url in links.values())
+    assert workspace.attach_to_job(job, "loss_curve.png", b"png") is None  # documented: not on Azure

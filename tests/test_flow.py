@@ -119,7 +119,9 @@ def test_happy_path_ephemeral_deploys_smokes_and_tears_down(tmp_path, workspace,
     report = artifacts["run-summary"].data
     assert "| train_sft |" in report and "{'" not in report and FAKE_KEY not in report
     decided = artifacts["approval-decision"].data
-    assert "| decision | approved |" in decided and "| model version | `mem://models/" in decided and "{'" not in decided
+    assert (
+        "| decision | approved |" in decided and "| model version | `mem://models/" in decided and "{'" not in decided
+    )
 
 
 def flow_run_artifacts(state) -> dict:
