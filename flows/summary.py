@@ -228,8 +228,9 @@ class RunSummary(BaseModel):
         model = f"{self.model.name} version {self.model.version}" if self.model.version else "no model"
         if self.status == "succeeded":
             live = ", ".join(self.endpoint.live) or "nothing"
-            kept = "kept" if self.teardown.mode == "keep" else f"taken down afterwards ({self.teardown.mode})"
-            return f"Registered {model}; endpoint `{self.endpoint.name}` served {live} ({kept})."
+            if self.teardown.mode == "keep":
+                return f"Registered {model}; endpoint `{self.endpoint.name}` serves {live} and is kept running."
+            return f"Registered {model}; endpoint `{self.endpoint.name}` served {live}, then was taken down."
         if self.status == "waiting":
             return f"Registered {model}; waiting for a person to approve it."
         return f"Stopped: {model} did not go live."

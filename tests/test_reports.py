@@ -102,7 +102,7 @@ def test_the_run_report_uses_words_tables_and_links_not_reprs():
     assert "{'" not in text and "ok=True" not in text and "done=True" not in text
     assert "| train_sft | 1,200 |" in text and "| ft-3 | ft:3 | 100% |" in text
     assert "[http://127.0.0.1:5000/#/experiments/1/runs/x](http://127.0.0.1:5000/#/experiments/1/runs/x)" in text
-    assert "Registered ft version 3; endpoint `ep` served ft:3 (kept)." in text
+    assert "Registered ft version 3; endpoint `ep` serves ft:3 and is kept running." in text
     assert "> Hello \\| there friend" in text  # one line, the pipe escaped
     stopped = RunSummary(status="gate_failed", error="Gate failed: eval_loss 2.0 does not beat base")
     assert stopped.markdown().startswith("# tunegate run stopped: the metric gate failed")
