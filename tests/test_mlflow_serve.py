@@ -135,3 +135,31 @@ def test_the_registered_model_declares_its_signature_with_params(workspace):
         "max_new_tokens",
     }
     assert Path(workspace.root / "foundation" / FOUNDATION / "mlflow_model" / "MLmodel").read_text().count("params")
+
+
+def test_the_e2e_guides_request_shape_is_answered_as_a_list(endpoint):
+    """The E2E guide's Prompt flow tool posts a text-generation request and reads `response.json()[0]`."""
+    scoring_uri, headers = endpoint
+    guide = {
+        "input_data": ["Who founded Microsoft?"],
+        "params": {"temperature": 0.7, "max_new_tokens": 128, "do_sample": True, "return_full_text": True},
+    }
+    answered = httpx.post(scoring_uri, json=guide, headers=headers, timeout=120)
+    assert answered.status_code == 200, answered.text
+    [text] = answered.json()
+    assert text.startswith("Who founded Microsoft?\n")  # return_full_text: the prompt, then the answer
+    greedy = {"input_data": ["Name three colours.", "What is a river?"], "params": {"do_sample": False}}
+    both = httpx.post(scoring_uri, json=greedy, headers=headers, timeout=120).json()
+    alone = httpx.post(
+        scoring_uri,
+        json={**greedy, "input_data": greedy["input_data"][:1]},
+        headers=headers,
+        timeout=120,
+    ).json()
+    assert len(both) == 2 and both[0] == alone[0]
+    unknown = httpx.post(scoring_uri, json={"input_data": ["hi"], "params": {"top_k": 5}}, headers=headers, timeout=60)
+    assert unknown.status_code == 422 and "top_k" in unknown.text
+    too_long = httpx.post(
+        scoring_uri, json={"input_data": ["hi"], "params": {"max_new_tokens": 100_000}}, headers=headers, timeout=60
+    )
+    assert too_long.status_code == 422 and "max_new_tokens" in too_long.text

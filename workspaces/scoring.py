@@ -131,6 +131,42 @@ class MlflowServingBody(BaseModel):
         return ScoringParameters.model_validate(given)
 
 
+class TextParameters(BaseModel):
+    """Generation settings of a text-generation request (HF pipeline names); not given: the contract's defaults."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    do_sample: bool | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_new_tokens: int | None = None
+    return_full_text: bool = Field(False, description="Answer with the prompt followed by the generated text.")
+
+    def scoring_parameters(self) -> ScoringParameters:
+        given = self.model_dump(exclude={"return_full_text"}, exclude_none=True)
+        return ScoringParameters.model_validate(given)
+
+
+class TextScoringBody(BaseModel):
+    """The request an MLflow text-generation model deployed on Azure ML takes, as the E2E guide's Prompt flow tool
+    sends it: `{"input_data": ["text", ...], "params": {...}}`, answered `["answer", ...]` (the guide reads
+    `response.json()[0]`). Local endpoints take it too: each text is one user message."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_data: list[StrictStr] = Field(..., min_length=1)
+    params: TextParameters = Field(default_factory=TextParameters)
+
+    @property
+    def conversations(self) -> list[list[dict[str, str]]]:
+        return [[{"role": "user", "content": text}] for text in self.input_data]
+
+    def answers(self, outputs: list[str]) -> list[str]:
+        if not self.params.return_full_text:
+            return outputs
+        return [f"{text}\n{output}" for text, output in zip(self.input_data, outputs, strict=True)]
+
+
 class ScoringRequest(BaseModel):
     model_config = ConfigDict(frozen=True)
 

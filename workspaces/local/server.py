@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from workspaces.local.model import PromptTooLong
 from workspaces.local.processes import pid_alive, write_json
 from workspaces.local.settings import EndpointLimits
-from workspaces.scoring import DEPLOYMENT_HEADER, MlflowServingBody, ScoringBody
+from workspaces.scoring import DEPLOYMENT_HEADER, MlflowServingBody, ScoringBody, TextScoringBody
 
 KEY_ENV, ADMIN_ENV = "TUNEGATE_ENDPOINT_KEY", "TUNEGATE_ADMIN_TOKEN"
 
@@ -108,9 +108,14 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
     async def scored(request: Request) -> JSONResponse:
         body = await read_json_body(request, limits.max_body_bytes)
         mlflow_shape = isinstance(body, dict) and not {"inputs", "dataframe_records"}.isdisjoint(body)
+        text_shape = isinstance(body, dict) and isinstance(body.get("input_data"), list)
+        texts = None
         if mlflow_shape:  # `mlflow models serve`'s request; answered in its shape below
             served = MlflowServingBody.model_validate(body)
             given, parameters = served.conversations, served.parameters()
+        elif text_shape:  # a text-generation model's request (the E2E guide's Prompt flow tool); a list answers it
+            texts = TextScoringBody.model_validate(body)
+            given, parameters = texts.conversations, texts.params.scoring_parameters()
         else:
             scoring_input = ScoringBody.model_validate(body).input_data
             given, parameters = scoring_input.input_string, scoring_input.parameters
@@ -129,7 +134,7 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
             if not weighted:
                 raise HTTPException(status_code=404, detail="no deployment takes traffic on this endpoint")
             target = random.choices([n for n, _ in weighted], weights=[p for _, p in weighted])[0]
-        conversations = [[message.model_dump() for message in c] for c in given]
+        conversations = [[dict(message) for message in c] for c in given]
         if len(conversations) > limits.max_conversations:
             raise HTTPException(
                 status_code=422,
@@ -152,11 +157,11 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
         finally:
             watcher.cancel()
         # one conversation: the seed's {"output": text}; several: also every answer, in order, under "outputs"
-        answer: dict[str, Any] = (
-            {"output": outputs[0]} if len(outputs) == 1 else {"output": outputs[0], "outputs": outputs}
-        )
+        answer: Any = {"output": outputs[0]} if len(outputs) == 1 else {"output": outputs[0], "outputs": outputs}
         if mlflow_shape:
             answer = {"predictions": outputs}
+        elif texts is not None:
+            answer = texts.answers(outputs)
         return JSONResponse(answer, headers={DEPLOYMENT_HEADER: target})
 
     @app.post("/admin/deployments/{name}")
