@@ -187,6 +187,7 @@ class TrainingBar:
     def __init__(self) -> None:
         self.bar = None
         self.task = None
+        self.rerouted: list = []  # (a log handler's console, the stream it had) while the bar shows
 
     def show(self, job, progress) -> None:
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
@@ -217,7 +218,6 @@ class TrainingBar:
         bar instead of being glued to it (Prefect's handlers write to the stream they were given at start)."""
         import logging
 
-        self.rerouted = []
         loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
         for logger in loggers:
             for handler in getattr(logger, "handlers", []):
@@ -230,7 +230,7 @@ class TrainingBar:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
-        for handler_console, file in getattr(self, "rerouted", []):
+        for handler_console, file in self.rerouted:
             handler_console.file = file
         self.rerouted = []
 

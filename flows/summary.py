@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from tasks.approval import ApprovalRecord
 from tasks.deploy import ServingState, SmokeResult
+from tasks.markdown import inline, link, table
 from tasks.metrics import GateResult
 from tasks.sampling import SampledData
 from tasks.teardown import TeardownResult
@@ -162,9 +163,9 @@ class RunSummary(BaseModel):
         """The run-summary artifact: words and tables a person reads, links to open."""
         sections = [f"# tunegate run {OUTCOMES.get(self.status, self.status)}", self.verdict()]
         if self.error:
-            sections.append(f"**What went wrong:** {_escape(self.error)}")
+            sections.append(f"**What went wrong:** {inline(self.error)}")
         if self.links:
-            rows = "\n".join(f"| {label} | {_link(url)} |" for label, url in self.links.items())
+            rows = "\n".join(f"| {label} | {link(url)} |" for label, url in self.links.items())
             sections.append(f"## Links\n\n| page | link |\n|---|---|\n{rows}")
         split_rows = "\n".join(f"| {split} | {count:,} |" for split, count in self.data.rows.items())
         if split_rows:
@@ -178,7 +179,7 @@ class RunSummary(BaseModel):
             ("pipeline", self.job.display_name),
             ("registered as", f"{self.model.name} version {self.model.version}" if self.model.version else None),
         ]
-        sections.append(_table("## Model", [(key, value) for key, value in facts if value]))
+        sections.append(table("## Model", [(key, value) for key, value in facts if value]))
         if self.metrics:
             rows = "\n".join(f"| {key} | {value:.4f} |" for key, value in sorted(self.metrics.items()))
             sections.append(f"## Metrics\n\n| metric | value |\n|---|---:|\n{rows}")
@@ -190,11 +191,11 @@ class RunSummary(BaseModel):
                 "(shown in the **loss-curve** artifact of this run)."
             )
         gate = {True: "passed", False: "failed", None: "not reached"}[self.gate.passed]
-        reasons = "\n".join(f"- {_escape(reason)}" for reason in self.gate.reasons)
+        reasons = "\n".join(f"- {inline(reason)}" for reason in self.gate.reasons)
         sections.append(f"## Metric gate: {gate}" + (f"\n\n{reasons}" if reasons else ""))
         if self.approval.decision:
             sections.append(
-                _table(
+                table(
                     "## Approval",
                     [
                         ("decision", self.approval.decision),
@@ -208,12 +209,12 @@ class RunSummary(BaseModel):
                 f"| {name} | {self.endpoint.models.get(name, '-')} | {share}% |"
                 for name, share in self.endpoint.traffic.items()
             )
-            table = f"\n\n| deployment | model | traffic |\n|---|---|---:|\n{serving}" if serving else ""
-            sections.append(f"## Endpoint `{self.endpoint.name}`{table}\n\n{self.serving_words()}")
+            serving_table = f"\n\n| deployment | model | traffic |\n|---|---|---:|\n{serving}" if serving else ""
+            sections.append(f"## Endpoint `{self.endpoint.name}`{serving_table}\n\n{self.serving_words()}")
         if self.smoke.ok is not None:
             latency = f" in {self.smoke.latency_ms:.0f} ms" if self.smoke.latency_ms is not None else ""
-            said = f"\n\n> {_escape(self.smoke.sample_output)}" if self.smoke.sample_output else ""
-            outcome = "passed" if self.smoke.ok else f"failed: {_escape(self.smoke.error or '')}"
+            said = f"\n\n> {inline(self.smoke.sample_output)}" if self.smoke.sample_output else ""
+            outcome = "passed" if self.smoke.ok else f"failed: {inline(self.smoke.error or '')}"
             sections.append(f"## Smoke test\n\nThe endpoint answered a test prompt{latency}; {outcome}.{said}")
         if self.teardown.mode:
             deleted = ", ".join(f"`{name}`" for name in self.teardown.deleted) or "nothing"
@@ -250,17 +251,3 @@ OUTCOMES = {
     "cancelled": "cancelled",
     "running": "still running",
 }
-
-
-def _escape(text: str) -> str:
-    """One line of markdown table/paragraph text: no pipes or newlines breaking the layout."""
-    return " ".join(str(text).split()).replace("|", "\\|")
-
-
-def _link(url: str) -> str:
-    return f"[{url}]({url})" if url.startswith(("http://", "https://")) else f"`{url}`"
-
-
-def _table(title: str, rows: list[tuple[str, str]]) -> str:
-    body = "\n".join(f"| {key} | {_escape(value)} |" for key, value in rows)
-    return f"{title}\n\n| | |\n|---|---|\n{body}"

@@ -101,7 +101,7 @@ def run_stages(
 
     endpoint_name = endpoint_name_for(config, run_id)
     decision = approval_decision(config, summary, version, foundation, gate, job, endpoint_name, curve)
-    version = stages.record_decision(workspace, version, decision, gate)
+    version = stages.record_decision(workspace, version, decision, gate, summary.links)
     summary.record_decision(decision)
     if not decision.approved:
         who = "approval timed out" if decision.approver == "timeout" else f"by {decision.approver}"

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from tasks import curves, notify
 from tasks.errors import stage
+from tasks.markdown import link, table
 from tasks.metrics import EVAL_LOSS, GateResult
 from tasks.settings import ApprovalSettings
 from workspaces.base import ModelVersion, Workspace
@@ -140,16 +141,13 @@ def decision_markdown(
         ("decision", decision.label),
         ("by", f"{who} (approval policy {decision.policy})"),
         ("when", decision.decided_at),
-        ("comment", (decision.comment or "-").replace("|", "\\|").replace("\n", " ")),
+        ("comment", decision.comment or "-"),
         ("champion", gate.champion or "none yet"),
+        *((label, link(url)) for label, url in (links or {}).items()),
     ]
-    facts += [
-        (label, f"[{url}]({url})" if url.startswith("http") else f"`{url}`") for label, url in (links or {}).items()
-    ]
-    table = "\n".join(f"| {key} | {value} |" for key, value in facts)
     gate_words = "passed" if gate.passed else "failed"
     return (
-        f"# {decision.label.title()}: {model.name} version {model.version}\n\n| | |\n|---|---|\n{table}\n\n"
+        f"{table(f'# {decision.label.title()}: {model.name} version {model.version}', facts)}\n\n"
         f"## Metrics\n\n| metric | value |\n|---|---:|\n{rows}\n\n## Metric gate: {gate_words}\n\n"
         + "\n".join(f"- {r}" for r in gate.reasons)
     )
@@ -269,9 +267,9 @@ def tell_approvers(
 
 
 def duration_words(seconds: float) -> str:
-    minutes = int(seconds // 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if hours and minutes else f"{hours} h" if hours else f"{minutes} min"
+    """'3 h 12 min', '45 min'"""
+    hours, minutes = divmod(int(seconds // 60), 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
 def _wait_for_a_decision(
@@ -323,14 +321,14 @@ def _wait_for_a_decision(
 
 @stage("record decision")
 def record_decision(
-    workspace: Workspace, model: ModelVersion, decision: ApprovalRecord, gate: GateResult
+    workspace: Workspace,
+    model: ModelVersion,
+    decision: ApprovalRecord,
+    gate: GateResult,
+    links: dict[str, str] | None = None,
 ) -> ModelVersion:
     """Tags on the model version (decision, approver, time, comment) and a markdown artifact on the run."""
     model = workspace.tag_model(model, decision_tags(decision))
-    try:
-        links = workspace.links(model=model)
-    except Exception:  # noqa: BLE001 - links are a convenience; the decision is recorded without them
-        links = {}
     create_markdown_artifact(
         key="approval-decision",
         markdown=decision_markdown(model, decision, gate, links),

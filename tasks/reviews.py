@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
-from tasks.approval import Decision
+from tasks.approval import Decision, duration_words
 
 FLOW_NAME = "tunegate"
 
@@ -129,11 +129,10 @@ def describe_timeout(when: datetime | None, now: datetime | None = None) -> str:
         return "no timeout"
     now = now or datetime.now(when.tzinfo)
     local = when.astimezone()
-    minutes = int((when - now).total_seconds() // 60)
-    if minutes < 0:
+    seconds = (when - now).total_seconds()
+    if seconds < 0:
         return f"{local:%Y-%m-%d %H:%M} (passed)"
-    hours, minutes = divmod(minutes, 60)
-    left = f"in {hours} h {minutes} min" if hours else f"in {minutes} min"
+    left = f"in {duration_words(seconds)}"
     day = "%H:%M" if local.date() == (now.astimezone().date()) else "%Y-%m-%d %H:%M"
     return f"{local.strftime(day)} ({left})"
 

@@ -11,9 +11,10 @@ adapter must do.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,6 +58,7 @@ __all__ = [  # the port's errors and the scoring types are part of it: import th
     "Sku",
     "Workspace",
     "parameter_bool",
+    "per_step",
 ]
 
 
@@ -182,6 +184,13 @@ class LossHistory(_Value):
     eval: tuple[tuple[int, float], ...] = ()
     base_eval_loss: float | None = None  # the foundation model on the same test split, before training
     champion_eval_loss: float | None = None  # the live champion on the same test split, when the job evaluated it
+
+
+def per_step(metrics: Iterable[Any]) -> tuple[tuple[int, float], ...]:
+    """A metric's history (MLflow Metric entities: step, value, timestamp) as (step, value) in step order; of two
+    values logged at one step, the later one (a retried step logs again)."""
+    points = {m.step: float(m.value) for m in sorted(metrics, key=lambda m: (m.timestamp, m.step))}
+    return tuple(sorted(points.items()))
 
 
 class Endpoint(_Value):

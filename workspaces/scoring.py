@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Mapping
 from typing import Literal
 
 import httpx
@@ -61,6 +62,15 @@ class ScoringParameters(BaseModel):
                 f"must be > 0 when do_sample is true (got {value}); for greedy decoding set do_sample false"
             )
         return value
+
+
+def merged_parameters(*layers: Mapping[str, object] | None) -> ScoringParameters:
+    """Generation settings: the contract's defaults, then each layer in turn (later wins), checked as the contract
+    checks them. None means "not given" (MLflow sends the params a caller left out as None)."""
+    given: dict[str, object] = {}
+    for layer in layers:
+        given.update({key: value for key, value in (layer or {}).items() if value is not None})
+    return ScoringParameters.model_validate(given)
 
 
 class ChatMessage(BaseModel):
@@ -126,9 +136,7 @@ class MlflowServingBody(BaseModel):
     def parameters(self) -> ScoringParameters:
         """The contract's defaults, then the (first) record's `parameters`, then `params` (None: not given, as
         MLflow sends them); the model's predict merges them the same way."""
-        given = self.records[0].parameters.model_dump(exclude_unset=True)
-        given.update({key: value for key, value in self.params.items() if value is not None})
-        return ScoringParameters.model_validate(given)
+        return merged_parameters(self.records[0].parameters.model_dump(exclude_unset=True), self.params)
 
 
 class TextParameters(BaseModel):
@@ -143,8 +151,7 @@ class TextParameters(BaseModel):
     return_full_text: bool = Field(False, description="Answer with the prompt followed by the generated text.")
 
     def scoring_parameters(self) -> ScoringParameters:
-        given = self.model_dump(exclude={"return_full_text"}, exclude_none=True)
-        return ScoringParameters.model_validate(given)
+        return merged_parameters(self.model_dump(exclude={"return_full_text"}))
 
 
 class TextScoringBody(BaseModel):

@@ -123,7 +123,7 @@ def test_a_completed_job_tells_its_progress_and_loss_per_step(harness):
         harness.workspace.job_progress(JobRef(name="no-such-job-anywhere"))
 
 
-def test_links_name_pages_and_never_a_key(harness):
+def test_links_name_pages_and_an_attachment_lands_or_says_none(harness):
     job = harness.completed_job()
     links = harness.workspace.links(job=job)
     assert links and all(isinstance(url, str) and url for url in links.values())

@@ -28,6 +28,7 @@ from workspaces.base import (
     NotFoundError,
     TransientWorkspaceError,
     WorkspaceError,
+    per_step,
 )
 
 STATES = {
@@ -242,8 +243,7 @@ class AzureJobs:
 
         def history(key: str) -> tuple[tuple[int, float], ...]:
             with mlflow_translated(f"metric history of job {job.name}"):
-                points = {m.step: float(m.value) for m in sorted(store.get_metric_history(run_id, key), key=_when)}
-            return tuple(sorted(points.items()))
+                return per_step(store.get_metric_history(run_id, key))
 
         return LossHistory(train=history("loss"), eval=history("eval_loss"))
 
@@ -337,7 +337,3 @@ def mlflow_translated(what: str) -> Iterator[None]:
         code = getattr(exc, "get_http_status_code", lambda: 500)()
         error = TransientWorkspaceError if code in RETRYABLE_STATUS else WorkspaceError
         raise error(f"{what}: {exc.message}") from exc
-
-
-def _when(metric: Any) -> tuple[int, int]:
-    return (metric.timestamp, metric.step)

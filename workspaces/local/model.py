@@ -158,15 +158,13 @@ class ChatModel(mlflow.pyfunc.PythonModel):
         passes `{"inputs": {"input_string": ..., "parameters": {...}}, "params": {...}}` as a DataFrame (one row)
         plus the signature's params. Generation settings: the contract's defaults, then `parameters`, then the
         `params` a caller gave (MLflow fills the ones not given with None), checked like the endpoint checks them."""
-        from workspaces.scoring import ScoringParameters
+        from workspaces.scoring import merged_parameters
 
         payload = _plain(model_input if isinstance(model_input, dict) else dict(model_input))
         parameters = payload.get("parameters") or {}
         while isinstance(parameters, list):  # [{...}] (a column, a record) -> {...}
             parameters = parameters[0] if parameters else {}
         parameters = parameters if isinstance(parameters, dict) else {}  # a missing column reads as None or NaN
-        given = {key: value for key, value in parameters.items() if value is not None}
-        given.update({key: value for key, value in (params or {}).items() if value is not None})
         conversations = _plain(payload["input_string"])
         if (
             conversations
@@ -175,7 +173,7 @@ class ChatModel(mlflow.pyfunc.PythonModel):
             and isinstance(conversations[0][0], list)
         ):  # a DataFrame row of conversations: [[conversation, ...]] -> [conversation, ...]
             conversations = [conversation for row in conversations for conversation in row]
-        return self.chat(conversations, ScoringParameters.model_validate(given).model_dump())
+        return self.chat(conversations, merged_parameters(parameters, params).model_dump())
 
 
 def _plain(value: Any) -> Any:

@@ -23,6 +23,7 @@ from workspaces.base import (
     NotFoundError,
     TransientWorkspaceError,
     WorkspaceError,
+    per_step,
 )
 
 LOCAL_FOUNDATION = "tiny-phi3-chat"
@@ -177,9 +178,7 @@ class MlflowRegistry:
         return {key: float(value) for key, value in self.client.get_run(run_id).data.metrics.items()}
 
     def metric_history(self, run_id: str, key: str) -> tuple[tuple[int, float], ...]:
-        """(step, value) in step order; of two values at one step the later one."""
-        points = {m.step: float(m.value) for m in sorted(self.client.get_metric_history(run_id, key), key=_when)}
-        return tuple(sorted(points.items()))
+        return per_step(self.client.get_metric_history(run_id, key))
 
     def log_artifact(self, run_id: str, path: Path) -> str:
         self.client.log_artifact(run_id, str(path))
@@ -254,7 +253,3 @@ class MlflowRegistry:
             self.client.delete_registered_model_alias(name, CHAMPION)
         except MlflowException:
             pass
-
-
-def _when(metric: Any) -> tuple[int, int]:
-    return (metric.timestamp, metric.step)
