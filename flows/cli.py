@@ -334,6 +334,18 @@ def _workspace(profile: Path | None, sets: list[str] | None):
     return open_workspace(_config(profile, sets).workspace)
 
 
+def _require_live(workspace, endpoint: str) -> None:
+    """Exit with what to do unless the endpoint exists and answers."""
+    try:
+        found = workspace.get_endpoint(endpoint)
+    except WorkspaceError as exc:
+        _fail(exc, 2 if isinstance(exc, InvalidNameError) else 1)
+    if found is None:
+        _fail(f"no endpoint {endpoint!r} in this workspace; `tunegate inventory` lists them", 2)
+    if not found.running:
+        _fail(f"endpoint {endpoint} is down (its server is not running): `tunegate endpoint start {endpoint}`", 1)
+
+
 CHAT_HELP = "/help this help, /reset start a new conversation, /quit leave (or Ctrl-D)"
 
 
@@ -356,14 +368,7 @@ def chat(
     from workspaces.scoring import ScoringParameters
 
     workspace = _workspace(profile, set_)
-    try:
-        found = workspace.get_endpoint(endpoint)
-    except WorkspaceError as exc:
-        _fail(exc, 2 if isinstance(exc, InvalidNameError) else 1)
-    if found is None:
-        _fail(f"no endpoint {endpoint!r} in this workspace; `tunegate inventory` lists them", 2)
-    if not found.running:
-        _fail(f"endpoint {endpoint} is down (its server is not running): `tunegate endpoint start {endpoint}`", 1)
+    _require_live(workspace, endpoint)
     failed = False
     parameters = ScoringParameters(max_new_tokens=max_new_tokens, temperature=temperature)
     history: list[dict[str, str]] = []
@@ -406,6 +411,75 @@ def chat(
         )
     if failed:  # a failed answer makes a failed command, scripted or not
         raise typer.Exit(1)
+
+
+@app.command()
+def promptflow(
+    endpoint: Annotated[str, typer.Option("--endpoint", "-e", help="Endpoint name in the profile's workspace.")],
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Serve the chat flow with its chat page (pf flow serve) until Ctrl-C.")
+    ] = False,
+    interactive: Annotated[
+        bool, typer.Option("--interactive", help="Chat in this terminal (pf flow test --interactive).")
+    ] = False,
+    port: Annotated[int, typer.Option(help="Port of --serve.")] = 8080,
+    host: Annotated[str, typer.Option(help="Address --serve listens on.")] = "localhost",
+    open_browser: Annotated[bool, typer.Option("--open-browser", help="Open the chat page (--serve).")] = False,
+    question: Annotated[
+        str, typer.Option("--question", "-q", help="What to ask when neither --serve nor --interactive is given.")
+    ] = "What can you help me with?",
+    deployment: Annotated[
+        str | None, typer.Option(help="Target one deployment with --question (header azureml-model-deployment).")
+    ] = None,
+    max_new_tokens: int = 200,
+    temperature: float = 0.6,
+    profile: ProfileOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Chat with a live endpoint through Prompt flow (the flow in promptflows/chat, as the E2E guide's Scenario 3).
+
+    Points the Prompt flow connection `tunegate_endpoint` at the endpoint (its key kept as a secret of the
+    connection, in Prompt flow's own encrypted store), then asks one question (pf flow test), chats in the terminal
+    (--interactive) or serves the flow with its chat page (--serve)."""
+    import os
+
+    from workspaces import promptflow as pf
+    from workspaces.scoring import ScoringParameters
+
+    if serve and interactive:
+        _fail("choose one of --serve and --interactive", 2)
+    try:
+        parameters = ScoringParameters(max_new_tokens=max_new_tokens, temperature=temperature)
+    except ValueError as exc:
+        _fail(str(exc).replace("\n", " "), 2)
+    try:
+        pf.require_promptflow()
+    except WorkspaceError as exc:
+        _fail(exc, 2)
+    workspace = _workspace(profile, set_)
+    _require_live(workspace, endpoint)
+    try:
+        credentials = workspace.endpoint_credentials(endpoint)
+        pf.save_connection(pf.CONNECTION, endpoint, credentials, workspace.kind)
+    except WorkspaceError as exc:
+        _fail(exc, 1)
+    console.print(
+        f"Prompt flow connection {pf.CONNECTION} -> endpoint {endpoint} ({credentials.scoring_uri})",
+        markup=False,
+        soft_wrap=True,
+    )
+    if serve or interactive:
+        command = pf.serve_command(port, host, open_browser) if serve else pf.interactive_command()
+        if serve:
+            console.print(f"chat page: http://{host}:{port}/  (Ctrl-C stops it)", markup=False, soft_wrap=True)
+        console.print("+ " + " ".join(command), markup=False, style="dim", soft_wrap=True)
+        os.execv(command[0], command)  # pf takes over the terminal and Ctrl-C
+    try:
+        answer = pf.ask(question, deployment, parameters)
+    except WorkspaceError as exc:
+        _fail(exc, 1)
+    console.print(Text.assemble(("you> ", "bold"), question), soft_wrap=True)
+    console.print(Text.assemble(("model> ", "bold cyan"), answer), soft_wrap=True)
 
 
 @app.command()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from tasks import approval, compute, data, deploy, finetune, metrics, model, register, teardown
+from tasks import approval, chatflow, compute, data, deploy, finetune, metrics, model, register, teardown
 from tasks.settings import RetrySettings
 
 
@@ -24,6 +24,7 @@ class Stages:
     record_decision: Any = approval.record_decision
     deploy_candidate: Any = deploy.deploy_candidate
     smoke_invoke: Any = deploy.smoke_invoke
+    smoke_promptflow: Any = chatflow.smoke_promptflow
     roll_back: Any = deploy.roll_back
     promote: Any = deploy.promote
     read_endpoint: Any = deploy.read_endpoint

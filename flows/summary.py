@@ -7,6 +7,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from tasks.approval import ApprovalRecord
+from tasks.chatflow import ChatFlowSmoke
 from tasks.deploy import ServingState, SmokeResult
 from tasks.markdown import inline, link, table
 from tasks.metrics import GateResult
@@ -51,6 +52,7 @@ class SmokeSummary(BaseModel):
     latency_ms: float | None = None
     error: str | None = None
     sample_output: str | None = None
+    promptflow: ChatFlowSmoke | None = None  # smoke.promptflow: the batch run's prompts and answers
 
 
 class TeardownSummary(BaseModel):
@@ -126,8 +128,15 @@ class RunSummary(BaseModel):
 
     def record_smoke(self, smoke: SmokeResult) -> None:
         self.smoke = SmokeSummary(
-            ok=smoke.ok, latency_ms=smoke.latency_ms, error=smoke.error, sample_output=smoke.sample_output
+            ok=smoke.ok,
+            latency_ms=smoke.latency_ms,
+            error=smoke.error,
+            sample_output=smoke.sample_output,
+            promptflow=self.smoke.promptflow,
         )
+
+    def record_promptflow(self, batch: ChatFlowSmoke) -> None:
+        self.smoke.promptflow = batch
 
     def record_rollback(self) -> None:
         self.endpoint.deployment = None
@@ -216,6 +225,8 @@ class RunSummary(BaseModel):
             said = f"\n\n> {inline(self.smoke.sample_output)}" if self.smoke.sample_output else ""
             outcome = "passed" if self.smoke.ok else f"failed: {inline(self.smoke.error or '')}"
             sections.append(f"## Smoke test\n\nThe endpoint answered a test prompt{latency}; {outcome}.{said}")
+        if self.smoke.promptflow is not None:
+            sections.append(self.promptflow_markdown(self.smoke.promptflow))
         if self.teardown.mode:
             deleted = ", ".join(f"`{name}`" for name in self.teardown.deleted) or "nothing"
             state = "done" if self.teardown.done else "**not done**: see the error and `tunegate inventory`"
@@ -223,6 +234,21 @@ class RunSummary(BaseModel):
         if self.seconds is not None:
             sections.append(f"Took {self.seconds:.0f} s.")
         return "\n\n".join(sections) + "\n"
+
+    @staticmethod
+    def promptflow_markdown(batch: ChatFlowSmoke) -> str:
+        if batch.run is None:
+            return f"## Through Prompt flow\n\nNo batch run: {inline(batch.error or '')}"
+        rows = "\n".join(
+            f"| {inline(row.question)} | {inline(row.answer) if row.answer is not None else '-'} | "
+            f"{inline(row.error or '') if row.answer is None else ''} |"
+            for row in batch.rows
+        )
+        where = f" Inputs, outputs and logs: `{batch.outputs_at}`." if batch.outputs_at else ""
+        return (
+            f"## Through Prompt flow\n\nBatch run `{batch.run}` (`pf run show-details --name {batch.run}`).{where}"
+            f"\n\n| prompt | answer | error |\n|---|---|---|\n{rows}"
+        )
 
     def verdict(self) -> str:
         """One sentence: what this run leaves behind."""

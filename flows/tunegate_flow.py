@@ -31,7 +31,7 @@ from tasks.metrics import GateResult, model_id
 from tasks.sampling import SampledData
 from tasks.teardown import TeardownResult, take_down
 from workspaces.base import FoundationModel, JobRef, ModelVersion, Workspace, WorkspaceError
-from workspaces.factory import open_workspace
+from workspaces.factory import open_chat_flows, open_workspace
 
 
 class RunStopped(Exception):
@@ -66,6 +66,8 @@ def run_stages(
     config: TunegateConfig, stages: Stages, workspace: Workspace, run_id: str, summary: RunSummary, state: RunState
 ) -> None:
     store = RunStore(config.workspace.state_dir)
+    if config.smoke.promptflow:  # before hours of training, not after
+        open_chat_flows().check()
 
     sampled = stages.sample_data(config.data, str(store.data_dir(run_id)), str(store.datasets_dir))
     summary.record_data(sampled)
@@ -187,6 +189,11 @@ def deploy_smoke_promote(
     summary.record_deployment(endpoint_name, deployed.deployment)
 
     smoke = stages.smoke_invoke(workspace, deployed, config.smoke, sampled.files["test_gen"])
+    if smoke.ok and config.smoke.promptflow:
+        batch = stages.smoke_promptflow(open_chat_flows(), workspace, deployed, config.smoke, sampled.files["test_gen"])
+        summary.record_promptflow(batch)
+        if not batch.ok:
+            smoke = smoke.model_copy(update={"ok": False, "error": f"through Prompt flow: {batch.error}"})
     summary.record_smoke(smoke)
     if not smoke.ok:
         stages.roll_back(workspace, deployed)

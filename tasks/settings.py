@@ -208,6 +208,12 @@ class SmokeSettings(_Section, ScoringParameters):
     samples: int = Field(2, ge=1, le=20, description="test_gen rows sent through the new deployment.")
     max_latency_ms: float = Field(30000, gt=0, description="A slower answer fails the smoke test.")
     timeout_s: float = Field(120, gt=0, description="Seconds to wait for one answer.")
+    promptflow: bool = Field(
+        False,
+        description="Also send the same prompts through the Prompt flow chat flow (promptflows/chat) as one batch run "
+        "and attach its table of prompts and answers to the run; any unanswered prompt fails the smoke test. Needs "
+        'the promptflow extra (pip install -e ".[promptflow]").',
+    )
 
     def scoring_parameters(self) -> ScoringParameters:
         return ScoringParameters.model_validate(self.model_dump(include=set(ScoringParameters.model_fields)))

@@ -17,6 +17,8 @@ from pydantic import SecretStr
 
 from workspaces import scoring
 from workspaces.base import (
+    ChatBatch,
+    ChatBatchRow,
     Compute,
     ComputeSpec,
     ConflictError,
@@ -389,3 +391,32 @@ class FakeWorkspace:
         return Inventory(
             endpoints={name: tuple(rec["deployments"]) for name, rec in self.endpoints.items()}, running_jobs=running
         )
+
+
+class FakeChatFlows:
+    """The chat flow's runner without Prompt flow: each prompt goes through the scoring client to the deployment, as
+    the flow's tool sends it. `mode`: ok | unanswered (every prompt fails) | broken (the batch run cannot start)."""
+
+    def __init__(self, installed: bool = True) -> None:
+        self.installed = installed
+        self.mode = "ok"
+        self.batches: list[dict] = []
+
+    def check(self) -> None:
+        if not self.installed:
+            raise WorkspaceError('Prompt flow is not installed: pip install -e ".[promptflow]"')
+
+    def batch(self, endpoint, credentials, deployment, questions, parameters, workspace_kind) -> ChatBatch:
+        self.check()
+        self.batches.append({"endpoint": endpoint, "deployment": deployment, "questions": list(questions)})
+        if self.mode == "broken":
+            raise WorkspaceError("could not save Prompt flow connection: no keyring")
+        rows = []
+        for question in questions:
+            if self.mode == "unanswered":
+                rows.append(ChatBatchRow(question=question, error="the endpoint answered HTTP 500: model crashed"))
+                continue
+            request = ScoringRequest(messages=[{"role": "user", "content": question}], parameters=parameters)
+            result = scoring.score(credentials, request, deployment=deployment)
+            rows.append(ChatBatchRow(question=question, answer=result.output, error=result.error))
+        return ChatBatch(run=f"fake_batch_{len(self.batches)}", status="Completed", rows=tuple(rows))

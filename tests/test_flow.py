@@ -10,9 +10,9 @@ import pytest
 from flows.params import config_from_dict
 from flows.tunegate_flow import tunegate
 from tasks.deploy import deployment_name
-from tests.fakes import FAKE_KEY, FakeWorkspace, ScoringServer
+from tests.fakes import FAKE_KEY, FakeChatFlows, FakeWorkspace, ScoringServer
 from workspaces.base import JobState, ModelVersion, TransientWorkspaceError, WorkspaceError
-from workspaces.factory import use_workspace
+from workspaces.factory import use_chat_flows, use_workspace
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -55,8 +55,8 @@ def make_config(tmp_path, **sections):
     return config_from_dict(document)
 
 
-def run(workspace, config):
-    with use_workspace(workspace):
+def run(workspace, config, chat_flows=None):
+    with use_workspace(workspace), use_chat_flows(chat_flows or FakeChatFlows()):
         return tunegate(config=config, return_state=True)
 
 
@@ -193,6 +193,55 @@ def test_bad_response_shape_fails_smoke(tmp_path, workspace, scoring):
     summary = read_summary(make_config(tmp_path), state)
     assert summary["status"] == "smoke_failed" and "output" in summary["smoke"]["error"]
     assert workspace.inventory().empty
+
+
+def test_smoke_through_prompt_flow_answers_every_prompt_and_shows_the_table(tmp_path, workspace, scoring):
+    config = make_config(tmp_path, smoke={"promptflow": True, "samples": 3})
+    chat_flows = FakeChatFlows()
+    state = run(workspace, config, chat_flows)
+    summary = state.result()
+    assert summary.status == "succeeded", summary.error
+    [batch] = chat_flows.batches  # the new deployment, by name, before it took traffic; the smoke's own prompts
+    assert batch["deployment"] == summary.endpoint.deployment and batch["endpoint"] == summary.endpoint.name
+    smoke_prompts = [r["body"]["input_data"]["input_string"][0][0]["content"] for r in scoring.requests[:3]]
+    assert batch["questions"] == smoke_prompts and len(set(smoke_prompts)) == 3
+    through = summary.smoke.promptflow
+    assert through.ok and [row.question for row in through.rows] == smoke_prompts
+    assert all(row.answer == "Paris is the capital of France." for row in through.rows)
+    artifacts = flow_run_artifacts(state)
+    table = json.loads(artifacts["promptflow-batch"].data)
+    assert [row["prompt"] for row in table] == smoke_prompts and table[0]["answer"].startswith("Paris")
+    assert "## Through Prompt flow" in artifacts["run-summary"].data and FAKE_KEY not in str(summary.model_dump())
+
+
+def test_unanswered_prompts_through_prompt_flow_fail_the_smoke_and_roll_back(tmp_path, workspace):
+    config = make_config(tmp_path, smoke={"promptflow": True}, teardown={"mode": "keep"})
+    run(workspace, config).result()  # version 1 live
+    workspace.metrics = {"train_loss": 1.0, "eval_loss": 1.2, "base_eval_loss": 2.5}
+    chat_flows = FakeChatFlows()
+    chat_flows.mode = "unanswered"
+    state = run(workspace, config, chat_flows)
+    summary = read_summary(config, state)
+    assert summary["status"] == "smoke_failed" and "through Prompt flow" in summary["smoke"]["error"]
+    assert "HTTP 500" in summary["smoke"]["promptflow"]["rows"][0]["error"]
+    assert workspace.get_endpoint("chat").traffic == {dep("1"): 100}  # the candidate never took traffic
+
+
+def test_a_batch_run_that_cannot_start_fails_the_smoke_with_its_reason(tmp_path, workspace):
+    chat_flows = FakeChatFlows()
+    chat_flows.mode = "broken"
+    state = run(workspace, make_config(tmp_path, smoke={"promptflow": True}), chat_flows)
+    summary = read_summary(make_config(tmp_path), state)
+    assert summary["status"] == "smoke_failed" and "no keyring" in summary["smoke"]["error"]
+    assert workspace.inventory().empty
+
+
+def test_smoke_through_prompt_flow_without_prompt_flow_fails_before_training(tmp_path, workspace):
+    state = run(workspace, make_config(tmp_path, smoke={"promptflow": True}), FakeChatFlows(installed=False))
+    assert state.is_failed()
+    summary = read_summary(make_config(tmp_path), state)
+    assert 'pip install -e ".[promptflow]"' in summary["error"]
+    assert "submit_finetune" not in workspace.calls
 
 
 # every port method x transient/permanent fault: tests/test_fault_matrix.py

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from workspaces.azure.settings import AzureSettings
-from workspaces.base import Workspace
+from workspaces.base import ChatFlows, Workspace
 from workspaces.forms import FormModel, as_choice
 from workspaces.local.settings import LocalSettings
 
@@ -93,3 +93,27 @@ def open_workspace(settings: LocalWorkspaceSettings | AzureWorkspaceSettings) ->
     from workspaces.azure.workspace import AzureWorkspace
 
     return AzureWorkspace.from_settings(settings)
+
+
+_chat_flows_override: contextvars.ContextVar[ChatFlows | None] = contextvars.ContextVar(
+    "tunegate_chat_flows", default=None
+)
+
+
+@contextlib.contextmanager
+def use_chat_flows(chat_flows: ChatFlows) -> Iterator[ChatFlows]:
+    token = _chat_flows_override.set(chat_flows)
+    try:
+        yield chat_flows
+    finally:
+        _chat_flows_override.reset(token)
+
+
+def open_chat_flows() -> ChatFlows:
+    """The runner of the chat flow (smoke.promptflow): Prompt flow, whatever the workspace."""
+    override = _chat_flows_override.get()
+    if override is not None:
+        return override
+    from workspaces.promptflow import PromptflowChat
+
+    return PromptflowChat()
