@@ -429,7 +429,7 @@ def promptflow(
         str, typer.Option("--question", "-q", help="What to ask when neither --serve nor --interactive is given.")
     ] = "What can you help me with?",
     deployment: Annotated[
-        str | None, typer.Option(help="Target one deployment with --question (header azureml-model-deployment).")
+        str | None, typer.Option(help="Target one deployment (header azureml-model-deployment), also at 0% traffic.")
     ] = None,
     max_new_tokens: int = 200,
     temperature: float = 0.6,
@@ -460,11 +460,12 @@ def promptflow(
     _require_live(workspace, endpoint)
     try:
         credentials = workspace.endpoint_credentials(endpoint)
-        pf.save_connection(pf.CONNECTION, endpoint, credentials, workspace.kind)
+        pf.save_connection(pf.CONNECTION, endpoint, credentials, workspace.kind, deployment, parameters)
     except WorkspaceError as exc:
         _fail(exc, 1)
+    target = f"{endpoint}/{deployment}" if deployment else endpoint
     console.print(
-        f"Prompt flow connection {pf.CONNECTION} -> endpoint {endpoint} ({credentials.scoring_uri})",
+        f"Prompt flow connection {pf.CONNECTION} -> {target} ({credentials.scoring_uri})",
         markup=False,
         soft_wrap=True,
     )
@@ -475,7 +476,7 @@ def promptflow(
         console.print("+ " + " ".join(command), markup=False, style="dim", soft_wrap=True)
         os.execv(command[0], command)  # pf takes over the terminal and Ctrl-C
     try:
-        answer = pf.ask(question, deployment, parameters)
+        answer = pf.ask(question)
     except WorkspaceError as exc:
         _fail(exc, 1)
     console.print(Text.assemble(("you> ", "bold"), question), soft_wrap=True)

@@ -56,15 +56,24 @@ def _client():
     return PFClient()
 
 
-def save_connection(name: str, endpoint: str, credentials: Credentials, workspace_kind: str) -> None:
-    """Create or update the connection `name` for `endpoint`: its URL as a config, its key as a secret."""
+def save_connection(
+    name: str,
+    endpoint: str,
+    credentials: Credentials,
+    workspace_kind: str,
+    deployment: str | None = None,
+    parameters: ScoringParameters | None = None,
+) -> None:
+    """Create or update the connection `name` for `endpoint`: its URL (and a deployment and generation settings, when
+    given) as configs, its key as a secret."""
     from promptflow.entities import CustomConnection
 
-    connection = CustomConnection(
-        name=name,
-        configs={"endpoint": credentials.scoring_uri, "endpoint_name": endpoint, "workspace": workspace_kind},
-        secrets={"api_key": credentials.key.get_secret_value()},
-    )
+    configs = {"endpoint": credentials.scoring_uri, "endpoint_name": endpoint, "workspace": workspace_kind}
+    if deployment:
+        configs["deployment"] = deployment
+    if parameters is not None:
+        configs |= {name: json.dumps(value) for name, value in parameters.model_dump().items()}  # configs are strings
+    connection = CustomConnection(name=name, configs=configs, secrets={"api_key": credentials.key.get_secret_value()})
     client = _client()
     try:
         client.connections.create_or_update(connection)
@@ -88,16 +97,10 @@ def connection_endpoint(name: str = CONNECTION) -> str | None:
     return connection.configs.get("endpoint_name")
 
 
-def ask(question: str, deployment: str | None = None, parameters: ScoringParameters | None = None) -> str:
-    """One turn through the chat flow, as `pf flow test --flow promptflows/chat --inputs question=...` runs it."""
-    parameters = parameters or ScoringParameters()
-    inputs = {
-        "question": question,
-        "chat_history": [],
-        "deployment": deployment or "",
-        "max_new_tokens": parameters.max_new_tokens,
-        "temperature": parameters.temperature,
-    }
+def ask(question: str) -> str:
+    """One turn through the chat flow, as `pf flow test --flow promptflows/chat --inputs question=...` runs it, with
+    whatever the connection `tunegate_endpoint` says (endpoint, deployment, generation settings)."""
+    inputs = {"question": question, "chat_history": []}
     client = _client()
     try:
         outputs = client.test(flow=chat_flow_dir(), inputs=inputs)
@@ -153,30 +156,23 @@ class PromptflowChat:
     ) -> ChatBatch:
         name = _run_name(endpoint, deployment)
         connection = f"tunegate_smoke_{re.sub(r'[^A-Za-z0-9_]', '_', endpoint)}_{os.getpid()}"
-        save_connection(connection, endpoint, credentials, workspace_kind)
+        save_connection(connection, endpoint, credentials, workspace_kind, deployment, parameters)
         try:
             with tempfile.TemporaryDirectory(prefix="tunegate-pf-") as tmp:
                 data = Path(tmp) / "questions.jsonl"  # the prompts only: no URL, no key
                 data.write_text("".join(json.dumps({"question": q}) + "\n" for q in questions), encoding="utf-8")
-                return self._run(name, connection, data, deployment, parameters)
+                return self._run(name, connection, data)
         finally:
             delete_connection(connection)
 
-    def _run(
-        self, name: str, connection: str, data: Path, deployment: str | None, parameters: ScoringParameters
-    ) -> ChatBatch:
+    def _run(self, name: str, connection: str, data: Path) -> ChatBatch:
         client = _client()
         try:
             run = client.run(
                 flow=chat_flow_dir(),
                 data=str(data),
                 name=name,
-                column_mapping={
-                    "question": "${data.question}",
-                    "deployment": deployment or "",
-                    "max_new_tokens": parameters.max_new_tokens,
-                    "temperature": parameters.temperature,
-                },
+                column_mapping={"question": "${data.question}"},
                 connections={"chat": {"connection": connection}},
                 stream=False,
             )

@@ -27,24 +27,29 @@ def conversation(question: str, chat_history: list[dict]) -> list[dict[str, str]
     return messages
 
 
+def settings(configs: dict, max_new_tokens: int, temperature: float) -> ScoringParameters:
+    """The node's generation settings, overridden by the connection's (configs are strings) where it has them."""
+    given = {name: configs[name] for name in ScoringParameters.model_fields if configs.get(name)}
+    return ScoringParameters.model_validate({"max_new_tokens": max_new_tokens, "temperature": temperature, **given})
+
+
 @tool
 def chat(
     connection: CustomConnection,
     question: str,
     chat_history: list,
-    deployment: str = "",
     max_new_tokens: int = 200,
     temperature: float = 0.6,
 ) -> str:
     if not question or not question.strip():
         raise ValueError("question is empty: type something to ask the model")
-    credentials = Credentials(scoring_uri=connection.configs["endpoint"], key=connection.secrets["api_key"])
+    configs = dict(connection.configs)
+    credentials = Credentials(scoring_uri=configs["endpoint"], key=connection.secrets["api_key"])
     request = ScoringRequest(
-        messages=conversation(question, chat_history),
-        parameters=ScoringParameters(max_new_tokens=max_new_tokens, temperature=temperature),
+        messages=conversation(question, chat_history), parameters=settings(configs, max_new_tokens, temperature)
     )
     try:
-        result = score(credentials, request, deployment=deployment or None)
+        result = score(credentials, request, deployment=configs.get("deployment") or None)
     except TransientWorkspaceError as exc:
         raise RuntimeError(f"{exc}; is the endpoint running? `tunegate endpoint start <name>`") from None
     if result.error:
