@@ -13,12 +13,12 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import json
-import os
 import re
 import shutil
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from workspaces.base import ChatBatch, ChatBatchRow
@@ -136,7 +136,7 @@ def _first_line(exc: BaseException) -> str:
 def _run_name(endpoint: str, deployment: str | None) -> str:
     # Prompt flow's run names: letters, digits, '_' and '-'; unique per call
     stem = re.sub(r"[^A-Za-z0-9_-]", "_", f"tunegate_{endpoint}_{deployment or 'live'}")
-    return f"{stem}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}"
+    return f"{stem}_{time.strftime('%Y%m%d_%H%M%S')}_{uuid.uuid4().hex[:8]}"
 
 
 class PromptflowChat:
@@ -155,7 +155,8 @@ class PromptflowChat:
         workspace_kind: str,
     ) -> ChatBatch:
         name = _run_name(endpoint, deployment)
-        connection = f"tunegate_smoke_{re.sub(r'[^A-Za-z0-9_]', '_', endpoint)}_{os.getpid()}"
+        # a connection of its own: two runs at once never point each other's batch elsewhere
+        connection = f"tunegate_smoke_{re.sub(r'[^A-Za-z0-9_]', '_', endpoint)}_{uuid.uuid4().hex[:8]}"
         save_connection(connection, endpoint, credentials, workspace_kind, deployment, parameters)
         try:
             with tempfile.TemporaryDirectory(prefix="tunegate-pf-") as tmp:
