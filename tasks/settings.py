@@ -210,9 +210,9 @@ class SmokeSettings(_Section, ScoringParameters):
     timeout_s: float = Field(120, gt=0, description="Seconds to wait for one answer.")
     promptflow: bool = Field(
         False,
-        description="Also send the same prompts through the Prompt flow chat flow (promptflows/chat) as one batch run "
-        "and attach its table of prompts and answers to the run; any unanswered prompt fails the smoke test. Needs "
-        'the promptflow extra (pip install -e ".[promptflow]").',
+        description="Also send the same prompts through tunegate's Prompt flow chat flow as one batch run and attach "
+        "its table of prompts and answers to the run; any unanswered prompt fails the smoke test. Needs Prompt flow "
+        'installed with tunegate (pip install -e ".[promptflow]").',
     )
 
     def scoring_parameters(self) -> ScoringParameters:
