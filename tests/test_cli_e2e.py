@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tests.hf_models import write_tiny_llama
 from workspaces.local.processes import pid_alive, tunegate_processes
 from workspaces.local.workspace import LocalWorkspace
 
@@ -31,13 +32,23 @@ def tunegate(*args: str, timeout: int = 400, stdin: str | None = None) -> subpro
 
 
 def test_full_run_end_to_end_then_nothing_left(tmp_path):
+    """On a model the user brings: a Llama-architecture chat folder with its own (ChatML) template, imported first;
+    the built-in foundation model runs in the other end-to-end tests."""
     state_dir = tmp_path / "state"
     summary_path = tmp_path / "summary.json"
-    done = tunegate("run", "--set", f"workspace.state_dir={state_dir}", "--summary-json", str(summary_path))
+    folder = write_tiny_llama(tmp_path / "my-chat-model")
+    state = f"workspace.state_dir={state_dir}"
+    imported = tunegate("model", "import", str(folder), "--name", "tiny-llama", "--set", state)
+    assert imported.returncode == 0, imported.stderr[-2000:]
+    done = tunegate(
+        "run", "--set", f"workspace.state_dir={state_dir}", "--set", "model.name=tiny-llama",
+        "--summary-json", str(summary_path),
+    )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads(summary_path.read_text())
     assert summary["status"] == "succeeded"
-    assert summary["model"]["name"] == "tiny-phi3-chat-ultrachat-200k" and summary["model"]["version"] == "1"
+    assert summary["model"]["foundation"] == "tiny-llama:1"
+    assert summary["model"]["name"] == "tiny-llama-ultrachat-200k" and summary["model"]["version"] == "1"
     assert summary["approval"]["decision"] == "approved" and summary["approval"]["approver"].startswith("policy:auto")
     assert summary["smoke"]["ok"] is True and summary["smoke"]["latency_ms"] > 0
     assert summary["teardown"] == {"mode": "ephemeral", "done": True, "deleted": [summary["endpoint"]["name"]]}

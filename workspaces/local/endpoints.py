@@ -37,6 +37,7 @@ from workspaces.base import (
     TransientWorkspaceError,
     WorkspaceError,
 )
+from workspaces.local.compute import list_sizes
 from workspaces.local.processes import (
     checked_name,
     pid_alive,
@@ -209,6 +210,11 @@ class EndpointServers:
             raise WorkspaceError(
                 f"endpoint.instance_type {instance_type!r} is not a local size; use one of {', '.join(LOCAL_SIZES)}"
             )
+        if instance_type.lower() == "local-cuda" and "local-cuda" not in {sku.name for sku in list_sizes()}:
+            raise WorkspaceError(
+                "endpoint.instance_type local-cuda needs a CUDA GPU, and torch sees none on this machine; use "
+                "endpoint.instance_type=local-cpu"
+            )
         if self.get(endpoint) is None:
             raise NotFoundError(f"endpoint {endpoint} does not exist")
         folder = self.registry.model_folder(
@@ -217,7 +223,7 @@ class EndpointServers:
         payload = {
             "model_dir": str(folder),
             "model": f"{model.name}:{model.version}",
-            "instance_type": instance_type,
+            "instance_type": instance_type.lower(),
             "instance_count": instance_count,
         }
         with self.lock(endpoint):

@@ -105,7 +105,9 @@ def generate(
         for messages in conversations
     ]
     tokenizer.padding_side = "left"  # a decoder continues from the right end of every row
-    inputs = tokenizer(prompts, return_tensors="pt", add_special_tokens=False, padding=True)
+    if tokenizer.pad_token is None:  # many chat models ship none; left padding only needs some id, masked out
+        tokenizer.pad_token = tokenizer.eos_token
+    inputs = tokenizer(prompts, return_tensors="pt", add_special_tokens=False, padding=True).to(model.device)
     longest = int(inputs["attention_mask"].sum(dim=1).max())
     context = int(getattr(model.config, "max_position_embeddings", longest) or longest)
     limit = min(max_prompt_tokens or longest, context)
@@ -115,8 +117,8 @@ def generate(
     kwargs: dict[str, Any] = {
         "max_new_tokens": int(parameters.get("max_new_tokens", 50)),
         "do_sample": do_sample,
-        "pad_token_id": tokenizer.pad_token_id,
-        "eos_token_id": [tokenizer.convert_tokens_to_ids("<|end|>"), tokenizer.eos_token_id],
+        "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        "eos_token_id": stop_token_ids(model, tokenizer),
     }
     if do_sample:
         kwargs.update(temperature=float(parameters.get("temperature", 1.0)), top_p=float(parameters.get("top_p", 1.0)))
@@ -135,6 +137,18 @@ def generate(
     return [text.strip() for text in tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)]
 
 
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Where a reply ends: the model's own end-of-turn tokens (generation_config), the tokenizer's eos, and Phi-3's
+    `<|end|>` where the vocabulary has it; an imported model without `<|end|>` must not stop on the unknown token."""
+    ids: list[int] = []
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids += configured if isinstance(configured, list) else [configured]
+    ids.append(tokenizer.eos_token_id)
+    if "<|end|>" in tokenizer.get_vocab():
+        ids.append(tokenizer.convert_tokens_to_ids("<|end|>"))
+    return list(dict.fromkeys(i for i in ids if isinstance(i, int)))
+
+
 class ChatModel(mlflow.pyfunc.PythonModel):
     """MLflow pyfunc over a HF folder: input {"input_string": [[messages]], "parameters": {...}} -> [str]."""
 
@@ -149,6 +163,15 @@ class ChatModel(mlflow.pyfunc.PythonModel):
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = AutoModelForCausalLM.from_pretrained(folder)
         self.model.eval()
+
+    def to(self, device: str) -> ChatModel:
+        """On the GPU for a local-cuda deployment, in the GPU's half precision (weights saved in fp32 by training)."""
+        if device != "cpu":
+            import torch
+
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            self.model = self.model.to(device=device, dtype=dtype)
+        return self
 
     def chat(self, conversations: list[list[dict[str, str]]], parameters: dict[str, Any], **limits: Any) -> list[str]:
         return generate(self.model, self.tokenizer, conversations, parameters, **limits)
@@ -226,5 +249,5 @@ def save_pyfunc(hf_dir: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def load_chat_model(model_dir: Path) -> ChatModel:
-    return mlflow.pyfunc.load_model(str(model_dir)).unwrap_python_model()
+def load_chat_model(model_dir: Path, device: str = "cpu") -> ChatModel:
+    return mlflow.pyfunc.load_model(str(model_dir)).unwrap_python_model().to(device)

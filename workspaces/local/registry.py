@@ -151,6 +151,44 @@ class MlflowRegistry:
             name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id, tags=FOUNDATION_TAGS
         )
 
+    def import_model(self, folder: Path, name: str, tags: dict[str, str], version: str | None = None) -> ModelVersion:
+        """Register a Hugging Face model folder (checked by imports.inspect_model_folder) as a new version of `name`,
+        wrapped as the same MLflow chat model the built-in one is, with `tags`. The weights are copied into the
+        registry's artifacts: the registered version stays whole if the folder is later moved or deleted."""
+        import mlflow
+
+        from workspaces.local.model import save_pyfunc
+
+        if name == LOCAL_FOUNDATION:
+            raise WorkspaceError(f"{LOCAL_FOUNDATION!r} is the built-in model's name; import under another name")
+        with FileLock(self.root / "import.lock", is_singleton=True, thread_local=False):
+            existing = self._versions(name)
+            following = str(max((int(mv.version) for mv in existing), default=0) + 1)
+            if version is not None and str(version) != following:
+                raise WorkspaceError(
+                    f"--version {version}: the local registry numbers versions itself and the next of {name!r} is "
+                    f"{following}; leave --version out or give {following}"
+                )
+            staging = self.root / "imports" / f"{name}-{following}"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            # the MLflow model keeps the folder as the artifact `hf_model`, as the built-in one (MLflow stores a link
+            # as a link, which its artifact store then refuses: a copy, removed once logged)
+            shutil.copytree(folder, staging / "hf_model")
+            save_pyfunc(staging / "hf_model", staging / "mlflow_model")
+            experiment = self.ensure_experiment("tunegate-imports")
+            with mlflow.start_run(experiment_id=experiment, run_name=f"import {name}") as run:
+                mlflow.log_artifacts(str(staging / "mlflow_model"), artifact_path="model")
+            shutil.rmtree(staging, ignore_errors=True)
+            if not existing:
+                self.client.create_registered_model(
+                    name, tags={"task": "chat-completion"}, description=f"imported by tunegate from {folder}"
+                )
+            created = self.client.create_model_version(
+                name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id, tags=tags
+            )
+        return self._as_version(created)
+
     def model_folder(self, model_uri: str, into: Path) -> Path:
         """Download a registered MLflow model folder (models:/name/version) to `into`, once."""
         import mlflow.artifacts

@@ -39,15 +39,20 @@ KEY_ENV, ADMIN_ENV = "TUNEGATE_ENDPOINT_KEY", "TUNEGATE_ADMIN_TOKEN"
 
 
 def create_app(endpoint_dir: Path, key: str, admin_token: str):
+    from workspaces.local.devices import device_facts, serving_device
     from workspaces.local.model import load_chat_model
+
+    def load(deployment: dict) -> Any:
+        # a local-cuda deployment's model on the GPU (refused, naming the fix, where torch sees none)
+        facts = device_facts() if deployment.get("instance_type") == "local-cuda" else None
+        device = serving_device(deployment.get("instance_type", "local-cpu"), facts) if facts else "cpu"
+        return load_chat_model(Path(deployment["model_dir"]), device)
 
     state_file = endpoint_dir / "endpoint.json"
     state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.exists() else {}
     state.setdefault("deployments", {})
     state.setdefault("traffic", {})
-    models: dict[str, Any] = {
-        name: load_chat_model(Path(dep["model_dir"])) for name, dep in state["deployments"].items()
-    }
+    models: dict[str, Any] = {name: load(deployment) for name, deployment in state["deployments"].items()}
     limits = EndpointLimits.model_validate(state.get("limits") or {})
     # requests scored at once; the others wait in line before their bodies are read: memory stays bounded
     in_flight = asyncio.Semaphore(limits.max_concurrent_requests)
@@ -167,7 +172,7 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
     @app.post("/admin/deployments/{name}")
     def add_deployment(name: str, payload: dict, authorization: str | None = Header(None)) -> dict:
         check(admin_token, authorization)
-        model = load_chat_model(Path(payload["model_dir"]))  # load before touching state: a bad model changes nothing
+        model = load(payload)  # load before touching state: a bad model changes nothing
         with lock:
             models[name] = model
             state["deployments"][name] = payload

@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from workspaces.base import parameter_bool
+from workspaces.local.devices import DeviceFacts, TrainingPlan, device_facts, training_plan
 from workspaces.local.processes import read_json, write_json
 
-LORA_TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]  # peft has no phi3 defaults
+# every linear layer but the output head (Phi-3: qkv_proj, o_proj, gate_up_proj, down_proj), whatever the
+# architecture an imported model has
+LORA_TARGETS = "all-linear"
 METRICS_FLUSH_S = 2.0
 
 
@@ -83,13 +86,19 @@ def train(job_dir: Path) -> None:
 
     spec = json.loads((job_dir / "spec.json").read_text())
     params: dict[str, Any] = spec["parameters"]
-    use_cuda = int(spec.get("gpus", 0)) > 0 and torch.cuda.is_available()
+    plan = plan_for(spec)
+    main_process = int(os.environ.get("RANK", "0")) == 0  # with data parallelism, one process reports
 
     tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
+    if tokenizer.pad_token is None:  # the collator pads; many chat models ship no pad token
+        tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(spec["model_dir"])
     threads = torch_threads()
-    if threads and not use_cuda:
+    if threads and plan.device == "cpu":
         torch.set_num_threads(threads)
+    if main_process:
+        print(f"training on {plan.describe()}", flush=True)
+        write_status(job_dir, device=plan.describe())
     max_len = int(params.get("max_seq_length", -1))
     max_len = max_len if max_len > 0 else 256
 
@@ -119,6 +128,8 @@ def train(job_dir: Path) -> None:
         def on_log(self, args, state, control, logs=None, **kwargs):
             from mlflow.entities import Metric
 
+            if not state.is_world_process_zero:
+                return
             now_ms = int(time.time() * 1000)
             for key in ("loss", "eval_loss", "learning_rate", "grad_norm"):
                 if logs and key in logs:
@@ -150,9 +161,13 @@ def train(job_dir: Path) -> None:
         """Step, epoch and the latest losses to status.json, which job_progress reads while the job runs."""
 
         def on_train_begin(self, args, state, control, **kwargs):
+            if not state.is_world_process_zero:
+                return
             write_status(job_dir, step=0, total_steps=state.max_steps, epoch=0.0, train_started=time.time())
 
         def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero:
+                return
             losses = {
                 field: float(logs[key])
                 for key, field in (("loss", "train_loss"), ("eval_loss", "eval_loss"))
@@ -175,8 +190,8 @@ def train(job_dir: Path) -> None:
         save_strategy="no",
         logging_steps=5,
         report_to="none",
-        use_cpu=not use_cuda,
         disable_tqdm=True,
+        **plan.trainer_arguments(),
         dataloader_num_workers=0,
     )
     trainer = Trainer(
@@ -188,9 +203,15 @@ def train(job_dir: Path) -> None:
         callbacks=[MlflowLoss(), eval_time, Progress()],
     )
 
+    if not main_process:  # the other data-parallel processes train and evaluate with rank 0, and report nothing
+        trainer.evaluate()
+        trainer.train()
+        trainer.evaluate()
+        return
     with mlflow.start_run(run_name=spec["display_name"], tags={"tunegate.job": spec["job_name"]}) as run:
         write_status(job_dir, state="running", mlflow_run_id=run.info.run_id)
         mlflow.log_params({key: str(value) for key, value in params.items()})
+        mlflow.log_param("device", plan.describe())
         base_eval_loss = trainer.evaluate()["eval_loss"]
         mlflow.log_metric("base_eval_loss", base_eval_loss)
         if spec.get("champion_model_dir"):
@@ -242,9 +263,32 @@ def evaluate_model(model_dir: Path, rows: list[dict], args: Any, max_len: int) -
     return float(evaluator.evaluate()["eval_loss"])
 
 
+def plan_for(spec: dict[str, Any]) -> TrainingPlan:
+    """The job's device plan: `gpus` is what the compute gives it (0 on local-cpu: torch's CUDA is not asked)."""
+    gpus = int(spec.get("gpus", 0))
+    return training_plan(device_facts() if gpus > 0 else DeviceFacts(), gpus, spec["parameters"])
+
+
 def main(argv: list[str]) -> int:
     job_dir = Path(argv[1])
-    write_status(job_dir, state="running", pid=os.getpid(), started=time.time())
+    if "LOCAL_RANK" not in os.environ:  # the launching process, not one started by torchrun
+        try:
+            plan = plan_for(json.loads((job_dir / "spec.json").read_text()))
+        except Exception as exc:  # noqa: BLE001 - no GPU for a local-cuda job: the job fails saying so
+            write_status(job_dir, state="failed", message=f"{type(exc).__name__}: {exc}"[:2000], ended=time.time())
+            return 1
+        if plan.distributed:
+            # one process per GPU (the same pid goes on as torchrun's launcher: cancel still reaches every one)
+            write_status(job_dir, state="running", pid=os.getpid(), started=time.time())
+            torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+            torchrun += [f"--nproc_per_node={plan.processes}", "-m", "workspaces.local.trainer", str(job_dir)]
+            os.execv(sys.executable, torchrun)
+    if int(os.environ.get("RANK", "0")) != 0:
+        train(job_dir)
+        return 0
+    # under torchrun the pid on record stays the launcher's, whose process group holds every worker
+    launched = {} if "LOCAL_RANK" in os.environ else {"pid": os.getpid(), "started": time.time()}
+    write_status(job_dir, state="running", **launched)
     try:
         train(job_dir)
     except Exception as exc:  # noqa: BLE001 - every failure ends up in status.json for job_status to report
