@@ -23,3 +23,17 @@ def test_bench_quick_prints_the_sampling_rows_with_their_anchors(tmp_path):
     assert table.startswith("| figure | tunegate | anchor | tunegate / anchor | notes |")
     assert "download-dataset.py" in table and "train_sft[0%:5%]" in table and "4x the rows" in table
     assert table.count("\n| ") == 3  # three rows under the header
+
+
+def test_finetune_bench_runs_both_sides_on_a_tiny_model():
+    """bench/finetune_gpu.py on the CPU at a toy size: both sides train, the report has its fields (figures are
+    measured on a GPU, never asserted)."""
+    import json
+
+    command = [sys.executable, "-m", "bench.finetune_gpu", "--size", "phi3-tiny", "--steps", "2", "--warmup", "1"]
+    command += ["--batch", "1", "--seq", "16", "--reps", "1", "--device", "cpu"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout[done.stdout.index("{\n") :])
+    assert report["tunegate_tokens_per_s"] > 0 and report["bare_tokens_per_s"] > 0 and report["parameters"] > 1e6
+    assert report["device"] == "CPU" and report["tunegate_mfu_lora_4n"] is None  # no CPU peak is guessed
