@@ -10,7 +10,7 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -19,6 +19,7 @@ from workspaces.base import ChatFlows, Workspace
 from workspaces.forms import FormModel, as_choice
 from workspaces.local.settings import LocalSettings
 
+T = TypeVar("T")
 STATE_DIR_HELP = "Where runs, sampled data and the local workspace are kept on this machine."
 
 
@@ -69,15 +70,27 @@ WorkspaceSettings = Annotated[
 
 
 _override: contextvars.ContextVar[Workspace | None] = contextvars.ContextVar("tunegate_workspace", default=None)
+_chat_flows_override: contextvars.ContextVar[ChatFlows | None] = contextvars.ContextVar(
+    "tunegate_chat_flows", default=None
+)
 
 
 @contextlib.contextmanager
-def use_workspace(workspace: Workspace) -> Iterator[Workspace]:
-    token = _override.set(workspace)
+def _overriding(variable: contextvars.ContextVar, value: T) -> Iterator[T]:
+    token = variable.set(value)
     try:
-        yield workspace
+        yield value
     finally:
-        _override.reset(token)
+        variable.reset(token)
+
+
+def use_workspace(workspace: Workspace) -> contextlib.AbstractContextManager[Workspace]:
+    return _overriding(_override, workspace)
+
+
+def use_chat_flows(chat_flows: ChatFlows) -> contextlib.AbstractContextManager[ChatFlows]:
+    """The smoke's chat-flow runner for the flows run inside (tests: an in-memory one)."""
+    return _overriding(_chat_flows_override, chat_flows)
 
 
 def open_workspace(settings: LocalWorkspaceSettings | AzureWorkspaceSettings) -> Workspace:
@@ -93,20 +106,6 @@ def open_workspace(settings: LocalWorkspaceSettings | AzureWorkspaceSettings) ->
     from workspaces.azure.workspace import AzureWorkspace
 
     return AzureWorkspace.from_settings(settings)
-
-
-_chat_flows_override: contextvars.ContextVar[ChatFlows | None] = contextvars.ContextVar(
-    "tunegate_chat_flows", default=None
-)
-
-
-@contextlib.contextmanager
-def use_chat_flows(chat_flows: ChatFlows) -> Iterator[ChatFlows]:
-    token = _chat_flows_override.set(chat_flows)
-    try:
-        yield chat_flows
-    finally:
-        _chat_flows_override.reset(token)
 
 
 def open_chat_flows() -> ChatFlows:
