@@ -178,3 +178,18 @@ def test_model_import_registers_the_folder_with_its_tags(llama, tmp_path):
     assert bad_tag.returncode == 2 and "model_specific_defaults" in bad_tag.stderr
     builtin = tunegate("model", "import", str(llama), "--name", "tiny-phi3-chat", "--set", state)
     assert builtin.returncode == 2 and "built-in model's name" in builtin.stderr
+
+
+def test_a_model_that_pads_with_its_end_of_turn_token_still_learns_to_end_replies(llama):
+    from transformers import AutoTokenizer
+
+    from workspaces.local.trainer import causal_collator
+
+    tokenizer = AutoTokenizer.from_pretrained(llama)
+    assert tokenizer.pad_token is None  # as many chat models ship
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    batch = causal_collator(tokenizer)(
+        [{"input_ids": [5, 6, end], "attention_mask": [1, 1, 1]}, {"input_ids": [5, end], "attention_mask": [1, 1]}]
+    )
+    assert tokenizer.pad_token_id == end  # padding borrows the end-of-turn id ...
+    assert batch["labels"].tolist() == [[5, 6, end], [5, end, -100]]  # ... but only padding leaves the loss

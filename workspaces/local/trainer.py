@@ -65,6 +65,25 @@ def lora_config(params: dict[str, Any]) -> Any:
     )
 
 
+def causal_collator(tokenizer: Any) -> Any:
+    """Batches for next-token loss: padded, with the padding (by attention mask, not by token id) left out of the
+    loss. transformers' language-modeling collator masks every token equal to the pad token, and many chat models
+    pad with their end-of-turn token: the model would never learn to end a reply."""
+    if tokenizer.pad_token is None:  # padding only needs some id: the mask keeps it out of attention and loss
+        tokenizer.pad_token = tokenizer.eos_token
+
+    def collate(rows: list[dict]) -> dict:
+        batch = tokenizer.pad(
+            [{"input_ids": row["input_ids"], "attention_mask": row["attention_mask"]} for row in rows],
+            return_tensors="pt",
+        )
+        labels = batch["input_ids"].clone()
+        labels[batch["attention_mask"] == 0] = -100
+        return {**batch, "labels": labels}
+
+    return collate
+
+
 def train_tokens(data: Any, epochs: float) -> int:
     return int(sum(len(ids) for ids in data["input_ids"]) * epochs)
 
@@ -76,7 +95,6 @@ def train(job_dir: Path) -> None:
     from transformers import (
         AutoModelForCausalLM,
         AutoTokenizer,
-        DataCollatorForLanguageModeling,
         Trainer,
         TrainerCallback,
         TrainingArguments,
@@ -90,8 +108,6 @@ def train(job_dir: Path) -> None:
     main_process = int(os.environ.get("RANK", "0")) == 0  # with data parallelism, one process reports
 
     tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
-    if tokenizer.pad_token is None:  # the collator pads; many chat models ship no pad token
-        tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(spec["model_dir"])
     threads = torch_threads()
     if threads and plan.device == "cpu":
@@ -199,7 +215,7 @@ def train(job_dir: Path) -> None:
         args=args,
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        data_collator=causal_collator(tokenizer),
         callbacks=[MlflowLoss(), eval_time, Progress()],
     )
 
@@ -250,16 +266,14 @@ def train(job_dir: Path) -> None:
 def evaluate_model(model_dir: Path, rows: list[dict], args: Any, max_len: int) -> float:
     """Eval loss of another model (the champion) on these rows, tokenized with its own tokenizer."""
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     texts = [tokenizer.apply_chat_template(row["messages"], tokenize=False) for row in rows]
     encoded = tokenizer(texts, truncation=True, max_length=max_len, add_special_tokens=False)
     data = Dataset.from_dict({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
-    evaluator = Trainer(
-        model=model, args=args, eval_dataset=data, data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False)
-    )
+    evaluator = Trainer(model=model, args=args, eval_dataset=data, data_collator=causal_collator(tokenizer))
     return float(evaluator.evaluate()["eval_loss"])
 
 
