@@ -646,13 +646,16 @@ def model_import(
     from workspaces.base import FoundationModel
     from workspaces.local.imports import derived_tags, inspect_model_folder, parse_tags
 
-    workspace = _workspace(profile, set_)
-    if workspace.kind != "local":
+    settings = _config(profile, set_).workspace
+    if settings.kind != "local":  # before opening it: no Azure sign-in for a refusal
         _fail(
             "tunegate model import fills the local workspace's registry; on Azure ML register the folder with the "
             "SDK (ml_client.models.create_or_update) or `az ml model create`, then name it as model.name",
             2,
         )
+    from workspaces.factory import open_workspace
+
+    workspace = open_workspace(settings)
     try:
         folder = inspect_model_folder(path)
         tags = {**derived_tags(folder), **parse_tags(tag or [])}
