@@ -403,9 +403,12 @@ def test_profile_limits_reach_the_server_and_extra_requests_wait_then_get_429(wo
     narrow.ensure_endpoint("ep-limits")
     narrow.create_deployment("ep-limits", "blue", registered, "local-cpu")
     narrow.set_traffic("ep-limits", {"blue": 100})
+    # long answers whatever the trained model says: near-uniform sampling over its vocabulary rarely picks an
+    # end-of-turn token, so each request generates its 300 tokens (a greedy answer could end after a few tokens,
+    # and then six requests fit in the queue wait one after another)
     slow = ScoringRequest(
         messages=[{"role": "user", "content": "tell me everything"}],
-        parameters=ScoringParameters(max_new_tokens=300, do_sample=False),
+        parameters=ScoringParameters(max_new_tokens=300, do_sample=True, temperature=20.0, top_p=1.0),
     )
     with ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(lambda _: narrow.invoke("ep-limits", slow, timeout_s=120), range(6)))
