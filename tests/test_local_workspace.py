@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -398,24 +399,34 @@ def test_profile_limits_reach_the_server_and_extra_requests_wait_then_get_429(wo
 
     from workspaces.local.settings import EndpointLimits
 
-    tight = EndpointLimits(max_concurrent_requests=1, max_queue_wait_s=0.3, max_new_tokens=300)
+    tight = EndpointLimits(max_concurrent_requests=1, max_queue_wait_s=0.05, max_new_tokens=300)
     narrow = LocalWorkspace(workspace.root, tight)
     narrow.ensure_endpoint("ep-limits")
     narrow.create_deployment("ep-limits", "blue", registered, "local-cpu")
     narrow.set_traffic("ep-limits", {"blue": 100})
-    # long answers whatever the trained model says: near-uniform sampling over its vocabulary rarely picks an
-    # end-of-turn token, so each request generates its 300 tokens (a greedy answer could end after a few tokens,
-    # and then six requests fit in the queue wait one after another)
-    slow = ScoringRequest(
-        messages=[{"role": "user", "content": "tell me everything"}],
-        parameters=ScoringParameters(max_new_tokens=300, do_sample=True, temperature=20.0, top_p=1.0),
-    )
-    with ThreadPoolExecutor(6) as pool:
-        answers = list(pool.map(lambda _: narrow.invoke("ep-limits", slow, timeout_s=120), range(6)))
+    credentials = narrow.endpoint_credentials("ep-limits")
+    key = {"Authorization": f"Bearer {credentials.key.get_secret_value()}"}
+    # each request keeps the server busy for a while whatever the model answers (a trained model may end its reply
+    # at once): 16 long conversations to read in; eight such requests at the same moment, one scored at a time
+    body = {
+        "input_data": {
+            "input_string": [[{"role": "user", "content": "tell me everything " * 40}]] * 16,
+            "parameters": {"max_new_tokens": 300, "do_sample": False},
+        }
+    }
+    start = threading.Barrier(8)
+
+    def ask(_: int) -> httpx.Response:
+        with httpx.Client(timeout=120) as client:  # a connection of its own
+            start.wait()
+            return client.post(credentials.scoring_uri, json=body, headers=key)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, range(8)))
     codes = Counter(answer.status_code for answer in answers)
-    assert codes[200] >= 1 and codes[429] >= 1, codes
+    assert codes[200] >= 1 and codes[429] >= 1, [(a.status_code, a.elapsed.total_seconds()) for a in answers]
     busy = next(answer for answer in answers if answer.status_code == 429)
-    assert "endpoint busy" in (busy.error or "")
+    assert "endpoint busy" in busy.text and busy.headers["Retry-After"] == "1"
 
     # the profile changes a limit: the running server takes it on the next ensure, no restart
     pid = json.loads((workspace.root / "endpoints" / "ep-limits" / "server.json").read_text())["pid"]
