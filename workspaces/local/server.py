@@ -39,14 +39,14 @@ KEY_ENV, ADMIN_ENV = "TUNEGATE_ENDPOINT_KEY", "TUNEGATE_ADMIN_TOKEN"
 
 
 def create_app(endpoint_dir: Path, key: str, admin_token: str):
-    from workspaces.local.devices import device_facts, serving_device
+    from workspaces.local.devices import DeviceFacts, device_facts, serving_device
     from workspaces.local.model import load_chat_model
 
     def load(deployment: dict) -> Any:
         # a local-cuda deployment's model on the GPU (refused, naming the fix, where torch sees none)
-        facts = device_facts() if deployment.get("instance_type") == "local-cuda" else None
-        device = serving_device(deployment.get("instance_type", "local-cpu"), facts) if facts else "cpu"
-        return load_chat_model(Path(deployment["model_dir"]), device)
+        instance_type = deployment.get("instance_type", "local-cpu")
+        facts = device_facts() if instance_type == "local-cuda" else DeviceFacts()  # a CPU model never asks CUDA
+        return load_chat_model(Path(deployment["model_dir"]), serving_device(instance_type, facts))
 
     state_file = endpoint_dir / "endpoint.json"
     state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.exists() else {}
