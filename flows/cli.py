@@ -644,8 +644,15 @@ def model_import(
     (allow lists and model_specific_defaults derived from its size); then `tunegate run --set model.name=NAME`."""
     from tasks.model import TagError, allow_list, model_specific_defaults
     from workspaces.base import FoundationModel
-    from workspaces.local.imports import derived_tags, inspect_model_folder, parse_tags
+    from workspaces.local.imports import check_chat_template, derived_tags, inspect_model_folder, parse_tags
+    from workspaces.names import checked_name
 
+    try:  # before anything is read, copied or deleted: a name becomes a folder of the state directory
+        checked_name("model", name)
+        if version is not None:
+            checked_name("version", version)
+    except InvalidNameError as exc:
+        _fail(exc, 2)
     settings = _config(profile, set_).workspace
     if settings.kind != "local":  # before opening it: no Azure sign-in for a refusal
         _fail(
@@ -663,6 +670,7 @@ def model_import(
         for key in ("finetune_compute_allow_list", "inference_compute_allow_list"):
             allow_list(as_model, key)
         defaults = model_specific_defaults(as_model)
+        check_chat_template(folder.path)
         registered = workspace.registry.import_model(folder.path, name, tags, version)
     except (WorkspaceError, TagError) as exc:
         _fail(exc, 2)
@@ -733,12 +741,16 @@ def jobs(
             job = workspace.get_job(cancel)
             if job is None:
                 _fail(f"no job {cancel!r} in this workspace; `tunegate jobs` lists them", 2)
-            before = workspace.job_status(job).state
-            if before.terminal:
-                console.print(f"job {cancel} already ended {before.value}; nothing to cancel", markup=False)
+            try:
+                before = workspace.job_status(job).state.value
+            except WorkspaceError as exc:  # its status cannot be read: cancelling stops what still runs of it
+                err.print(str(exc), markup=False, soft_wrap=True)
+                before = "unknown"
+            if before in ("completed", "failed", "canceled"):
+                console.print(f"job {cancel} already ended {before}; nothing to cancel", markup=False)
                 return
             workspace.cancel_job(JobRef(name=job.name))
-            console.print(f"cancelled job {cancel} (was {before.value})", markup=False)
+            console.print(f"cancelled job {cancel} (was {before})", markup=False)
             return
         found = workspace.list_jobs()
     except WorkspaceError as exc:

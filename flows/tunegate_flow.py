@@ -75,7 +75,9 @@ def run_stages(
     foundation = stages.pick_model(workspace, config.model)
     summary.record_foundation(foundation)
 
-    compute = stages.validate_compute(workspace, config.compute, foundation)
+    compute = stages.validate_compute(
+        workspace, config.compute, foundation, model_rules=config.workspace.model_compute_rules
+    )
 
     data_ref = stages.upload_data(workspace, sampled.files["train_sft"], sampled.files["test_sft"], sampled.fingerprint)
     experiment = config.job.experiment_name or f"chat_completion_{foundation.name}"

@@ -31,7 +31,10 @@ def check_size_allowed(size: str, computes_allow_list: list[str] | None) -> None
                 f"VM size {size} is not in the allow-listed computes for finetuning: {computes_allow_list}"
             )
     elif size.lower() in UNSUPPORTED_GPU_VM_SIZES:
-        raise ComputeRejected(f"VM size {size} is currently not supported for finetuning")
+        raise ComputeRejected(
+            f"VM size {size} is on the notebook's deny list for fine-tuning ({', '.join(UNSUPPORTED_GPU_VM_SIZES)}: "
+            "the model carries no finetune_compute_allow_list, and these sizes are refused without one)"
+        )
 
 
 def gpus_for_size(size: str, skus: list[Sku], compute_name: str) -> int:
@@ -59,29 +62,52 @@ def allowed_sizes(computes_allow_list: list[str] | None, skus: list[Sku]) -> lis
 
 
 def validate(
-    compute: Compute, model: FoundationModel, skus: list[Sku], configured_size: str | None = None
+    compute: Compute,
+    model: FoundationModel,
+    skus: list[Sku],
+    configured_size: str | None = None,
+    model_rules: bool = True,
 ) -> ValidatedCompute:
     """The notebook's checks on the cluster as it is. A refusal names the cluster, its real size (an existing
-    cluster keeps its size, whatever compute.size says), why, the allowed sizes and the way out."""
+    cluster keeps its size, whatever compute.size says), why, the allowed sizes and the way out.
+
+    `model_rules=False`: the job is the user's own training script (Azure command mode), not the registry's
+    pipeline component the model's allow/deny rules are written for; the cluster must still exist, be of a size
+    the workspace lists, and have a GPU."""
     check_provisioning(compute)
-    computes_allow_list = allow_list(model, FINETUNE_ALLOW_LIST)
+    computes_allow_list = allow_list(model, FINETUNE_ALLOW_LIST) if model_rules else None
     try:
-        check_size_allowed(compute.size, computes_allow_list)
+        if model_rules:
+            check_size_allowed(compute.size, computes_allow_list)
         gpus = gpus_for_size(compute.size, skus, compute.name)
+        if not model_rules and gpus == 0 and not compute.size.lower().startswith("local"):
+            raise ComputeRejected(f"VM size {compute.size} has no GPU; a fine-tune script needs one")
     except ComputeRejected as why:
-        allowed = allowed_sizes(computes_allow_list, skus)
-        differs = (
-            f" (an existing cluster keeps its size: compute.size={configured_size} does not change it)"
-            if configured_size and configured_size.lower() != compute.size.lower()
-            else ""
-        )
-        raise ComputeRejected(
-            f"compute cluster '{compute.name}' is {compute.size}{differs} and cannot run this fine-tune: {why}. "
-            f"Allowed sizes: {', '.join(allowed) or 'none offered'}. Fix: use a new cluster of an allowed size, "
-            f"e.g. --set compute.name={compute.name}-{_slug(allowed[0]) if allowed else 'gpu'} "
-            f"--set compute.size={allowed[0] if allowed else '<allowed size>'}"
-        ) from None
+        raise rejected(compute.name, compute.size, why, computes_allow_list, skus, configured_size) from None
     return ValidatedCompute(name=compute.name, size=compute.size, gpus_per_node=gpus)
+
+
+def rejected(
+    cluster: str,
+    size: str,
+    why: ComputeRejected,
+    computes_allow_list: list[str] | None,
+    skus: list[Sku],
+    configured_size: str | None = None,
+) -> ComputeRejected:
+    """The one refusal message: the cluster, its size, why, the sizes that would be accepted and the way out."""
+    allowed = allowed_sizes(computes_allow_list, skus)
+    differs = (
+        f" (an existing cluster keeps its size: compute.size={configured_size} does not change it)"
+        if configured_size and configured_size.lower() != size.lower()
+        else ""
+    )
+    return ComputeRejected(
+        f"compute cluster '{cluster}' is {size}{differs} and cannot run this fine-tune: {why}. "
+        f"Allowed sizes: {', '.join(allowed) or 'none offered'}. Fix: use a new cluster of an allowed size, "
+        f"e.g. --set compute.name={cluster}-{_slug(allowed[0]) if allowed else 'gpu'} "
+        f"--set compute.size={allowed[0] if allowed else '<allowed size>'}"
+    )
 
 
 def _slug(size: str) -> str:
@@ -89,9 +115,16 @@ def _slug(size: str) -> str:
 
 
 @stage("validate compute")
-def validate_compute(workspace: Workspace, settings: ComputeSettings, model: FoundationModel) -> ValidatedCompute:
+def validate_compute(
+    workspace: Workspace, settings: ComputeSettings, model: FoundationModel, model_rules: bool = True
+) -> ValidatedCompute:
     # refuse a configured size before creating a cluster of it; the existing cluster's real size is checked after
-    check_size_allowed(settings.size, allow_list(model, FINETUNE_ALLOW_LIST))
+    if model_rules:
+        computes_allow_list = allow_list(model, FINETUNE_ALLOW_LIST)
+        try:
+            check_size_allowed(settings.size, computes_allow_list)
+        except ComputeRejected as why:
+            raise rejected(settings.name, settings.size, why, computes_allow_list, workspace.list_sizes()) from None
     compute = workspace.ensure_compute(
         ComputeSpec(
             name=settings.name,
@@ -101,4 +134,4 @@ def validate_compute(workspace: Workspace, settings: ComputeSettings, model: Fou
             idle_seconds_before_scaledown=settings.idle_seconds_before_scaledown,
         )
     )
-    return validate(compute, model, workspace.list_sizes(), configured_size=settings.size)
+    return validate(compute, model, workspace.list_sizes(), configured_size=settings.size, model_rules=model_rules)

@@ -106,8 +106,9 @@ def smoke_messages(test_gen_path: str, samples: int) -> list[list[dict[str, str]
     """The first user turn of the first `samples` rows of test_gen (as the notebook sends `messages[0]`)."""
     requests = []
     for row in islice(read_jsonl(test_gen_path), samples):
-        first_user = next(m for m in row["messages"] if m["role"] == "user")
-        requests.append([{"role": "user", "content": first_user["content"]}])
+        first_user = next((m for m in row.get("messages") or [] if m.get("role") == "user"), None)
+        if first_user is not None:  # sampling refuses rows without one; a file from elsewhere may still hold one
+            requests.append([{"role": "user", "content": first_user["content"]}])
     return requests
 
 

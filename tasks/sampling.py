@@ -51,6 +51,12 @@ def invalid_reason(row: object) -> str | None:
             return "message content is not a string"
         if not content.strip():
             return "empty message content"
+        try:
+            content.encode("utf-8")
+        except UnicodeEncodeError:  # JSON can carry "\\ud800"; no tokenizer can encode it
+            return "message content is not valid text (an unpaired UTF-16 surrogate)"
+    if not any(message["role"] == "user" for message in messages):
+        return "no user message"  # nothing to prompt with: the smoke test and evaluation send the first user turn
     if not any(message["role"] == "assistant" for message in messages):
         return "no assistant message"
     return None

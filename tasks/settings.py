@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from data.splits import SPLITS
 from workspaces.forms import FormModel
+from workspaces.names import name_problem
 from workspaces.scoring import ScoringParameters
 
 
@@ -64,6 +65,25 @@ class ModelSettings(_Section):
         None,
         description="Name to register the fine-tuned model under; empty: the model's name followed by -ultrachat-200k.",
     )
+
+    @field_validator("finetuned_name", "version")
+    @classmethod
+    def _a_name(cls, value: str | None) -> str | None:
+        # it becomes a registry name and, on this machine, a folder: refused now, not after hours of training
+        problem = name_problem(value) if value is not None else None
+        if problem is not None:
+            raise ValueError(f"{value!r} is not valid: {problem}")
+        return value
+
+    @model_validator(mode="after")
+    def _registered_name_valid(self) -> ModelSettings:
+        problem = name_problem(self.registered_name())
+        if problem is not None:
+            raise ValueError(
+                f"model.name {self.name!r} gives the registered name {self.registered_name()!r}, which is not "
+                f"valid ({problem}): set model.finetuned_name"
+            )
+        return self
 
     def registered_name(self) -> str:
         # as the notebook: model_name + "-ultrachat-200k", slashes replaced

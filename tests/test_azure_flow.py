@@ -99,9 +99,41 @@ def test_nc6_from_the_official_example_is_rejected_by_the_deny_list(tmp_path, wo
     error = summary["error"]
     assert "compute cluster 'gpu-cluster' is STANDARD_NC6" in error
     assert "compute.size=Standard_NC24ads_A100_v4 does not change it" in error
-    assert "VM size STANDARD_NC6 is currently not supported for finetuning" in error
+    assert "VM size STANDARD_NC6 is on the notebook's deny list for fine-tuning" in error
     assert "Allowed sizes: " in error and "Standard_NC24ads_A100_v4" in error.split("Allowed sizes: ")[1]
     assert "--set compute.name=gpu-cluster-" in error and "--set compute.size=" in error
+
+
+def test_a_deny_listed_size_asked_for_is_refused_naming_the_cluster_and_the_accepted_sizes(tmp_path, workspace, replay):
+    replay.foundation_tags = {}  # no allow list: the notebook's deny list decides, before any cluster is made
+    state, summary = run(workspace, make_config(tmp_path, compute={"name": "nc6-cluster", "size": "STANDARD_NC6"}))
+    assert state.is_failed()
+    error = summary["error"]
+    assert "compute cluster 'nc6-cluster' is STANDARD_NC6" in error and "on the notebook's deny list" in error
+    accepted = error.split("Allowed sizes: ")[1]
+    assert "Standard_NC24ads_A100_v4" in accepted and "STANDARD_NC6," not in accepted
+    assert not replay.requests("PUT", "/computes/") and not replay.requests("PUT", "/jobs/")
+
+
+def test_command_mode_trains_the_users_script_on_a_size_outside_the_models_allow_list(tmp_path, workspace, replay):
+    # seed 004: the guide's own script on Standard_NC6s_v3, which the registry model's pipeline allow list leaves out
+    replay.compute_size = "Standard_NC6s_v3"
+    code = tmp_path / "finetuning_dir"
+    code.mkdir()
+    (code / "fine_tune.py").write_text("print('training')\n")
+    azure = {
+        "finetune_mode": "command",
+        "command_job": {"code_dir": str(code), "environment": "phi-3-training-environment:1"},
+    }
+    config = make_config(tmp_path, compute={"size": "Standard_NC6s_v3"})
+    config = config.model_copy(
+        update={
+            "workspace": config.workspace.model_copy(update={"azure": config.workspace.azure.model_validate(azure)})
+        }
+    )
+    state, summary = run(workspace, config)
+    assert "allow-listed" not in (summary["error"] or "")
+    assert replay.requests("PUT", "/jobs/tunegate-"), summary  # submitted: the allow list is the pipeline's rule
 
 
 def test_an_existing_cluster_outside_the_models_allow_list_names_the_allowed_sizes(tmp_path, workspace, replay):

@@ -146,6 +146,9 @@ class JobRef(_Value):
     url: str | None = None  # a link for humans (Studio URL, or the job directory)
     reattached: bool = False  # found, not submitted: an earlier run with the same inputs started it
     reused: bool = False  # ... and it had completed already: its model is used, nothing is trained
+    # "name:version" of the champion the job re-evaluated on its own test split (its `champion_eval_loss`), as the
+    # job recorded it: a job found again compares with that one, whatever is champion now
+    evaluated_champion: str | None = None
 
 
 class JobInfo(_Value):

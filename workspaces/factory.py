@@ -32,6 +32,11 @@ class LocalWorkspaceSettings(FormModel):
     state_dir: str = Field(".tunegate", description=STATE_DIR_HELP)
     local: LocalSettings = Field(default_factory=LocalSettings, title="Local endpoint and MLflow UI")
 
+    @property
+    def model_compute_rules(self) -> bool:
+        """The model's fine-tune allow/deny lists apply (the local trainer follows them as the pipeline would)."""
+        return True
+
 
 class AzureWorkspaceSettings(FormModel):
     """An Azure ML workspace and registry, as in the Azure ML fine-tuning notebook."""
@@ -47,6 +52,12 @@ class AzureWorkspaceSettings(FormModel):
     workspace_name: str | None = Field(None, description="Azure ML workspace name.")
     registry_name: str = Field("azureml", description="Registry the foundation model and pipeline come from.")
     azure: AzureSettings = Field(default_factory=AzureSettings, title="Azure options")
+
+    @property
+    def model_compute_rules(self) -> bool:
+        """The model's fine-tune allow/deny lists are for the registry's pipeline component; a command job runs the
+        user's own script on the cluster they chose."""
+        return self.azure.finetune_mode == "pipeline"
 
     @model_validator(mode="after")
     def _no_placeholders(self) -> AzureWorkspaceSettings:

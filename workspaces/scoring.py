@@ -37,6 +37,20 @@ class Credentials(BaseModel):
 
 
 MAX_NEW_TOKENS = 4096  # the contract's ceiling; a server may cap lower
+# below this a sampling temperature overflows the logits (x / 1e-300 is inf in float32: NaN probabilities); it
+# samples like greedy decoding long before that, which do_sample false says
+MIN_SAMPLING_TEMPERATURE = 1e-4
+
+
+def no_lone_surrogates(text: str) -> str:
+    """Text a tokenizer can encode: JSON can carry a lone UTF-16 surrogate ("\\ud800"), UTF-8 cannot."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"contains an unpaired UTF-16 surrogate at character {exc.start} ({text[exc.start]!r}): not text"
+        ) from None
+    return text
 
 
 class ScoringParameters(BaseModel):
@@ -57,9 +71,10 @@ class ScoringParameters(BaseModel):
     @classmethod
     def _sampling_needs_a_temperature(cls, value: float, info: ValidationInfo) -> float:
         # do_sample is declared first so that it is known here, and the error carries temperature's name
-        if value <= 0 and info.data.get("do_sample", True):
+        if value < MIN_SAMPLING_TEMPERATURE and info.data.get("do_sample", True):
             raise ValueError(
-                f"must be > 0 when do_sample is true (got {value}); for greedy decoding set do_sample false"
+                f"must be at least {MIN_SAMPLING_TEMPERATURE:g} when do_sample is true (got {value:g}); for greedy "
+                "decoding set do_sample false"
             )
         return value
 
@@ -78,6 +93,11 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "user", "assistant"]
     content: StrictStr
+
+    @field_validator("content")
+    @classmethod
+    def _encodable(cls, value: str) -> str:
+        return no_lone_surrogates(value)
 
 
 class ScoringInput(BaseModel):
@@ -163,6 +183,11 @@ class TextScoringBody(BaseModel):
 
     input_data: list[StrictStr] = Field(..., min_length=1)
     params: TextParameters = Field(default_factory=TextParameters)
+
+    @field_validator("input_data")
+    @classmethod
+    def _encodable(cls, value: list[str]) -> list[str]:
+        return [no_lone_surrogates(text) for text in value]
 
     @property
     def conversations(self) -> list[list[dict[str, str]]]:

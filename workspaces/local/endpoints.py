@@ -14,7 +14,7 @@ start one server, and a run's deploy -> smoke -> promote is not interleaved with
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import secrets
 import shutil
@@ -39,9 +39,13 @@ from workspaces.base import (
 )
 from workspaces.local.compute import list_sizes
 from workspaces.local.processes import (
-    checked_name,
+    DamagedStateFile,
+    identity,
+    not_ours,
     pid_alive,
+    process_matches,
     read_json,
+    read_json_or_empty,
     start_detached,
     stop_process_group,
     tail,
@@ -50,7 +54,9 @@ from workspaces.local.processes import (
 )
 from workspaces.local.registry import LOCAL_SIZES, MlflowRegistry
 from workspaces.local.settings import EndpointLimits
+from workspaces.names import checked_name
 
+logger = logging.getLogger("tunegate")
 SERVER_MODULE = "workspaces.local.server"
 SERVER_START_TIMEOUT_S = 90
 LOCK_TIMEOUT_S = 1800  # another run's deploy, smoke (with its retries) and promote fit well inside this
@@ -84,31 +90,79 @@ class EndpointServers:
             lock.release()
 
     def running(self, name: str) -> bool:
-        info = read_json(self._dir(name) / "server.json")
-        return bool(info) and pid_alive(info["pid"])
+        try:
+            self._server(name)
+        except WorkspaceError:
+            return False
+        return True
 
     def _secrets(self, name: str) -> dict[str, str]:
-        return json.loads((self._dir(name) / "secrets.json").read_text())
+        path = self._dir(name) / "secrets.json"
+        advice = f"its key is lost: `tunegate teardown --endpoint {name}` deletes the endpoint, a run makes a new one"
+        tokens = read_json(path, advice)
+        if not all(isinstance(tokens.get(field), str) and tokens[field] for field in ("key", "admin")):
+            raise DamagedStateFile(path, "no key or admin token in it" if tokens else "missing", advice)
+        return tokens
 
     def _server(self, name: str) -> tuple[int, int]:
-        """(pid, port) of the endpoint's running server, or an error that says it is not running."""
-        info = read_json(self._dir(name) / "server.json")
+        """(pid, port) of the endpoint's running server, or an error that says why there is none: no record, a
+        damaged one, or a pid that is not this endpoint's server (dead, reused, or a stranger's)."""
+        directory = self._dir(name)
+        info = read_json(directory / "server.json", f"`tunegate endpoint start {name}` starts its server again")
         if not info:
             raise NotFoundError(f"endpoint {name} has no server")
-        if not pid_alive(info["pid"]):
+        why = not_ours(info, SERVER_MODULE, directory)
+        port = info.get("port")
+        if why is None and not (isinstance(port, int) and 0 < port < 65536):
+            why = f"its port {port!r} is not a port"
+        if why is not None:
             raise TransientWorkspaceError(
-                f"endpoint {name}'s server (pid {info['pid']}) is not running; log tail:\n"
-                f"{tail(self._dir(name) / 'server.log')}"
+                f"endpoint {name}'s server is not running ({why}); log tail:\n{tail(directory / 'server.log')}"
             )
-        return info["pid"], info["port"]
+        return info["pid"], port
 
     def server_pids(self) -> list[int]:
-        pids = []
-        for directory in sorted((self.root / "endpoints").glob("*")) if (self.root / "endpoints").exists() else []:
-            pid = read_json(directory / "server.json").get("pid")
-            if pid and pid_alive(pid):
-                pids.append(pid)
-        return pids
+        return sorted({found.pid for found in tunegate_processes() if found.kind == "endpoint server"} & set(
+            pid for name in self.names() for pid in self._pids_serving(self._dir(name))
+        ))  # fmt: skip
+
+    def _pids_serving(self, directory: Path) -> list[int]:
+        """Servers of the endpoint in `directory`: the one server.json names when it provably is one, and any other
+        process serving that directory (one a crashed creation left, or one whose record was damaged)."""
+        pids = set(self._server_processes(directory))
+        record = read_json_or_empty(directory / "server.json")
+        if record and not_ours(record, SERVER_MODULE, directory) is None:
+            pids.add(record["pid"])
+        return sorted(pids)
+
+    def problems(self) -> list[str]:
+        """What a person must look at: damaged state files, endpoints left by runs that ended."""
+        found = []
+        for name in self.names():
+            try:
+                self.get(name)
+                self._secrets(name)
+                read_json(self._dir(name) / "server.json")
+            except DamagedStateFile as exc:
+                found.append(str(exc))
+                continue
+            if self.orphaned(name):
+                found.append(
+                    f"{name} was the ephemeral endpoint of a run that has ended: `tunegate teardown --endpoint {name}` "
+                    "deletes it (it is not brought back)"
+                )
+        return found
+
+    def orphaned(self, name: str) -> bool:
+        """An ephemeral endpoint whose run is gone (kill -9 before its teardown): to delete, never to revive."""
+        try:
+            state = read_json(self._dir(name) / "endpoint.json")
+        except DamagedStateFile:
+            return False
+        owner = state.get("owner")
+        if not state.get("ephemeral"):
+            return False
+        return not (isinstance(owner, dict) and process_matches(owner))
 
     def names(self) -> list[str]:
         folder = self.root / "endpoints"
@@ -116,6 +170,8 @@ class EndpointServers:
 
     def _start_server(self, name: str, owner_pid: int | None) -> None:
         directory = self._dir(name)
+        for stale in self._pids_serving(directory):  # one server per endpoint: a stale one (lost record) goes
+            stop_process_group(stale)
         (directory / "server.json").unlink(missing_ok=True)
         tokens = self._secrets(name)
         # keys through the environment, never argv (argv shows in `ps`)
@@ -145,13 +201,20 @@ class EndpointServers:
 
     def _ensure(self, name: str, description: str, ephemeral: bool) -> Endpoint:
         directory = self._dir(name)
-        if not (directory / "secrets.json").exists():
+        if not (directory / "endpoint.json").exists():
             directory.mkdir(parents=True, exist_ok=True)
-            secrets_path = directory / "secrets.json"
-            secrets_path.touch(mode=0o600)
-            secrets_path.write_text(json.dumps({"key": secrets.token_urlsafe(32), "admin": secrets.token_urlsafe(32)}))
+            tokens = {"key": secrets.token_urlsafe(32), "admin": secrets.token_urlsafe(32)}
+            write_json(directory / "secrets.json", tokens, mode=0o600)
             state = {"name": name, "description": description, "ephemeral": ephemeral, "deployments": {}, "traffic": {}}
-            (directory / "endpoint.json").write_text(json.dumps(state))
+            if ephemeral:  # the run it belongs to: once that is gone, the endpoint is deleted, never revived
+                state["owner"] = identity(os.getpid())
+            write_json(directory / "endpoint.json", state)  # last: an endpoint exists once this file does
+        elif not ephemeral and self.orphaned(name):
+            self.delete(name)  # its run is gone, and its teardown with it: done now, with its key
+            raise ConflictError(
+                f"endpoint {name} was the ephemeral endpoint of a run that has ended: deleted it (and its key) "
+                "instead of bringing it back"
+            )
         limits = self.limits.model_dump()
         try:
             self._server(name)
@@ -165,8 +228,15 @@ class EndpointServers:
                 self._admin(name, "PUT", "/admin/limits", limits)
         return self.get(name)  # type: ignore[return-value]
 
+    def _state(self, name: str) -> dict:
+        return read_json(
+            self._dir(name) / "endpoint.json",
+            f"its deployments and traffic are unknown: `tunegate teardown --endpoint {name}` stops its server and "
+            "deletes it",
+        )
+
     def get(self, name: str) -> Endpoint | None:
-        state = read_json(self._dir(name) / "endpoint.json")
+        state = self._state(name)
         if not state:
             return None
         return Endpoint(
@@ -178,7 +248,7 @@ class EndpointServers:
 
     def get_deployment(self, endpoint: str, name: str) -> Deployment | None:
         checked_name("deployment", name)
-        state = read_json(self._dir(endpoint) / "endpoint.json")
+        state = self._state(endpoint)
         found = (state.get("deployments") or {}).get(name)
         if not found:
             return None
@@ -255,8 +325,13 @@ class EndpointServers:
         a crashed creation left), then delete its directory: its key dies with it."""
         directory = self._dir(endpoint)
         with self.lock(endpoint):
-            pids = {read_json(directory / "server.json").get("pid")} | set(self._server_processes(directory))
-            for pid in sorted(pid for pid in pids if pid):
+            record = read_json_or_empty(directory / "server.json")  # damaged or not: what can be identified stops
+            why = not_ours(record, SERVER_MODULE, directory) if record else None
+            if why is not None and pid_alive(record.get("pid") if isinstance(record.get("pid"), int) else 0):
+                logger.warning(
+                    "not stopping pid %s that %s names: %s", record.get("pid"), directory / "server.json", why
+                )
+            for pid in self._pids_serving(directory):
                 stop_process_group(pid)
             shutil.rmtree(directory, ignore_errors=True)
 

@@ -10,7 +10,7 @@ by its name. A trainer that died without writing a final state is reported as fa
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 from pathlib import Path
 
@@ -27,17 +27,26 @@ from workspaces.base import (
     WorkspaceError,
 )
 from workspaces.local.processes import (
-    checked_name,
-    pid_alive,
+    DamagedStateFile,
+    identity,
+    not_ours,
     read_json,
     start_detached,
     stop_process_group,
     tail,
+    tunegate_processes,
     write_json,
 )
 from workspaces.local.registry import MlflowRegistry
+from workspaces.names import checked_name
 
+logger = logging.getLogger("tunegate")
 TRAINER_MODULE = "workspaces.local.trainer"
+STATES = {state.value for state in JobState}
+DAMAGED_ADVICE = (
+    "tunegate cannot tell how job {name} stands: `tunegate jobs --cancel {name}` stops its trainer if it still runs; "
+    "delete {folder} to forget the job (a rerun then trains again)"
+)
 
 
 class TrainerJobs:
@@ -49,11 +58,30 @@ class TrainerJobs:
         return self.root / "jobs" / checked_name("job", name)
 
     def _status(self, name: str) -> dict:
-        return read_json(self._dir(name) / "status.json")
+        path = self._dir(name) / "status.json"
+        status = read_json(path, DAMAGED_ADVICE.format(name=name, folder=self._dir(name)))
+        if status and status.get("state") not in STATES:
+            raise DamagedStateFile(
+                path, f"unknown state {status.get('state')!r}", DAMAGED_ADVICE.format(name=name, folder=self._dir(name))
+            )
+        return status
+
+    def _state(self, status: dict) -> JobState:
+        return JobState(status["state"])
 
     def _ref(self, name: str) -> JobRef:
-        spec = read_json(self._dir(name) / "spec.json")
-        return JobRef(name=name, idempotency_key=spec.get("idempotency_key", ""), url=self._dir(name).as_uri())
+        spec = read_json(self._dir(name) / "spec.json", DAMAGED_ADVICE.format(name=name, folder=self._dir(name)))
+        champion = spec.get("champion")
+        return JobRef(
+            name=name,
+            idempotency_key=spec.get("idempotency_key", ""),
+            url=self._dir(name).as_uri(),
+            evaluated_champion=champion if isinstance(champion, str) else None,
+        )
+
+    def _trainer_gone(self, name: str, status: dict) -> str | None:
+        """None while the recorded pid is provably this job's trainer; else why it is not."""
+        return not_ours(status, TRAINER_MODULE, self._dir(name))
 
     def get_job(self, name: str) -> JobRef | None:
         return self._ref(name) if (self._dir(name) / "status.json").exists() else None
@@ -86,10 +114,10 @@ class TrainerJobs:
             "champion_model_dir": champion_dir,
             "champion": f"{spec.compare_with.name}:{spec.compare_with.version}" if spec.compare_with else None,
         }
-        (job_dir / "spec.json").write_text(json.dumps(spec_file, indent=2))
+        write_json(job_dir / "spec.json", spec_file)
         self.registry.ensure_experiment(spec.experiment_name)
         process = start_detached(TRAINER_MODULE, [str(job_dir)], job_dir / "log.txt")
-        write_json(job_dir / "status.json", {"state": "queued", "pid": process.pid, "submitted": time.time()})
+        write_json(job_dir / "status.json", {"state": "queued", **identity(process.pid), "submitted": time.time()})
         return self._ref(name)
 
     def status(self, job: JobRef) -> JobStatus:
@@ -98,13 +126,15 @@ class TrainerJobs:
             raise NotFoundError(f"job {job.name} does not exist in {self.root / 'jobs'}")
         log = self._dir(job.name) / "log.txt"
         state = JobState(status["state"])
-        if not state.terminal and not pid_alive(int(status.get("pid") or 0)):
+        if not state.terminal and self._trainer_gone(job.name, status):
             time.sleep(0.2)  # the trainer may have written its last status just as it exited
             status = self._status(job.name)
             state = JobState(status["state"])
-            if not state.terminal:
+            why = self._trainer_gone(job.name, status) if not state.terminal else None
+            if why:
                 return JobStatus(
-                    state=JobState.FAILED, message=f"trainer process died without a result; log tail:\n{tail(log)}"
+                    state=JobState.FAILED,
+                    message=f"trainer process died without a result ({why}); log tail:\n{tail(log)}",
                 )
         message = status.get("message", "")
         if state is JobState.FAILED:
@@ -112,10 +142,28 @@ class TrainerJobs:
         return JobStatus(state=state, message=message)
 
     def cancel(self, job: JobRef) -> None:
-        status = self._status(job.name)
+        try:
+            status = self._status(job.name)
+        except DamagedStateFile:  # its pid is unknown: stop whatever trains in this job's folder, then say so
+            for found in tunegate_processes():
+                if found.kind == "trainer" and Path(found.argument).resolve() == self._dir(job.name).resolve():
+                    stop_process_group(found.pid)
+            write_json(
+                self._dir(job.name) / "status.json",
+                {
+                    "state": "canceled",
+                    "message": "cancelled by tunegate (its status file was damaged)",
+                    "ended": time.time(),
+                },
+            )
+            return
         if not status or JobState(status["state"]).terminal:
             return
-        stop_process_group(int(status["pid"]))
+        why = self._trainer_gone(job.name, status)
+        if why is None:
+            stop_process_group(int(status["pid"]))
+        else:  # nothing of ours to stop: the job only needs to say it is over
+            logger.warning("job %s: not signalling pid %s (%s)", job.name, status.get("pid"), why)
         current = self._status(job.name)
         if not JobState(current["state"]).terminal:
             write_json(
@@ -179,8 +227,12 @@ class TrainerJobs:
         for job_dir in (self.root / "jobs").glob("*") if (self.root / "jobs").exists() else []:
             if not (job_dir / "status.json").exists():
                 continue  # being submitted right now
-            spec = read_json(job_dir / "spec.json")
-            status = self.status(JobRef(name=job_dir.name))
+            try:
+                spec = read_json(job_dir / "spec.json")
+                status = self.status(JobRef(name=job_dir.name))
+            except DamagedStateFile as exc:
+                found.append(JobInfo(name=job_dir.name, state=JobState.FAILED, display_name=f"damaged: {exc}"))
+                continue
             found.append(
                 JobInfo(
                     name=job_dir.name,
@@ -197,8 +249,10 @@ class TrainerJobs:
         """(name, pid) of every job whose trainer still runs."""
         found = []
         for job_dir in sorted((self.root / "jobs").glob("*")) if (self.root / "jobs").exists() else []:
-            status = self._status(job_dir.name)
-            pid = int(status.get("pid") or 0)
-            if status and not JobState(status["state"]).terminal and pid_alive(pid):
-                found.append((job_dir.name, pid))
+            try:
+                status = self._status(job_dir.name)
+            except DamagedStateFile:
+                continue  # `tunegate jobs` names it; the trainer, if it runs, is among tunegate's processes
+            if status and not JobState(status["state"]).terminal and not self._trainer_gone(job_dir.name, status):
+                found.append((job_dir.name, status["pid"]))
         return found

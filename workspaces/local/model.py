@@ -4,6 +4,7 @@ importing the workspace stays cheap for the flow process."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,49 @@ class PromptTooLong(ValueError):
         self.tokens, self.limit = tokens, limit
 
 
+class TemplateTooSlow(PromptTooLong):
+    """The model's chat template took longer than the request's time to render the conversation."""
+
+    def __init__(self, seconds: float) -> None:
+        ValueError.__init__(
+            self, f"the model's chat template did not render this conversation within {seconds:g} s; send fewer or "
+            "shorter messages"
+        )  # fmt: skip
+        self.tokens, self.limit = 0, 0
+
+
+def render_prompts(tokenizer: Any, conversations: list[list[dict[str, str]]], max_time_s: float | None) -> list[str]:
+    """The chat template applied to each conversation, stopped after `max_time_s`. A template is code from the model
+    folder (Jinja, sandboxed but free to loop): a nested loop over a long conversation renders for minutes. The
+    rendering thread is traced while it renders, and the trace raises once the time is up."""
+    import sys
+
+    def render() -> list[str]:
+        return [
+            tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            for messages in conversations
+        ]
+
+    if not max_time_s:
+        return render()
+    deadline = time.monotonic() + max_time_s
+    ticks = 0
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal ticks
+        ticks += 1
+        if ticks % 256 == 0 and time.monotonic() > deadline:  # every line of the template's code is an event
+            raise TemplateTooSlow(max_time_s)
+        return tracer
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        return render()
+    finally:
+        sys.settrace(previous)
+
+
 def generate(
     model: Any,
     tokenizer: Any,
@@ -100,10 +144,10 @@ def generate(
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
 
-    prompts = [
-        tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        for messages in conversations
-    ]
+    started = time.monotonic()
+    prompts = render_prompts(tokenizer, conversations, max_time_s)
+    if max_time_s:  # the template's time counts against the request's: generation gets what is left
+        max_time_s = max(0.1, max_time_s - (time.monotonic() - started))
     tokenizer.padding_side = "left"  # a decoder continues from the right end of every row
     if tokenizer.pad_token is None:  # many chat models ship none; left padding only needs some id, masked out
         tokenizer.pad_token = tokenizer.eos_token

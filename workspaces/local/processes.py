@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from workspaces.errors import InvalidNameError
+from workspaces.errors import WorkspaceError
 
 
 def pid_alive(pid: int) -> bool:
@@ -71,14 +71,135 @@ def start_detached(module: str, args: list[str], log: Path, env: dict[str, str] 
         )
 
 
-def write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)  # readers never see half a file
+def write_json(path: Path, payload: dict, mode: int = 0o644) -> None:
+    """Write the whole file or nothing: a temporary file of this process and thread, flushed to disk, then renamed
+    over the old one. Readers (and a kill -9 at any moment) never see half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    data = json.dumps(payload, indent=2).encode()
+    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
+class DamagedStateFile(WorkspaceError):
+    """A state file tunegate wrote cannot be read back (truncated, edited, not ours); the message names it and what
+    the user can do."""
+
+    def __init__(self, path: Path, why: str, advice: str = "") -> None:
+        super().__init__(
+            f"{path} is damaged ({why}); "
+            + (advice or "tunegate did not write it this way: restore it from a backup or remove what it describes")
+        )
+        self.path = path
+
+
+def read_json(path: Path, advice: str = "") -> dict:
+    """The JSON object in `path`; {} when there is no such file; DamagedStateFile when it is not one."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DamagedStateFile(path, f"unreadable: {type(exc).__name__}", advice) from None
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise DamagedStateFile(path, f"not JSON: {exc}", advice) from None
+    if not isinstance(document, dict):
+        raise DamagedStateFile(path, "not a JSON object", advice)
+    return document
+
+
+def read_json_or_empty(path: Path) -> dict:
+    """read_json for a clean-up that must go on whatever the file says: a damaged file reads as {}."""
+    try:
+        return read_json(path)
+    except DamagedStateFile:
+        return {}
+
+
+# ---------------------------------------------------------------- which process a recorded pid is
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (/proc/PID/stat field 22); None when unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def identity(pid: int) -> dict:
+    """What to record beside a pid so that it can be told apart later from another process given the same number
+    (pids are reused, and after a reboot every one is)."""
+    return {"pid": pid, "pid_started": start_ticks(pid), "boot_id": boot_id()}
+
+
+def process_matches(record: dict) -> bool:
+    """The process `record` (from identity()) names still runs: same pid, started at the same time, same boot."""
+    pid = record.get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int) or not pid_alive(pid):
+        return False
+    if record.get("boot_id") and boot_id() and record["boot_id"] != boot_id():
+        return False
+    return record.get("pid_started") is None or record["pid_started"] == start_ticks(pid)
+
+
+def command_line(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def not_ours(record: dict, module: str, argument: Path | None = None) -> str | None:
+    """None when the process `record` names is provably the one tunegate started: alive, started when recorded (on
+    this boot) and running `python -m module` on `argument`; else why not, in words. Only such a process is ever
+    signalled: a pid from a file may be anyone's by now."""
+    pid = record.get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 1:
+        return f"the recorded pid {pid!r} is not a process id"
+    if not pid_alive(pid):
+        return f"process {pid} is not running"
+    if record.get("boot_id") and boot_id() and record["boot_id"] != boot_id():
+        return f"pid {pid} was recorded before the machine restarted"
+    if record.get("pid_started") is not None and record["pid_started"] != start_ticks(pid):
+        return f"process {pid} started at another time than the one recorded: the pid was reused"
+    args = command_line(pid)
+    if not args or os.stat(f"/proc/{pid}").st_uid != os.getuid():
+        return f"process {pid} is not this user's"
+    if module not in args or (argument is not None and not _names(args, argument)):
+        shown = " ".join(arg for arg in args if arg)[:120]
+        return f"process {pid} is not tunegate's ({shown!r})"
+    return None
+
+
+def _names(args: list[str], argument: Path) -> bool:
+    wanted = argument.resolve()
+    for arg in args:
+        try:
+            if arg and Path(arg).resolve() == wanted:
+                return True
+        except (OSError, RuntimeError):
+            continue
+    return False
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -86,18 +207,6 @@ def tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-
-
-def checked_name(kind: str, name: str) -> str:
-    """A name that becomes a directory: letters, digits, '-', '_', '.', never a path ('../x', '/x', 'a/b')."""
-    if not NAME.fullmatch(name) or ".." in name:
-        raise InvalidNameError(
-            f"{kind} name {name!r} is not valid: use letters, digits, '-', '_' or '.', starting with a letter or digit"
-        )
-    return name
 
 
 # ---------------------------------------------------------------- processes tunegate leaves behind
@@ -152,8 +261,10 @@ def tunegate_processes() -> list[OwnedProcess]:
 
 
 def stop_with_owner(owner: int, target: int, poll_s: float = 0.5) -> None:
-    """Watch `owner`; once it is gone (even by kill -9), stop `target`. Ends when either is gone."""
-    while pid_alive(target):
+    """Watch `owner`; once it is gone (even by kill -9), stop `target`. Ends when either is gone, or when the pid
+    `target` is no longer the process it was when the watch began (it ended and the number was reused)."""
+    target_started = start_ticks(target)
+    while pid_alive(target) and start_ticks(target) == target_started:
         if not pid_alive(owner):
             stop_process(target)
             return

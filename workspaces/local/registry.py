@@ -25,6 +25,7 @@ from workspaces.base import (
     WorkspaceError,
     per_step,
 )
+from workspaces.names import checked_name
 
 LOCAL_FOUNDATION = "tiny-phi3-chat"
 LOCAL_SIZES = ("local-cpu", "local-cuda")
@@ -159,6 +160,9 @@ class MlflowRegistry:
 
         from workspaces.local.model import save_pyfunc
 
+        checked_name("model", name)  # before any folder is made or removed under it
+        if version is not None:
+            checked_name("version", version)
         if name == LOCAL_FOUNDATION:
             raise WorkspaceError(f"{LOCAL_FOUNDATION!r} is the built-in model's name; import under another name")
         with FileLock(self.root / "import.lock", is_singleton=True, thread_local=False):

@@ -31,11 +31,19 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from workspaces.local.model import PromptTooLong
-from workspaces.local.processes import pid_alive, write_json
+from workspaces.local.processes import identity, pid_alive, write_json
 from workspaces.local.settings import EndpointLimits
 from workspaces.scoring import DEPLOYMENT_HEADER, MlflowServingBody, ScoringBody, TextScoringBody
 
 KEY_ENV, ADMIN_ENV = "TUNEGATE_ENDPOINT_KEY", "TUNEGATE_ADMIN_TOKEN"
+READERS_PER_SLOT = 4  # request bodies read at once per scoring slot
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The key of `Authorization: Bearer <key>` (the scheme in any case, as RFC 9110 allows); "" for anything else:
+    a bare key is not one of the documented forms."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def create_app(endpoint_dir: Path, key: str, admin_token: str):
@@ -54,8 +62,11 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
     state.setdefault("traffic", {})
     models: dict[str, Any] = {name: load(deployment) for name, deployment in state["deployments"].items()}
     limits = EndpointLimits.model_validate(state.get("limits") or {})
-    # requests scored at once; the others wait in line before their bodies are read: memory stays bounded
+    # requests scored at once; the others wait in line with their bodies read. Bodies are read first, each within
+    # body_timeout_s and at most READERS_PER_SLOT per scoring slot at once (memory stays bounded): a client that
+    # declares a body and never sends it holds a reader for seconds, never a scoring slot
     in_flight = asyncio.Semaphore(limits.max_concurrent_requests)
+    readers = asyncio.Semaphore(limits.max_concurrent_requests * READERS_PER_SLOT)
     lock = threading.Lock()
     # no schema or docs routes: they would show the admin API to anyone who can reach the port
     app = FastAPI(title=f"tunegate endpoint {endpoint_dir.name}", docs_url=None, redoc_url=None, openapi_url=None)
@@ -77,9 +88,13 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
         write_json(state_file, state)
 
     def check(expected: str, authorization: str | None) -> None:
-        token = (authorization or "").removeprefix("Bearer ").strip()
+        token = bearer_token(authorization)
         if not token or not hmac.compare_digest(token.encode(), expected.encode()):
-            raise HTTPException(status_code=401, detail="missing or invalid key")
+            raise HTTPException(
+                status_code=401,
+                detail="missing or invalid key: send the header 'Authorization: Bearer <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     def details() -> dict:
         return {"status": "ok", "deployments": sorted(models), "traffic": state["traffic"]}
@@ -87,7 +102,7 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
     @app.get("/health")
     async def health(authorization: str | None = Header(None)) -> dict:  # async: no hop to the thread pool
         """Status for anyone; deployments and traffic only with the scoring key or the admin token."""
-        token = (authorization or "").removeprefix("Bearer ").strip().encode()
+        token = bearer_token(authorization).encode()
         if token and any(hmac.compare_digest(token, secret.encode()) for secret in (key, admin_token)):
             return details()
         return {"status": "ok"}
@@ -95,23 +110,37 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
     @app.post("/score")
     async def score(request: Request, authorization: str | None = Header(None)) -> JSONResponse:
         check(key, authorization)
+        body = await read_body_in_time(request)
         gate = in_flight
+        await wait_in_line(gate, f"{limits.max_concurrent_requests} requests in progress")
+        try:
+            return await scored(request, body)
+        finally:
+            gate.release()
+
+    async def wait_in_line(gate: asyncio.Semaphore, what: str) -> None:
         try:
             await asyncio.wait_for(gate.acquire(), timeout=limits.max_queue_wait_s)
         except TimeoutError:
             raise HTTPException(
                 status_code=429,
-                detail=f"endpoint busy: {limits.max_concurrent_requests} requests in progress and this one waited "
-                f"{limits.max_queue_wait_s:g} s; retry later",
+                detail=f"endpoint busy: {what} and this one waited {limits.max_queue_wait_s:g} s; retry later",
                 headers={"Retry-After": "1"},
             ) from None
-        try:
-            return await scored(request)
-        finally:
-            gate.release()
 
-    async def scored(request: Request) -> JSONResponse:
-        body = await read_json_body(request, limits.max_body_bytes)
+    async def read_body_in_time(request: Request) -> object:
+        reading = readers
+        await wait_in_line(reading, f"{limits.max_concurrent_requests * READERS_PER_SLOT} request bodies arriving")
+        try:
+            return await asyncio.wait_for(read_json_body(request, limits.max_body_bytes), timeout=limits.body_timeout_s)
+        except TimeoutError:
+            raise HTTPException(
+                status_code=408, detail=f"request body not received within {limits.body_timeout_s:g} s"
+            ) from None
+        finally:
+            reading.release()
+
+    async def scored(request: Request, body: object) -> JSONResponse:
         mlflow_shape = isinstance(body, dict) and not {"inputs", "dataframe_records"}.isdisjoint(body)
         text_shape = isinstance(body, dict) and isinstance(body.get("input_data"), list)
         texts = None
@@ -196,12 +225,13 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
 
     @app.put("/admin/limits")
     def set_limits(payload: dict, authorization: str | None = Header(None)) -> dict:
-        nonlocal limits, in_flight
+        nonlocal limits, in_flight, readers
         check(admin_token, authorization)
         new = EndpointLimits.model_validate(payload)
         with lock:
             if new.max_concurrent_requests != limits.max_concurrent_requests:
                 in_flight = asyncio.Semaphore(new.max_concurrent_requests)  # requests in flight release the old one
+                readers = asyncio.Semaphore(new.max_concurrent_requests * READERS_PER_SLOT)
             limits = new
             state["limits"] = new.model_dump()
             save()
@@ -268,7 +298,7 @@ def main() -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
     # the port is known only once bound: publish it for the workspace, which then polls /health
-    write_json(args.endpoint_dir / "server.json", {"pid": os.getpid(), "port": sock.getsockname()[1]})
+    write_json(args.endpoint_dir / "server.json", {**identity(os.getpid()), "port": sock.getsockname()[1]})
     if args.owner_pid:
         threading.Thread(target=_watch_owner, args=(args.owner_pid,), daemon=True).start()
     uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])

@@ -20,9 +20,20 @@ class EndpointLimits(FormModel):
     )
     generation_timeout_s: float = Field(60, gt=0, description="Generation stops after this (transformers max_time).")
     max_concurrent_requests: int = Field(
-        4, ge=1, le=64, description="Requests scored at once; more wait in line (their bodies not yet read)."
+        4,
+        ge=1,
+        le=64,
+        description="Requests scored at once; more wait in line (their bodies read, at most 4 times "
+        "this many bodies at once).",
     )
     max_queue_wait_s: float = Field(30, gt=0, description="A request that waited this long in line gets 429.")
+    body_timeout_s: float = Field(
+        10,
+        gt=0,
+        le=600,
+        description="A request whose body has not fully arrived after this gets 408 (a slow or "
+        "stalled client never holds a scoring slot).",
+    )
 
 
 class LocalSettings(FormModel):

@@ -17,7 +17,7 @@ from typing import Any
 
 from workspaces.base import parameter_bool
 from workspaces.local.devices import DeviceFacts, TrainingPlan, device_facts, training_plan
-from workspaces.local.processes import read_json, write_json
+from workspaces.local.processes import identity, read_json_or_empty, write_json
 
 # every linear layer but the output head (Phi-3: qkv_proj, o_proj, gate_up_proj, down_proj), whatever the
 # architecture an imported model has
@@ -27,7 +27,8 @@ METRICS_FLUSH_S = 2.0
 
 def write_status(job_dir: Path, **fields: Any) -> None:
     path = job_dir / "status.json"
-    write_json(path, {**read_json(path), **fields, "updated": time.time()})
+    # the trainer is the file's writer: one damaged by hand is written whole again
+    write_json(path, {**read_json_or_empty(path), **fields, "updated": time.time()})
 
 
 def _rows(path: str) -> list[dict]:
@@ -293,7 +294,7 @@ def main(argv: list[str]) -> int:
             return 1
         if plan.distributed:
             # one process per GPU (the same pid goes on as torchrun's launcher: cancel still reaches every one)
-            write_status(job_dir, state="running", pid=os.getpid(), started=time.time())
+            write_status(job_dir, state="running", **identity(os.getpid()), started=time.time())
             torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
             torchrun += [f"--nproc_per_node={plan.processes}", "-m", "workspaces.local.trainer", str(job_dir)]
             os.execv(sys.executable, torchrun)
@@ -301,7 +302,7 @@ def main(argv: list[str]) -> int:
         train(job_dir)
         return 0
     # under torchrun the pid on record stays the launcher's, whose process group holds every worker
-    launched = {} if "LOCAL_RANK" in os.environ else {"pid": os.getpid(), "started": time.time()}
+    launched = {} if "LOCAL_RANK" in os.environ else {**identity(os.getpid()), "started": time.time()}
     write_status(job_dir, state="running", **launched)
     try:
         train(job_dir)
