@@ -346,6 +346,7 @@ def _require_live(workspace, endpoint: str) -> None:
         _fail(f"endpoint {endpoint} is down (its server is not running): `tunegate endpoint start {endpoint}`", 1)
 
 
+DAMAGED = "damaged: "  # a job listed whose state files cannot be read (workspaces/local/jobs.py)
 CHAT_HELP = "/help this help, /reset start a new conversation, /quit leave (or Ctrl-D)"
 
 
@@ -493,12 +494,17 @@ def inventory(
     process left on this machine (endpoint servers, trainers, temporary Prefect servers), whichever run started it."""
     from workspaces.local.processes import tunegate_processes
 
-    found = _workspace(profile, set_).inventory()
+    workspace = _workspace(profile, set_)
+    try:
+        found = workspace.inventory()
+    except WorkspaceError as exc:
+        _fail(exc, 1)
     processes = tunegate_processes()
     if as_json:
         console.print_json(
             data={
                 **found.model_dump(mode="json"),
+                "serving_problems": _serving_problems(workspace, found),
                 "tunegate_processes": [
                     {**vars(p), "owner_alive": not p.orphaned if p.owner else None} for p in processes
                 ],
@@ -512,13 +518,37 @@ def inventory(
         endpoints.add_row(Text(name), state, Text(", ".join(deployments) or "-"))
     console.print(endpoints if found.endpoints else "endpoints: none")
     for name in found.endpoints_down:
-        console.print(f"  {name} is down: `tunegate endpoint start {name}` brings it back", markup=False)
+        if name not in found.endpoints_ended:
+            console.print(f"  {name} is down: `tunegate endpoint start {name}` brings it back", markup=False)
+    for problem in (*found.problems, *_serving_problems(workspace, found)):
+        err.print(f"problem: {problem}", markup=False, soft_wrap=True)
     console.print(f"running jobs: {', '.join(found.running_jobs) or 'none'}", markup=False)
     table = Table("pid", "process", "of", "started by", title="tunegate processes", title_justify="left")
     for process in processes:
         owner = "-" if process.owner is None else f"{process.owner} ({'gone' if process.orphaned else 'running'})"
         table.add_row(str(process.pid), process.kind, Text(process.argument), owner)
     console.print(table if processes else "tunegate processes: none")
+
+
+def _serving_problems(workspace, found) -> list[str]:
+    """Kept endpoints whose live model is not the registry's champion (a promotion killed half-way)."""
+    from tasks.deploy import repair_for, serving_state
+
+    problems = []
+    for name in found.endpoints:
+        if name in found.endpoints_down or name in found.endpoints_ended:
+            continue
+        try:
+            serving = serving_state(workspace, name)
+            if serving is None or not serving.live:
+                continue
+            model_name = serving.live[0].rpartition(":")[0]
+            repair = repair_for(serving, workspace.champion(model_name))
+        except WorkspaceError:
+            continue  # said among the inventory's own problems
+        if repair.needed:
+            problems.append(f"{repair.why}: `tunegate endpoint start {name}` puts them back together")
+    return problems
 
 
 @app.command()
@@ -713,12 +743,26 @@ def endpoint_start(
         if found is None:
             _fail(f"no endpoint {name!r} in this workspace; `tunegate inventory` lists them", 2)
         if found.running:
-            console.print(f"endpoint {name} is running; nothing to do", markup=False)
-            return
-        started = workspace.ensure_endpoint(name)
+            console.print(f"endpoint {name} is running", markup=False)
+        else:
+            started = workspace.ensure_endpoint(name)
+            console.print(f"started endpoint {name}: traffic {started.traffic or 'none'}", markup=False)
+        repaired = _reconcile(workspace, name)
     except WorkspaceError as exc:
         _fail(exc, 2 if isinstance(exc, InvalidNameError) else 1)
-    console.print(f"started endpoint {name}: traffic {started.traffic or 'none'}", markup=False)
+    if repaired:
+        console.print(f"repaired: {repaired}", markup=False, soft_wrap=True)
+
+
+def _reconcile(workspace, name: str) -> str | None:
+    """Live model and champion of a kept endpoint made to agree (tasks/deploy.reconcile); what was done."""
+    from tasks.deploy import reconcile, serving_state
+
+    serving = serving_state(workspace, name)
+    if serving is None or not serving.live:
+        return None
+    with workspace.endpoint_lock(name):
+        return reconcile(workspace, name, serving.live[0].rpartition(":")[0])
 
 
 @app.command()
@@ -765,8 +809,12 @@ def jobs(
     table.columns.insert(0, Column("job", no_wrap=True))  # whole: it is what `--cancel` takes
     for info in found:
         created = datetime.fromtimestamp(info.created).strftime("%Y-%m-%d %H:%M:%S") if info.created else "-"
-        table.add_row(Text(info.name), info.state.value, created, Text(info.display_name))
+        damaged = info.display_name.startswith(DAMAGED)
+        table.add_row(Text(info.name), info.state.value, created, Text("(see below)" if damaged else info.display_name))
     console.print(table)
+    for info in found:
+        if info.display_name.startswith(DAMAGED):
+            console.print(f"{info.name}: {info.display_name}", markup=False, soft_wrap=True)
 
 
 @app.command()

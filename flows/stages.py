@@ -28,6 +28,7 @@ class Stages:
     roll_back: Any = deploy.roll_back
     promote: Any = deploy.promote
     read_endpoint: Any = deploy.read_endpoint
+    reconcile_endpoint: Any = deploy.reconcile_endpoint
     teardown: Any = teardown.teardown
 
     @classmethod

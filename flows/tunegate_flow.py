@@ -28,6 +28,7 @@ from tasks import approval, finetune, register
 from tasks.approval import ApprovalRecord, require_server_for_manual
 from tasks.deploy import deployment_name
 from tasks.metrics import GateResult, model_id
+from tasks.register import JOB_TAG
 from tasks.sampling import SampledData
 from tasks.teardown import TeardownResult, take_down
 from workspaces.base import FoundationModel, JobRef, ModelVersion, Workspace, WorkspaceError
@@ -85,15 +86,21 @@ def run_stages(
     # the champion of now rides along with the job, which evaluates it on the same split where the workspace can
     compare_with, _ = champion_or_error(stages, workspace, registered_name)
     spec = finetune.build_spec(foundation, compute, data_ref, config.finetune, experiment, compare_with)
-    key = finetune.idempotency_key(foundation, data_ref, compute.name, spec.parameters, compare_with)
+    # the champion is not part of the key: a rerun finds the same job whatever became champion since
+    key = finetune.idempotency_key(foundation, data_ref, compute.name, spec.parameters)
     job = stages.submit_finetune(workspace, spec, key, fresh=config.job.fresh)
+    # what the job measured champion_eval_loss on: a job found again says (it may predate the champion of now)
+    evaluated = job.evaluated_champion if job.reattached else model_id(compare_with)
     summary.record_job(job, spec)
     stages.wait_for_finetune(workspace, job, config.job)
     curve = draw_loss_curve(stages, workspace, job, foundation, store, run_id, summary)
     note_links(workspace, summary, job=job)
 
     champion, champion_error = champion_or_error(stages, workspace, registered_name)  # it may have changed meanwhile
-    gate = check_gate(stages, workspace, config, job, (champion, champion_error), compare_with, sampled)
+    if config.teardown.mode == "keep" and champion is not None and champion.tags.get(JOB_TAG) == job.name:
+        finish_earlier_promotion(stages, workspace, config, job, champion, foundation, sampled, summary, state)
+        return
+    gate = check_gate(stages, workspace, config, job, (champion, champion_error), evaluated, sampled)
     summary.record_gate(gate)
     if not gate.passed:
         raise RunStopped("gate_failed", "Gate failed: " + "; ".join(f.removeprefix("fail: ") for f in gate.failures))
@@ -119,7 +126,8 @@ def run_stages(
     # is checked again against whatever champion that run left
     with workspace.endpoint_lock(endpoint_name):
         if keep:
-            recheck_gate_after_waiting(stages, workspace, config, job, champion, compare_with, sampled, summary)
+            recheck_gate_after_waiting(stages, workspace, config, job, champion, evaluated, sampled, summary)
+            stages.reconcile_endpoint(workspace, endpoint_name, registered_name)
         deploy_smoke_promote(stages, workspace, config, endpoint_name, version, foundation, sampled, summary, state)
 
 
@@ -129,10 +137,10 @@ def check_gate(
     config: TunegateConfig,
     job: JobRef,
     champion: tuple[ModelVersion | None, str | None],
-    compare_with: ModelVersion | None,
+    evaluated: str | None,
     sampled: SampledData,
 ) -> GateResult:
-    """The gate against `champion` as champion_or_error gives it; the job evaluated `compare_with` on its split."""
+    """The gate against `champion` as champion_or_error gives it; the job evaluated `evaluated` on its split."""
     return stages.check_metrics(
         workspace,
         job,
@@ -140,7 +148,7 @@ def check_gate(
         champion[0],
         champion_error=champion[1],
         eval_fingerprint=sampled.eval_fingerprint,
-        evaluated_champion=model_id(compare_with),
+        evaluated_champion=evaluated,
     )
 
 
@@ -150,7 +158,7 @@ def recheck_gate_after_waiting(
     config: TunegateConfig,
     job: JobRef,
     champion: ModelVersion | None,
-    compare_with: ModelVersion | None,
+    evaluated: str | None,
     sampled: SampledData,
     summary: RunSummary,
 ) -> None:
@@ -159,7 +167,7 @@ def recheck_gate_after_waiting(
     now, error = champion_or_error(stages, workspace, config.model.registered_name())
     if error is None and model_id(now) == model_id(champion):
         return
-    gate = check_gate(stages, workspace, config, job, (now, error), compare_with, sampled)
+    gate = check_gate(stages, workspace, config, job, (now, error), evaluated, sampled)
     summary.record_gate(gate)
     became = f"{model_id(now)} became champion while this run waited"
     if not gate.passed:
@@ -168,6 +176,51 @@ def recheck_gate_after_waiting(
     if not gate.comparable and config.approval.policy != "auto":  # approved against another champion than this
         raise RunStopped(
             "gate_failed", f"Gate failed: {became} and this model cannot be compared with it; run again to compare"
+        )
+
+
+def finish_earlier_promotion(
+    stages: Stages,
+    workspace: Workspace,
+    config: TunegateConfig,
+    job: JobRef,
+    champion: ModelVersion,
+    foundation: FoundationModel,
+    sampled: SampledData,
+    summary: RunSummary,
+    state: RunState,
+) -> None:
+    """The champion is this job's own model: an earlier run of the same inputs promoted it (and was killed before it
+    could say so). Nothing is trained, registered or asked again; the endpoint is checked to serve it, and made to
+    when it does not."""
+    logger = get_run_logger()
+    logger.info("%s from job %s is already the champion: an earlier run promoted it", model_id(champion), job.name)
+    gate = check_gate(stages, workspace, config, job, (None, None), None, sampled)
+    summary.record_gate(
+        gate.model_copy(
+            update={
+                "reasons": [*gate.reasons, f"ok: {model_id(champion)} from this job is already champion"],
+                "champion": model_id(champion),
+            }
+        )
+    )
+    summary.record_model(champion)
+    decision = approval.recorded_decision(champion)
+    if decision is not None:
+        summary.record_decision(decision)
+    state.endpoint = config.endpoint.name
+    with workspace.endpoint_lock(config.endpoint.name):
+        stages.reconcile_endpoint(workspace, config.endpoint.name, champion.name)
+        serving = stages.read_endpoint(workspace, config.endpoint.name)
+        if serving is not None and serving.live == [model_id(champion)]:
+            summary.record_endpoint(serving)
+            note_links(workspace, summary, endpoint=config.endpoint.name)
+            return
+        logger.warning(
+            "%s is champion but not live on %s: deploying it again", model_id(champion), config.endpoint.name
+        )
+        deploy_smoke_promote(
+            stages, workspace, config, config.endpoint.name, champion, foundation, sampled, summary, state
         )
 
 

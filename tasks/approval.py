@@ -128,6 +128,19 @@ def decision_tags(decision: ApprovalRecord) -> dict[str, str]:
     }
 
 
+def recorded_decision(model: ModelVersion) -> ApprovalRecord | None:
+    """The decision the version's tags record (decision_tags), or None when it has none."""
+    if model.tags.get("decision") not in (APPROVED, REJECTED):
+        return None
+    return ApprovalRecord(
+        approved=model.tags["decision"] == APPROVED,
+        approver=model.tags.get("approver", "unknown"),
+        comment=model.tags.get("decision_comment", ""),
+        policy=model.tags.get("decision_policy", "unknown"),
+        decided_at=model.tags.get("decided_at", ""),
+    )
+
+
 def is_approved(model: ModelVersion) -> bool:
     return model.tags.get("decision") == APPROVED
 

@@ -95,6 +95,11 @@ def deploy_candidate(
     else:
         workspace.create_deployment(endpoint_name, name, model, settings.instance_type, settings.instance_count)
     previous = {dep: pct for dep, pct in endpoint.traffic.items() if dep != name}
+    if endpoint.traffic.get(name, 0) > 0:  # found again already serving this model: its traffic stays as it is
+        get_run_logger().info(
+            "deployment %s/%s serves %s already, at %s", endpoint_name, name, wanted, endpoint.traffic
+        )
+        return DeployResult(endpoint=endpoint_name, deployment=name, previous_traffic=dict(endpoint.traffic))
     workspace.set_traffic(endpoint_name, {**previous, name: 0})
     get_run_logger().info(
         "deployment %s/%s created at 0%% traffic; live traffic stays %s", endpoint_name, name, previous
@@ -245,6 +250,66 @@ def promote(workspace: Workspace, deployed: DeployResult, model: ModelVersion, s
     for name in retired:
         workspace.delete_deployment(deployed.endpoint, name)
     return retired
+
+
+class Repair(BaseModel):
+    """How to make an endpoint's live model and the registry's champion agree again (a promotion was killed
+    half-way): nothing, traffic back to the champion's deployment, or the live model recorded as champion."""
+
+    needed: bool
+    traffic_to: str | None = None  # a deployment that serves the champion
+    champion: str | None = None  # "name:version" that serves and is to be recorded as champion
+    why: str = ""
+
+
+def repair_for(serving: ServingState | None, champion: ModelVersion | None) -> Repair:
+    """Pure rule. The champion is the record of the last promotion that finished: while one of the endpoint's
+    deployments still serves it, traffic goes back there (the interrupted promotion is undone; the next run of the
+    same inputs does it again). When none does (there was none, or it is gone), what serves is what the killed
+    promotion had already smoke-tested and sent all traffic to: it is recorded as champion."""
+    if serving is None or not serving.live:
+        return Repair(needed=False)
+    wanted = f"{champion.name}:{champion.version}" if champion is not None else None
+    if serving.live == [wanted]:
+        return Repair(needed=False)
+    why = f"{serving.name} serves {', '.join(serving.live)} but the champion is {wanted or 'none'}"
+    holding = sorted(name for name, model in serving.models.items() if model == wanted)
+    if holding:
+        return Repair(needed=True, traffic_to=holding[0], why=why)
+    if len(set(serving.live)) == 1:
+        return Repair(needed=True, champion=serving.live[0], why=why)
+    return Repair(needed=True, why=f"{why}, and more than one model takes traffic: decide which by hand")
+
+
+def reconcile(workspace: Workspace, endpoint_name: str, model_name: str) -> str | None:
+    """Make a kept endpoint's live model and the champion agree (repair_for), saying what was done; None when they
+    agreed. Refuses (WorkspaceError) when it cannot tell which should win."""
+    serving = serving_state(workspace, endpoint_name)
+    if serving is None or not all(live.rpartition(":")[0] == model_name for live in serving.live):
+        return None  # the endpoint serves another model (one endpoint may serve two names): not this one's to judge
+    champion = workspace.champion(model_name)
+    repair = repair_for(serving, champion)
+    if not repair.needed:
+        return None
+    if repair.traffic_to is not None:
+        workspace.set_traffic(endpoint_name, {repair.traffic_to: 100})
+        done = f"{repair.why} (a promotion was interrupted): traffic back to {repair.traffic_to}, which serves it"
+    elif repair.champion is not None:
+        name, _, version = repair.champion.rpartition(":")
+        workspace.set_champion(ModelVersion(name=name, version=version), name)
+        done = f"{repair.why} and no deployment serves that one: recorded {repair.champion} as champion"
+    else:
+        raise WorkspaceError(repair.why)
+    return done
+
+
+@stage("reconcile endpoint")
+def reconcile_endpoint(workspace: Workspace, endpoint_name: str, model_name: str) -> str | None:
+    """Before a kept endpoint is changed: live and champion agree, or are made to (see reconcile)."""
+    done = reconcile(workspace, endpoint_name, model_name)
+    if done:
+        get_run_logger().warning("repaired %s: %s", endpoint_name, done)
+    return done
 
 
 @stage("read endpoint")

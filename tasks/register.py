@@ -12,6 +12,8 @@ from tasks.errors import stage
 from tasks.metrics import EVAL_FINGERPRINT, GateResult
 from workspaces.base import FoundationModel, JobRef, ModelVersion, Workspace
 
+JOB_TAG = "finetune_job"  # the job a version was registered from
+
 
 def lineage_tags(
     foundation: FoundationModel,
@@ -25,7 +27,7 @@ def lineage_tags(
         "foundation_model": foundation.id,
         "data_fingerprint": fingerprint,
         EVAL_FINGERPRINT: eval_fingerprint,  # what eval_loss was measured on: a later gate compares only on it
-        "finetune_job": job.name,
+        JOB_TAG: job.name,
         "flow_run_id": flow_run_id,
         "gate": "passed" if gate.passed else "failed",
     }

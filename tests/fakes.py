@@ -179,7 +179,15 @@ class FakeWorkspace:
     def get_job(self, name: str) -> JobRef | None:
         self._enter("get_job")
         record = self.jobs.get(name)
-        return JobRef(name=name, idempotency_key=record["key"], url=f"mem://jobs/{name}") if record else None
+        if not record:
+            return None
+        compared = record["spec"].compare_with  # what the job evaluated, as the local trainer records it
+        return JobRef(
+            name=name,
+            idempotency_key=record["key"],
+            url=f"mem://jobs/{name}",
+            evaluated_champion=f"{compared.name}:{compared.version}" if compared else None,
+        )
 
     def submit_finetune(self, spec: FinetuneSpec, name: str, idempotency_key: str) -> JobRef:
         self._enter("submit_finetune")

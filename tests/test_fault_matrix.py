@@ -41,7 +41,7 @@ def test_the_matrix_covers_every_method_a_run_calls(tmp_path, scoring):
     run(keep, config)
     keep.calls.clear()
     keep.metrics = dict(BETTER)
-    run(keep, config)
+    run(keep, make_config(tmp_path / "b", teardown={"mode": "keep"}, data={"seed": 1}))  # new data, a new job
     assert set(keep.calls) - set(EPHEMERAL) == set(KEEP_ONLY)
 
 
@@ -68,10 +68,11 @@ CASES = [("ephemeral", m) for m in EPHEMERAL] + [("keep", m) for m in KEEP]
 def test_fault(tmp_path, scoring, mode, method, fault):
     workspace = FakeWorkspace(scoring)
     config = make_config(tmp_path, teardown={"mode": mode})
-    if mode == "keep":  # a champion is live; this run's better candidate replaces it
+    if mode == "keep":  # a champion is live; this run's better candidate (new data: a new job) replaces it
         assert run(workspace, config).is_completed()
         workspace.metrics = dict(BETTER)
         workspace.calls.clear()
+        config = make_config(tmp_path, teardown={"mode": mode}, data={"seed": 1})
     before = workspace.submissions
     if fault == "transient":
         workspace.faults[method] = [TransientWorkspaceError(f"503 from {method}")]

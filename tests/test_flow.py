@@ -55,6 +55,11 @@ def make_config(tmp_path, **sections):
     return config_from_dict(document)
 
 
+def new_data(config):
+    """The same profile on another sample of the data: another fine-tune job (the same inputs reuse the job)."""
+    return config.model_copy(update={"data": config.data.model_copy(update={"seed": config.data.seed + 1})})
+
+
 def run(workspace, config, chat_flows=None):
     with use_workspace(workspace), use_chat_flows(chat_flows or FakeChatFlows()):
         return tunegate(config=config, return_state=True)
@@ -142,7 +147,7 @@ def test_keep_mode_blue_green_retires_old_and_sets_champion(tmp_path, workspace)
     first = run(workspace, config).result()
     assert workspace.champions[first.model.name].version == "1"
     workspace.metrics = {"train_loss": 1.0, "eval_loss": 1.2, "base_eval_loss": 2.5}  # a better candidate
-    second = run(workspace, config).result()
+    second = run(workspace, make_config(tmp_path, teardown={"mode": "keep"}, data={"seed": 1})).result()  # new data
     assert second.status == "succeeded" and second.model.version == "2"
     endpoint = workspace.get_endpoint("chat")
     assert endpoint.traffic == {dep("2"): 100} and endpoint.deployments == (dep("2"),)
@@ -163,7 +168,8 @@ def test_gate_failure_deploys_nothing(tmp_path, workspace):
 def test_candidate_not_better_than_champion_is_not_deployed(tmp_path, workspace):
     config = make_config(tmp_path, teardown={"mode": "keep"})
     run(workspace, config).result()
-    state = run(workspace, config)  # same metrics as the champion: not better
+    other_data = make_config(tmp_path, teardown={"mode": "keep"}, data={"seed": 1})  # a new job
+    state = run(workspace, other_data)  # same metrics as the champion: not better
     assert state.is_failed()
     assert read_summary(config, state)["status"] == "gate_failed"
     assert workspace.get_endpoint("chat").traffic == {dep("1"): 100}
@@ -174,7 +180,7 @@ def test_smoke_failure_rolls_back_and_old_deployment_keeps_traffic(tmp_path, wor
     run(workspace, config).result()
     workspace.metrics = {"train_loss": 1.0, "eval_loss": 1.2, "base_eval_loss": 2.5}
     scoring.mode = "error"
-    state = run(workspace, config)
+    state = run(workspace, new_data(config))
     assert state.is_failed()
     summary = read_summary(config, state)
     assert (
@@ -220,7 +226,7 @@ def test_unanswered_prompts_through_prompt_flow_fail_the_smoke_and_roll_back(tmp
     workspace.metrics = {"train_loss": 1.0, "eval_loss": 1.2, "base_eval_loss": 2.5}
     chat_flows = FakeChatFlows()
     chat_flows.mode = "unanswered"
-    state = run(workspace, config, chat_flows)
+    state = run(workspace, new_data(config), chat_flows)
     summary = read_summary(config, state)
     assert summary["status"] == "smoke_failed" and "through Prompt flow" in summary["smoke"]["error"]
     assert "HTTP 500" in summary["smoke"]["promptflow"]["rows"][0]["error"]
@@ -281,7 +287,7 @@ def test_compute_on_deny_list_is_rejected_before_training(tmp_path, workspace):
     state = run(workspace, make_config(tmp_path, compute={"size": "Standard_NC24ads_A100_v4"}))
     assert state.is_failed()
     summary = read_summary(make_config(tmp_path), state)
-    assert "currently not supported for finetuning" in summary["error"]
+    assert "on the notebook's deny list for fine-tuning" in summary["error"]
     assert workspace.calls.count("ensure_compute") == 1 and "submit_finetune" not in workspace.calls
 
 
@@ -336,7 +342,7 @@ def test_a_transient_registry_error_is_retried_before_the_gate_decides(tmp_path,
     run(workspace, config).result()
     workspace.metrics = {"train_loss": 1.0, "eval_loss": 1.2, "base_eval_loss": 2.5}
     workspace.faults["champion"] = [TransientWorkspaceError("registry: HTTP 503")]
-    summary = run(workspace, config).result()
+    summary = run(workspace, new_data(config)).result()
     assert summary.status == "succeeded" and summary.model.version == "2"
 
 
@@ -350,7 +356,7 @@ def test_a_champion_is_compared_on_the_candidates_split_when_the_workspace_can(t
     )
     workspace.metrics = {"train_loss": 1.0, "eval_loss": 1.6, "base_eval_loss": 2.5}
     workspace.champion_on_this_split = 1.9
-    summary = run(workspace, config).result()
+    summary = run(workspace, new_data(config)).result()
     assert summary.status == "succeeded" and summary.approval.approver == "policy:auto-if-better"
     assert any("(1.9000, re-evaluated on this run's test split)" in r for r in summary.gate.reasons)
     job_spec = workspace.jobs[summary.job.name]["spec"]
@@ -366,7 +372,7 @@ def test_a_champion_measured_on_other_data_makes_auto_if_better_ask_a_person(tmp
     )
     workspace.evaluates_champion = False  # as Azure's pipeline: it cannot evaluate the champion
     workspace.metrics = {"train_loss": 1.0, "eval_loss": 0.2, "base_eval_loss": 2.5}  # "better" on paper
-    state = run(workspace, config)
+    state = run(workspace, new_data(config))
     summary = read_summary(config, state)
     assert summary["gate"]["passed"] is True
     assert any("not comparable" in r for r in summary["gate"]["reasons"])
@@ -398,7 +404,7 @@ def test_a_deployment_name_serving_another_model_is_refused(tmp_path, workspace)
     impostor = ModelVersion(name="other", version="9")
     workspace.create_deployment("chat", "ft-fc-2", impostor, "Standard_NC6s_v3")
     workspace.metrics = {"train_loss": 1.0, "eval_loss": 1.2, "base_eval_loss": 2.5}
-    state = run(workspace, config)
+    state = run(workspace, new_data(config))
     summary = read_summary(config, state)
     assert summary["status"] == "failed"
     assert "ft-fc-2 exists and serves other:9, not fc:2" in summary["error"]
@@ -588,3 +594,61 @@ def test_two_runs_submitting_the_same_job_at_once_share_it(tmp_path, scoring):
     workspace = TwinSubmitsFirst(scoring)
     summary = run(workspace, make_config(tmp_path)).result()
     assert summary.status == "succeeded" and summary.job.reattached and workspace.submissions == 1
+
+
+# ---------------------------------------------------------------- crashes between steps (issue 21)
+
+
+def test_the_same_inputs_find_the_same_job_whatever_became_champion_since(tmp_path, workspace):
+    # kill -9 after promote in keep mode: the rerun of the same command trains nothing and registers nothing
+    config = make_config(tmp_path, teardown={"mode": "keep"})
+    first = run(workspace, config).result()
+    assert workspace.champions[REGISTERED].version == "1"  # the champion changed after the job was keyed
+    again = run(workspace, config).result()
+    assert workspace.submissions == 1 and again.job.name == first.job.name and again.job.reused
+    assert [v.version for v in workspace.models[REGISTERED]] == ["1"]  # no v2 from the same data
+    assert again.status == "succeeded" and again.model.version == "1"
+    assert any("already champion" in reason for reason in again.gate.reasons)
+    assert workspace.get_endpoint("chat").traffic == {dep("1"): 100}  # live as it was, never set to 0 meanwhile
+    assert again.approval.decision == "approved"
+
+
+def test_a_reattached_job_is_compared_with_the_champion_it_evaluated(tmp_path, workspace):
+    # the job evaluated no champion (there was none); a champion promoted since is not taken for "same split"
+    config = make_config(tmp_path, data={"seed": 3}, approval={"policy": "auto"})
+    first = run(workspace, config).result()
+    workspace.champions[REGISTERED] = ModelVersion(name=REGISTERED, version="7", tags={"eval_loss": "0.5"})
+    workspace.metrics = {**workspace.metrics, "champion_eval_loss": 9.0}  # a number that is not v7's
+    again = run(workspace, config).result()
+    assert again.job.name == first.job.name
+    assert not any("re-evaluated on this run's test split" in reason for reason in again.gate.reasons)
+
+
+def test_a_run_after_a_promotion_killed_half_way_puts_live_and_champion_back_together(tmp_path, workspace):
+    config = make_config(tmp_path, teardown={"mode": "keep"})
+    run(workspace, config).result()  # v1 live and champion
+    # as after kill -9 inside promote: v2 takes 100% while the champion alias still names v1
+    v2 = ModelVersion(name=REGISTERED, version="2", tags={"decision": "approved"})
+    workspace.models[REGISTERED].append(v2)
+    workspace.create_deployment("chat", dep("2"), v2, "Standard_NC6s_v3")
+    workspace.set_traffic("chat", {dep("2"): 100})
+    workspace.metrics = {"train_loss": 1.0, "eval_loss": 1.2, "base_eval_loss": 2.5}
+    third = run(workspace, make_config(tmp_path, teardown={"mode": "keep"}, data={"seed": 5})).result()
+    assert third.status == "succeeded" and third.model.version == "3"
+    endpoint = workspace.get_endpoint("chat")
+    assert endpoint.traffic == {dep("3"): 100} and workspace.champions[REGISTERED].version == "3"
+    # compared with the champion, not with what served by accident
+    assert any(f"{REGISTERED}:1" in reason for reason in third.gate.reasons), third.gate.reasons
+
+
+def test_repair_rule_for_live_and_champion():
+    from tasks.deploy import ServingState, repair_for
+
+    v1, v2 = (ModelVersion(name="m", version=v) for v in ("1", "2"))
+    both = ServingState(name="e", traffic={"d1": 0, "d2": 100}, models={"d1": "m:1", "d2": "m:2"})
+    assert repair_for(both, v1).traffic_to == "d1"  # the champion still has its deployment: traffic goes back
+    only_new = ServingState(name="e", traffic={"d2": 100}, models={"d2": "m:2"})
+    assert repair_for(only_new, v1).champion == "m:2" and repair_for(only_new, None).champion == "m:2"
+    assert not repair_for(only_new, v2).needed and not repair_for(None, v1).needed
+    split = ServingState(name="e", traffic={"d2": 50, "d3": 50}, models={"d2": "m:2", "d3": "m:3"})
+    assert repair_for(split, v1).needed and "by hand" in repair_for(split, v1).why

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -437,3 +438,170 @@ def test_profile_limits_reach_the_server_and_extra_requests_wait_then_get_429(wo
     assert over.status_code == 422 and "limit 16" in (over.error or "")
     assert json.loads((workspace.root / "endpoints" / "ep-limits" / "server.json").read_text())["pid"] == pid
     workspace.delete_endpoint("ep-limits")
+
+
+# ---------------------------------------------------------------- a hostile user (issue 21)
+
+
+def _bare(workspace, name, registered):
+    workspace.ensure_endpoint(name)
+    workspace.create_deployment(name, "blue", registered, "local-cpu")
+    workspace.set_traffic(name, {"blue": 100})
+    return workspace.endpoint_credentials(name)
+
+
+def test_text_no_tokenizer_can_take_a_temperature_that_overflows_and_a_bare_key_are_4xx(workspace, registered):
+    credentials = _bare(workspace, "ep-input", registered)
+    key = credentials.key.get_secret_value()
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+    def post(raw: bytes, auth: dict | None = None) -> httpx.Response:
+        return httpx.post(credentials.scoring_uri, content=raw, headers=auth or headers, timeout=60)
+
+    surrogate = post(b'{"input_data": {"input_string": [[{"role": "user", "content": "hi \\ud800"}]]}}')
+    assert surrogate.status_code == 422 and "surrogate" in surrogate.text, surrogate.text
+    assert any("content" in error["field"] for error in surrogate.json()["errors"])
+    text_shape = post(b'{"input_data": ["\\udfff"], "params": {"max_new_tokens": 2}}')
+    assert text_shape.status_code == 422 and "input_data" in text_shape.text
+    for tiny in (b"1e-300", b"5e-324"):
+        body = b'{"input_data": {"input_string": [[{"role": "user", "content": "hi"}]], "parameters": '
+        answer = post(body + b'{"do_sample": true, "temperature": ' + tiny + b', "max_new_tokens": 4}}}')
+        assert answer.status_code == 422 and "temperature" in answer.text, (tiny, answer.text)
+    ok = b'{"input_data": {"input_string": [[{"role": "user", "content": "hi"}]], "parameters": {"max_new_tokens": 2}}}'
+    for bare in (key, f"Token {key}", f"Bearer{key}", f"Basic {key}"):
+        refused = post(ok, {"Authorization": bare, "Content-Type": "application/json"})
+        assert refused.status_code == 401 and "Bearer <key>" in refused.text, bare
+    assert post(ok, {"Authorization": f"bearer {key}", "Content-Type": "application/json"}).status_code == 200
+    health = httpx.get(credentials.scoring_uri.replace("/score", "/health"), headers={"Authorization": key}).json()
+    assert health == {"status": "ok"}  # a bare key shows nothing more either
+    workspace.delete_endpoint("ep-input")
+
+
+def test_clients_that_never_finish_their_bodies_hold_no_scoring_slot(workspace, registered):
+    import socket
+    from urllib.parse import urlsplit
+
+    credentials = _bare(workspace, "ep-slow", registered)
+    port = urlsplit(credentials.scoring_uri).port
+    key = credentials.key.get_secret_value()
+    stalled = []
+    for _ in range(4):  # as many as there are scoring slots (max_concurrent_requests 4)
+        client = socket.create_connection(("127.0.0.1", port), timeout=60)
+        client.sendall(
+            f"POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+            "Content-Length: 100000\r\n\r\n{".encode()
+        )
+        stalled.append(client)
+    time.sleep(0.5)
+    answered = workspace.invoke("ep-slow", HI, timeout_s=120)  # not 429 after 30 s: they hold no slot
+    assert answered.error is None, answered.error
+    for client in stalled:  # nothing for them yet: the answer above came while they still held their connections
+        client.settimeout(0.01)
+        with pytest.raises(TimeoutError):
+            client.recv(1)
+    for client in stalled:  # then each gets 408 after body_timeout_s (10 s), and the connection ends
+        client.settimeout(60)
+        assert client.recv(200).startswith(b"HTTP/1.1 408"), "a stalled body must get 408"
+        client.close()
+    workspace.delete_endpoint("ep-slow")
+
+
+def _stranger() -> subprocess.Popen:
+    """Somebody else's process, whose pid a hostile state file names."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+
+
+def test_a_pid_on_disk_that_is_not_ours_is_never_signalled(workspace, registered):
+    from tests.test_cli_e2e import tunegate
+
+    state_dir = f"workspace.state_dir={workspace.root.parent}"
+    _bare(workspace, "ep-pid", registered)
+    directory = workspace.root / "endpoints" / "ep-pid"
+    real = json.loads((directory / "server.json").read_text())["pid"]
+    stranger = _stranger()
+    try:
+        (directory / "server.json").write_text(json.dumps({"pid": stranger.pid, "port": 1}))
+        assert not workspace.get_endpoint("ep-pid").running  # the record does not name a server of this endpoint
+        gone = tunegate("teardown", "--endpoint", "ep-pid", "--set", state_dir)
+        assert gone.returncode == 0, gone.stderr
+        assert stranger.poll() is None, "teardown killed a process that is not tunegate's"
+        assert f"not stopping pid {stranger.pid}" in gone.stderr and "not tunegate's" in gone.stderr
+        assert not pid_alive(real) and not directory.exists()  # the real server, found by what it serves, is gone
+
+        # a job whose status.json names the stranger: `jobs --cancel` does not signal it
+        job_dir = workspace.root / "jobs" / "tunegate-forged"
+        job_dir.mkdir(parents=True)
+        (job_dir / "spec.json").write_text(json.dumps({"idempotency_key": "x", "display_name": "forged"}))
+        (job_dir / "status.json").write_text(json.dumps({"state": "running", "pid": stranger.pid}))
+        cancel = tunegate("jobs", "--cancel", "tunegate-forged", "--set", state_dir)
+        assert cancel.returncode == 0 and stranger.poll() is None, cancel.stderr
+        assert "already ended failed" in cancel.stdout  # the trainer on record is gone: the job died
+        assert workspace.job_status(JobRef(name="tunegate-forged")).message.count("not tunegate's") == 1
+    finally:
+        stranger.kill()
+        shutil.rmtree(workspace.root / "jobs" / "tunegate-forged", ignore_errors=True)
+
+
+def test_damaged_state_files_are_named_and_teardown_still_stops_the_server(workspace, registered):
+    from tests.test_cli_e2e import tunegate
+
+    state_dir = f"workspace.state_dir={workspace.root.parent}"
+    _bare(workspace, "ep-torn", registered)
+    directory = workspace.root / "endpoints" / "ep-torn"
+    pid = json.loads((directory / "server.json").read_text())["pid"]
+
+    # a truncated server.json: the endpoint reads as down, `endpoint start` replaces the stale server
+    (directory / "server.json").write_text('{"pid": 12')
+    chat = tunegate("chat", "--endpoint", "ep-torn", "-m", "hi", "--set", state_dir)
+    assert chat.returncode == 1 and "Traceback" not in chat.stderr and "tunegate endpoint start ep-torn" in chat.stderr
+    started = tunegate("endpoint", "start", "ep-torn", "--set", state_dir)
+    assert started.returncode == 0, started.stderr
+    assert not pid_alive(pid)  # one server per endpoint: the one whose record was lost is stopped
+    assert workspace.invoke("ep-torn", HI).error is None
+
+    # a truncated secrets.json: named, with what to do
+    secrets = (directory / "secrets.json").read_text()
+    (directory / "secrets.json").write_text(secrets[:10])
+    chat = tunegate("chat", "--endpoint", "ep-torn", "-m", "hi", "--set", state_dir)
+    assert chat.returncode == 1 and "Traceback" not in chat.stderr
+    assert "secrets.json is damaged" in chat.stderr and "tunegate teardown --endpoint ep-torn" in chat.stderr
+    (directory / "secrets.json").write_text(secrets)
+
+    # a truncated endpoint.json: inventory names it and goes on; teardown stops the server and deletes it
+    (directory / "endpoint.json").write_text('{"name": "ep-torn", "deploy')
+    listed = tunegate("inventory", "--set", state_dir)
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
+    assert "endpoint.json is damaged" in listed.stderr and "ep-torn" in listed.stdout
+    as_json = json.loads(tunegate("inventory", "--json", "--set", state_dir).stdout)
+    assert any("endpoint.json is damaged" in problem for problem in as_json["problems"])
+    running = json.loads((directory / "server.json").read_text())["pid"]
+    gone = tunegate("teardown", "--endpoint", "ep-torn", "--set", state_dir)
+    assert gone.returncode == 0 and "Traceback" not in gone.stderr, gone.stderr
+    assert not pid_alive(running) and not directory.exists()
+
+    # a job's status.json with a word tunegate never writes
+    job_dir = workspace.root / "jobs" / "tunegate-odd"
+    job_dir.mkdir(parents=True)
+    (job_dir / "spec.json").write_text("{}")
+    (job_dir / "status.json").write_text('{"state": "exploded"}')
+    jobs = tunegate("jobs", "--set", state_dir)
+    assert jobs.returncode == 0 and "Traceback" not in jobs.stderr and "unknown state 'exploded'" in jobs.stdout
+    shutil.rmtree(job_dir)
+
+
+def test_the_endpoint_of_an_ephemeral_run_that_died_is_deleted_not_revived(workspace):
+    from tests.test_cli_e2e import tunegate
+
+    state_dir = f"workspace.state_dir={workspace.root.parent}"
+    code = (
+        "import sys; from pathlib import Path; from workspaces.local.workspace import LocalWorkspace; "
+        f"LocalWorkspace(Path({str(workspace.root)!r})).ensure_endpoint('ep-died', ephemeral=True)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=180)  # the "run" ends without its teardown
+    directory = workspace.root / "endpoints" / "ep-died"
+    listed = tunegate("inventory", "--set", state_dir)
+    assert "tunegate endpoint start ep-died" not in listed.stdout
+    assert "ephemeral endpoint of a run that has ended" in listed.stderr
+    revived = tunegate("endpoint", "start", "ep-died", "--set", state_dir)
+    assert revived.returncode == 1 and "deleted it" in revived.stderr, revived.stderr
+    assert not directory.exists()  # and its key with it

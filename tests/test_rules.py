@@ -51,7 +51,7 @@ def test_size_outside_allow_list_is_rejected_even_if_not_denied():
 
 @pytest.mark.parametrize("size", ["Standard_NC6", "STANDARD_NC12", "standard_nc24", "Standard_NC24r"])
 def test_deny_list_applies_without_allow_list(size):
-    with pytest.raises(ComputeRejected, match="currently not supported"):
+    with pytest.raises(ComputeRejected, match="on the notebook's deny list for fine-tuning"):
         check_size_allowed(size, None)
 
 

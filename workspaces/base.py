@@ -217,6 +217,9 @@ class Inventory(_Value):
     running_jobs: tuple[str, ...] = ()
     processes: tuple[int, ...] = ()
     endpoints_down: tuple[str, ...] = ()  # exist, but their server is not running
+    endpoints_ended: tuple[str, ...] = ()  # ephemeral endpoints of runs that have ended: to delete, never to start
+    # for a person to act on: damaged state files, endpoints of runs that ended, live model != champion
+    problems: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:

@@ -245,6 +245,17 @@ class TrainerJobs:
             )
         return sorted(found, key=lambda info: info.created or 0, reverse=True)
 
+    def problems(self) -> list[str]:
+        """Jobs whose state files are damaged, named with what to do."""
+        found = []
+        for job_dir in sorted((self.root / "jobs").glob("*")) if (self.root / "jobs").exists() else []:
+            try:
+                self._status(job_dir.name)
+                read_json(job_dir / "spec.json")
+            except DamagedStateFile as exc:
+                found.append(str(exc))
+        return found
+
     def running(self) -> list[tuple[str, int]]:
         """(name, pid) of every job whose trainer still runs."""
         found = []

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from workspaces.assembled import AssembledWorkspace
-from workspaces.base import Compute, ComputeSpec, DataRef, Inventory, JobRef, ModelVersion, Sku
+from workspaces.base import Compute, ComputeSpec, DataRef, Inventory, JobRef, ModelVersion, Sku, WorkspaceError
 from workspaces.local import compute
 from workspaces.local.endpoints import EndpointServers
 from workspaces.local.jobs import TrainerJobs
@@ -74,11 +74,23 @@ class LocalWorkspace(AssembledWorkspace):
         return found
 
     def inventory(self) -> Inventory:
+        """What is here, and what a person must look at; a damaged state file is named among the problems and the
+        rest is still listed."""
         running = self.jobs.running()
-        endpoints = {name: found.deployments for name in self.endpoints.names() if (found := self.endpoints.get(name))}
+        endpoints: dict[str, tuple[str, ...]] = {}
+        for name in self.endpoints.names():
+            try:
+                found = self.endpoints.get(name)
+            except WorkspaceError:  # damaged: still there (and to be torn down); problems() says which file
+                endpoints[name] = ()
+                continue
+            if found is not None:
+                endpoints[name] = found.deployments
         return Inventory(
             endpoints=endpoints,
             endpoints_down=tuple(name for name in endpoints if not self.endpoints.running(name)),
             running_jobs=tuple(name for name, _ in running),
             processes=tuple(self.endpoints.server_pids() + [pid for _, pid in running]),
+            endpoints_ended=tuple(name for name in endpoints if self.endpoints.orphaned(name)),
+            problems=tuple(self.endpoints.problems() + self.jobs.problems()),
         )
