@@ -126,9 +126,12 @@ def run(
     except (ManualApprovalNeedsServer, ReviewError) as exc:
         _fail(exc, 2)
 
-    from flows.ephemeral import start_temporary_server
+    from flows.ephemeral import TemporaryServerError, start_temporary_server
 
-    start_temporary_server()  # dies with this process, even after kill -9
+    try:
+        start_temporary_server()  # dies with this process, even after kill -9
+    except TemporaryServerError as exc:
+        _fail(exc, 1)
     started = time.time()
     # SIGTERM (a scheduler, `kill`) ends the run like Ctrl-C: recorded as cancelled, teardown done, job cancelled
     signal.signal(signal.SIGTERM, _interrupt)
@@ -142,9 +145,11 @@ def run(
         with listening(bar.show), bar:
             state = tunegate(config=config, return_state=True)
     except (KeyboardInterrupt, TerminationSignal):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the report short
         text = RunStore(config.workspace.state_dir).newest_summary(started)
         if text is not None:
             interrupted = RunSummary.model_validate_json(text)
+            _mark_cancelled(interrupted.flow_run_id)
             _print_summary(interrupted)
             if summary_json:
                 write_json(summary_json, interrupted.model_dump(mode="json"))
@@ -158,6 +163,25 @@ def run(
         write_json(summary_json, summary.model_dump(mode="json"))
     # a run whose teardown failed left something running (the summary says what): not a success for a script
     raise typer.Exit(0 if summary.status == "succeeded" and summary.teardown.done else 1)
+
+
+def _mark_cancelled(flow_run_id: str | None) -> None:
+    """Prefect records an interrupted run as Crashed; it was cancelled on purpose, its job cancelled and its teardown
+    done: say so on the server."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled
+
+    if not flow_run_id:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(
+                flow_run_id,
+                Cancelled(message="interrupted (Ctrl-C or SIGTERM): job cancelled, teardown done"),
+                force=True,
+            )
+    except Exception as exc:  # noqa: BLE001 - the summary printed next is the record; the state is for the UI
+        err.print(f"could not mark the run cancelled on the Prefect server: {exc}", markup=False, soft_wrap=True)
 
 
 class AboveTheBar(io.TextIOBase):

@@ -1,18 +1,83 @@
-"""The temporary Prefect server of `tunegate run` without PREFECT_API_URL dies with the run.
+"""The temporary Prefect server of `tunegate run` without PREFECT_API_URL dies with the run, and only with it.
 
 Prefect starts that server (uvicorn, ~200 MB, listening) as a plain child and stops it from an atexit hook, which
 never runs after kill -9: the server would serve on forever. We start it ourselves, the way Prefect's client would
 (the same singleton, so the flow finds it running), with the run's pid in its environment (`tunegate inventory`
 recognises it by that), and hand its pid to a small watcher process that stops it once the run is gone.
+
+It runs in a session of its own: as a plain child it shares the terminal's process group, so a Ctrl-C meant for the
+run killed it first, and the run then spent minutes retrying a dead port instead of cancelling and tearing down.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+from typing import Any
+
+# a loaded laptop (load 10 on 2 cores) needs far more than Prefect's 20 s to import and start the server
+STARTUP_TIMEOUT_S = 180
+TIMEOUT_SETTING = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+
+
+class TemporaryServerError(RuntimeError):
+    """The temporary Prefect server did not start; the message says what to do instead."""
+
+
+def _detached_server_class() -> type:
+    import sys
+
+    import prefect
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    class DetachedServer(SubprocessASGIServer):
+        """Prefect's temporary server (the command and environment of prefect 3.8's own _run_uvicorn_command), in a
+        session of its own (see the module docstring)."""
+
+        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+            server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+            return subprocess.Popen(
+                args=[
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--app-dir",
+                    str(prefect.__module_path__.parent),
+                    "--factory",
+                    "prefect.server.api.server:create_app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "error",
+                    "--lifespan",
+                    "on",
+                ],  # fmt: skip
+                env={
+                    **os.environ,
+                    **server_env,
+                    **get_current_settings().to_environment_variables(exclude_unset=True),
+                },
+                start_new_session=True,
+            )
+
+    return DetachedServer
+
+
+def startup_timeout() -> float:
+    """Prefect's setting when the user set it, else STARTUP_TIMEOUT_S."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    return (
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value() if TIMEOUT_SETTING in os.environ else STARTUP_TIMEOUT_S
+    )
 
 
 def start_temporary_server() -> int | None:
-    """Start the temporary server (when no PREFECT_API_URL is set) tied to this process; its pid, else None."""
+    """Start the temporary server (when no PREFECT_API_URL is set) tied to this process; its pid, else None.
+    TemporaryServerError when it does not answer in time."""
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
 
@@ -21,8 +86,19 @@ def start_temporary_server() -> int | None:
     if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
         return None
     os.environ[OWNER_ENV] = str(os.getpid())  # the server inherits the environment of the process that starts it
-    server = SubprocessASGIServer()  # the instance get_client() uses in ephemeral mode
-    server.start()
+    existing = SubprocessASGIServer._instances.get(None)
+    server = existing if existing is not None else _detached_server_class()()  # the instance get_client() uses
+    timeout = startup_timeout()
+    try:
+        server.start(timeout=int(timeout))
+    except RuntimeError as exc:
+        if server.server_process is not None and server.server_process.poll() is None:
+            server.stop()
+        raise TemporaryServerError(
+            f"the temporary Prefect server did not answer within {timeout:g} s ({str(exc).splitlines()[0][:200]}). "
+            f"Start one yourself and point tunegate at it: `prefect server start` in another terminal, then "
+            f"PREFECT_API_URL=http://127.0.0.1:4200/api tunegate run ...; or wait longer: {TIMEOUT_SETTING}=600"
+        ) from None
     if server.server_process is None:
         return None
     start_reaper(server.server_process.pid)
