@@ -9,6 +9,7 @@ would hand back the previous attempt's answer), and deploy refuses a version wit
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -248,6 +249,7 @@ def ask_a_person(
     description = form_description(model, gate, review_link(artifact_id))
     timeout_s = max(1, int(settings.timeout_hours * 3600))
     with tell_approvers(settings, model, gate, review_link(artifact_id), timeout_s):
+        label_waiter()
         return _wait_for_a_decision(model, gate, settings, key, poll_interval_s, description, artifact_id, timeout_s)
 
 
@@ -283,6 +285,28 @@ def duration_words(seconds: float) -> str:
     """'3 h 12 min', '45 min'"""
     hours, minutes = divmod(int(seconds // 60), 60)
     return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+WAITER_LABEL = "tunegate.waiter"  # labels of a paused run: the process that waits for the decision
+
+
+def label_waiter() -> None:
+    """Label this flow run with the process that waits in pause_flow_run (host, pid, its start time and boot): a
+    reviewer's `tunegate approve` can then tell a run whose process was killed, which would never resume."""
+    import socket
+
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    from workspaces.local.processes import identity
+
+    labels = {f"{WAITER_LABEL}.host": socket.gethostname()}
+    labels.update({f"{WAITER_LABEL}.{key}": str(value) for key, value in identity(os.getpid()).items() if value})
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run_labels(flow_run.id, labels)
+    except Exception as exc:  # noqa: BLE001 - without them a reviewer is simply not warned of a dead run
+        get_run_logger().info("could not label the run with its process: %s", exc)
 
 
 def _wait_for_a_decision(

@@ -74,6 +74,10 @@ def pending_reviews(limit: int = 100) -> list[PendingReview]:
         )
         reviews = []
         for run in runs:
+            gone = waiter_gone(run)
+            if gone is not None:  # it waits for nothing: never listed as waiting
+                mark_crashed(client, run, gone)
+                continue
             details = run.state.state_details if run.state else None
             keyset = details.run_input_keyset if details else None
             # the full review (the form shows a short text and links to it); else the form's text
@@ -89,6 +93,37 @@ def pending_reviews(limit: int = 100) -> list[PendingReview]:
                 )
             )
     return reviews
+
+
+def waiter_gone(run) -> str | None:
+    """Why the paused run `run` can never resume (its waiting process, on this host, is gone), or None when it may:
+    alive, or on another host (nothing to check there: Prefect's own state says)."""
+    import socket
+
+    from tasks.approval import WAITER_LABEL
+    from workspaces.local.processes import process_matches
+
+    labels = {key.removeprefix(f"{WAITER_LABEL}."): value for key, value in (run.labels or {}).items()}
+    if labels.get("host") != socket.gethostname() or not str(labels.get("pid", "")).isdigit():
+        return None
+    record = {
+        "pid": int(labels["pid"]),
+        "pid_started": int(labels["pid_started"]) if str(labels.get("pid_started", "")).isdigit() else None,
+        "boot_id": labels.get("boot_id"),
+    }
+    if process_matches(record):
+        return None
+    return f"the process that waited for the decision (pid {labels['pid']} on {labels['host']}) is gone"
+
+
+def mark_crashed(client, run, why: str) -> None:
+    """A paused run whose process is gone is over: say so on the server (the UI stops offering it for review)."""
+    from prefect.states import Crashed
+
+    try:
+        client.set_flow_run_state(run.id, Crashed(message=f"{why}; start the run again"), force=True)
+    except Exception:  # noqa: BLE001 - the refusal the caller gives says the same to the person
+        pass
 
 
 def full_review(client, flow_run_id) -> str | None:
@@ -151,6 +186,7 @@ def decide(run_id: str, approved: bool, approver: str, comment: str = "") -> Dec
         flow_run_id = UUID(pick_run(run_id, [(r.run_id, r.run_name) for r in pending_reviews()]))
     decision = Decision(decision="approve" if approved else "reject", approver=approver, comment=comment)
     server_url()
+    refuse_unresumable(flow_run_id, run_id)
     try:
         resume_flow_run(flow_run_id, run_input=decision.model_dump(include={"decision", "approver", "comment"}))
     except FlowPauseTimeout:
@@ -160,3 +196,30 @@ def decide(run_id: str, approved: bool, approver: str, comment: str = "") -> Dec
     except Exception as exc:  # noqa: BLE001 - NotPausedError, ObjectNotFound, a refused input: say which
         raise ReviewError(f"could not resume run {run_id}: {type(exc).__name__}: {exc}") from None
     return decision
+
+
+def refuse_unresumable(flow_run_id: UUID, ref: str) -> None:
+    """ReviewError unless the run waits for a decision and something is there to act on it: a crashed, cancelled
+    or finished run, or a paused one whose process is gone, is refused with what to do."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(flow_run_id)
+        except ObjectNotFound:
+            raise ReviewError(f"no flow run {ref}; `tunegate pending` lists the runs waiting", usage=True) from None
+        state = run.state.type.value if run.state else "unknown"
+        if state != "PAUSED":
+            name = run.state.name if run.state else state
+            raise ReviewError(
+                f"run {run.name} ({flow_run_id}) is {name}, not waiting for a decision: nothing to approve or reject"
+                + ("; start the run again" if state in ("CRASHED", "CANCELLED", "FAILED") else "")
+            )
+        gone = waiter_gone(run)
+        if gone is not None:
+            mark_crashed(client, run, gone)
+            raise ReviewError(
+                f"run {run.name} can never resume: {gone}. Nothing was approved; it is marked Crashed. Start the run "
+                "again (a fine-tune that finished is reused, not trained again)"
+            )

@@ -268,3 +268,20 @@ def test_a_flow_retry_after_the_pause_pauses_again(server, tmp_path):
     tags = model_tags(tmp_path)
     assert tags["decision"] == "rejected" and tags["decision_comment"] == "smoke keeps failing"
     assert LocalWorkspace(tmp_path / "workspace").inventory().empty
+
+
+def test_a_run_killed_while_waiting_is_not_pending_and_cannot_be_approved(server, tmp_path):
+    import signal
+
+    process = start_run(server, tmp_path)
+    paused = server.wait_for_state("PAUSED", process=process)
+    os.kill(process.pid, signal.SIGKILL)  # kill -9 while it waits: nothing is left to act on a decision
+    process.communicate(timeout=60)
+    listing = tunegate(server, "pending")
+    assert listing.returncode == 0 and paused["id"] not in listing.stdout, listing.stdout
+    done = tunegate(server, "approve", paused["id"], "--approver", "alice")
+    assert done.returncode == 1 and "approved" not in done.stdout, done.stdout
+    assert "not waiting for a decision" in done.stderr or "can never resume" in done.stderr, done.stderr
+    assert "start the run again" in done.stderr.lower()
+    assert server.wait_for_state("CRASHED", flow_run_id=paused["id"], timeout_s=30)
+    assert "decision" not in model_tags(tmp_path)  # nothing was recorded as approved
