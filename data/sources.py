@@ -266,3 +266,31 @@ def split_parts(source: str, split: str, cache_dir: Path, synthetic_rows: int = 
         )
     parts_of = {".jsonl": _jsonl_parts, ".parquet": _parquet_parts}
     return [part for path in files for part in parts_of[path.suffix](path)]
+
+
+def source_problem(source: str, splits: tuple[str, ...]) -> str | None:
+    """What is wrong with `source` that can be told before reading a row (a folder that is not there, not readable,
+    or without a file for one of `splits`), or None. The hub and the synthetic generator are checked when read."""
+    if source == "synthetic" or source.startswith(HUB_PREFIX):
+        return None
+    directory = Path(source).expanduser()
+    if not directory.exists():
+        return f"data.source {source!r}: no such folder (give a folder of split files, 'synthetic' or 'hf:<hub id>')"
+    if not directory.is_dir():
+        return (
+            f"data.source {source!r} is a file, not a folder of split files ('synthetic' and 'hf:<hub id>' also work)"
+        )
+    if not os.access(directory, os.R_OK | os.X_OK):
+        return f"data.source {source!r}: this user cannot read the folder"
+    missing = [split for split in splits if not _split_files(directory, split)]
+    if missing:
+        return (
+            f"data.source {source!r} has no file for split(s) {', '.join(missing)} (looked for <split>.parquet, "
+            "<split>.jsonl, data/<split>-*.parquet)"
+        )
+    unreadable = [
+        str(path) for split in splits for path in _split_files(directory, split) if not os.access(path, os.R_OK)
+    ]
+    if unreadable:
+        return f"data.source {source!r}: this user cannot read {', '.join(unreadable[:3])}"
+    return None

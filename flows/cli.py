@@ -55,7 +55,7 @@ def _print_summary(summary: RunSummary) -> None:
     )
     table.add_row(
         "fine-tune job",
-        f"{summary.job.name} ({summary.job.how})\n{summary.job.display_name or ''}",
+        f"{summary.job.name} ({summary.job.how})\n{summary.job.display_name or ''}" if summary.job.name else "-",
     )
     table.add_row("metrics", ", ".join(f"{k}={v:.4f}" for k, v in sorted(summary.metrics.items()) if "loss" in k))
     table.add_row(
@@ -63,9 +63,13 @@ def _print_summary(summary: RunSummary) -> None:
         ("passed" if summary.gate.passed else "failed" if summary.gate.passed is False else "-")
         + "".join(f"\n  {r}" for r in summary.gate.reasons),
     )
-    table.add_row("model", f"{summary.model.name}:{summary.model.version} (from {summary.model.foundation})")
+    model = f"{summary.model.name}:{summary.model.version}" if summary.model.version else "-"
+    table.add_row("model", model + (f" (from {summary.model.foundation})" if summary.model.foundation else ""))
     table.add_row(
-        "approval", f"{summary.approval.decision} by {summary.approval.approver}\n  {summary.approval.comment or ''}"
+        "approval",
+        f"{summary.approval.decision} by {summary.approval.approver}\n  {summary.approval.comment or ''}"
+        if summary.approval.decision
+        else "-",
     )
     traffic = ", ".join(f"{name} {share}%" for name, share in summary.endpoint.traffic.items()) or "none"
     table.add_row(
@@ -125,6 +129,7 @@ def run(
             server_url()
     except (ManualApprovalNeedsServer, ReviewError) as exc:
         _fail(exc, 2)
+    _preflight(config)
 
     from flows.ephemeral import TemporaryServerError, start_temporary_server
 
@@ -163,6 +168,23 @@ def run(
         write_json(summary_json, summary.model_dump(mode="json"))
     # a run whose teardown failed left something running (the summary says what): not a success for a script
     raise typer.Exit(0 if summary.status == "succeeded" and summary.teardown.done else 1)
+
+
+def _preflight(config) -> None:
+    """What can be checked before anything starts, one line per problem, exit 2 (tasks/preflight.py)."""
+    from data.sources import source_problem
+    from tasks.preflight import problems
+
+    local_sizes = None
+    if config.workspace.kind == "local":
+        from workspaces.local.compute import list_sizes
+
+        local_sizes = list_sizes()
+    found = problems(config, local_sizes, source_problem)
+    for problem in found:
+        err.print(problem, style="red", markup=False)
+    if found:
+        raise typer.Exit(2)
 
 
 def _mark_cancelled(flow_run_id: str | None) -> None:

@@ -10,6 +10,7 @@ cancellation).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -21,10 +22,11 @@ from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
 from data.runs import RunStore
+from data.sources import source_problem
 from flows.params import TunegateConfig, load_profile
 from flows.stages import Stages
 from flows.summary import RunSummary
-from tasks import approval, finetune, register
+from tasks import approval, finetune, preflight, register
 from tasks.approval import ApprovalRecord, require_server_for_manual
 from tasks.deploy import deployment_name
 from tasks.metrics import GateResult, model_id
@@ -48,6 +50,27 @@ class RunStopped(Exception):
         return {"gate_failed": "Gate failed", "rejected": "Rejected", "smoke_failed": "Smoke failed"}[self.status]
 
 
+DELIBERATE_ENDS = ("Gate failed", "Rejected", "Smoke failed")  # RunStopped.state_name, the start of its message
+
+
+class QuietDeliberateEnds(logging.Filter):
+    """A run started by a worker or runner that ends in a Failed state the flow returned on purpose (gate failed,
+    rejected, smoke failed) makes Prefect's engine log "Engine execution exited with unexpected exception" with a
+    FailedRun traceback in the run's log. That is an outcome, not an error: its record is dropped. Every other
+    error, and every other failure, keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from prefect.exceptions import FailedRun
+
+        error = record.exc_info[1] if record.exc_info else None
+        deliberate = isinstance(error, FailedRun) and str(error).startswith(DELIBERATE_ENDS)
+        return not (deliberate and record.getMessage() == ENGINE_EXIT_MESSAGE)
+
+
+ENGINE_EXIT_MESSAGE = "Engine execution exited with unexpected exception"  # prefect/flow_engine.py run_flow
+logging.getLogger("prefect.flow_runs").addFilter(QuietDeliberateEnds())  # the logger of flow_run_logger()
+
+
 @dataclass
 class RunState:
     """What this run created so far: what teardown has to take down."""
@@ -67,6 +90,8 @@ def run_stages(
     config: TunegateConfig, stages: Stages, workspace: Workspace, run_id: str, summary: RunSummary, state: RunState
 ) -> None:
     store = RunStore(config.workspace.state_dir)
+    # before any work: a missing data folder, a GPU size without a GPU
+    preflight.check(config, workspace.list_sizes() if workspace.kind == "local" else None, source_problem)
     if config.smoke.promptflow:  # before hours of training, not after
         open_chat_flows().check()
 

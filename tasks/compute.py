@@ -102,11 +102,16 @@ def rejected(
         if configured_size and configured_size.lower() != size.lower()
         else ""
     )
-    return ComputeRejected(
-        f"compute cluster '{cluster}' is {size}{differs} and cannot run this fine-tune: {why}. "
-        f"Allowed sizes: {', '.join(allowed) or 'none offered'}. Fix: use a new cluster of an allowed size, "
+    fix = (
+        f"Fix: --set compute.size={allowed[0]}"  # this machine is its own "cluster": only the size changes
+        if allowed and allowed[0].lower().startswith("local-")
+        else "Fix: use a new cluster of an allowed size, "
         f"e.g. --set compute.name={cluster}-{_slug(allowed[0]) if allowed else 'gpu'} "
         f"--set compute.size={allowed[0] if allowed else '<allowed size>'}"
+    )
+    return ComputeRejected(
+        f"compute cluster '{cluster}' is {size}{differs} and cannot run this fine-tune: {why}. "
+        f"Allowed sizes: {', '.join(allowed) or 'none offered'}. {fix}"
     )
 
 

@@ -652,3 +652,34 @@ def test_repair_rule_for_live_and_champion():
     assert not repair_for(only_new, v2).needed and not repair_for(None, v1).needed
     split = ServingState(name="e", traffic={"d2": 50, "d3": 50}, models={"d2": "m:2", "d3": "m:3"})
     assert repair_for(split, v1).needed and "by hand" in repair_for(split, v1).why
+
+
+def run_as_a_worker_does(workspace, config):
+    """The flow run created on the server, then executed as a runner or worker executes it (prefect/engine.py):
+    run_flow with the run's own logger as error_logger."""
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import flow_run_logger, run_flow
+
+    with get_client(sync_client=True) as client:
+        flow_run = client.create_flow_run(tunegate, parameters={"config": config.model_dump(mode="json")})
+    with use_workspace(workspace), use_chat_flows(FakeChatFlows()):
+        try:
+            run_flow(tunegate, flow_run=flow_run, error_logger=flow_run_logger(flow_run=flow_run))
+        except Exception as exc:  # noqa: BLE001 - the engine re-raises a failed run's exception; the log is the test
+            raised = exc
+        else:
+            raised = None
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run.id).state, raised
+
+
+def test_deliberate_ends_under_a_worker_log_no_engine_error_and_real_errors_still_do(tmp_path, workspace):
+    workspace.metrics = {"train_loss": 3.0, "eval_loss": 2.6, "base_eval_loss": 2.5}
+    state, raised = run_as_a_worker_does(workspace, make_config(tmp_path))
+    assert state.name == "Gate failed" and raised is not None
+    logs = run_logs(state)
+    assert "Engine execution exited" not in logs and "Traceback" not in logs, logs[-2000:]
+    workspace.metrics = {"train_loss": 1.0, "eval_loss": 1.2, "base_eval_loss": 2.5}
+    workspace.faults["submit_finetune"] = [WorkspaceError("quota exceeded for Standard_NC24ads_A100_v4")] * 3
+    state, _ = run_as_a_worker_does(workspace, make_config(tmp_path, data={"seed": 9}))
+    assert state.name == "Failed" and "Traceback" in run_logs(state)
