@@ -94,3 +94,32 @@ def test_without_the_extra_the_user_is_told_what_to_install():
     )
     assert done.returncode == 2, done.stderr[-2000:]
     assert 'pip install -e ".[promptflow]"' in done.stderr and "Traceback" not in done.stderr
+
+
+def test_prompt_flow_as_tunegate_runs_it_sends_no_telemetry_and_keeps_its_secrets_advice_quiet():
+    import json
+    import logging
+    import subprocess
+
+    pytest.importorskip("promptflow.client")
+    from promptflow._sdk._telemetry import is_telemetry_enabled
+
+    from workspaces import promptflow as pf
+
+    pf._client()  # the in-process client tunegate uses
+    assert is_telemetry_enabled() is False
+    command = pf.serve_command(8080, "127.0.0.1", False)
+    assert command[:4] == [sys.executable, "-m", "workspaces.promptflow", "pf"]  # exec'd pf is made quiet first
+    shown = subprocess.run([*command[:4], "config", "show"], capture_output=True, text=True, timeout=180)
+    assert json.loads(shown.stdout[shown.stdout.index("{") :])["telemetry"]["enabled"] is False, shown.stdout
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    connection_logger = logging.getLogger("promptflow.core._connection")
+    connection_logger.addHandler(handler)
+    try:
+        connection_logger.warning("Please use connection.secrets[key] to access secrets.")
+        connection_logger.warning("something else")
+    finally:
+        connection_logger.removeHandler(handler)
+    assert [record.getMessage() for record in records] == ["something else"]

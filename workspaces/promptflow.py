@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import json
+import logging
 import re
 import shutil
 import sys
@@ -45,11 +46,29 @@ def require_promptflow() -> None:
         raise PromptflowError(f"{INSTALL_HINT} ({exc})") from None
 
 
+class _NoSecretsAdvice(logging.Filter):
+    """Prompt flow warns "Please use connection.secrets[key] to access secrets." when its own code reads a secret of
+    a CustomConnection as an attribute; the user can do nothing about it: kept out of their terminal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(("Please use connection.secrets[", "Please use connection.configs["))
+
+
+def quiet_promptflow() -> None:
+    """Prompt flow as tunegate runs it, in this process: no telemetry (it posts to Application Insights on every
+    call; this machine may have no internet, and the user did not ask for it), no advice about our connection."""
+    from promptflow._sdk._configuration import Configuration
+
+    Configuration.get_instance().config.setdefault("telemetry", {})["enabled"] = False
+    logging.getLogger("promptflow.core._connection").addFilter(_NoSecretsAdvice())
+
+
 def _client():
     require_promptflow()
     from promptflow._sdk._configuration import Configuration
     from promptflow.client import PFClient
 
+    quiet_promptflow()
     # no trace collection: it starts Prompt flow's service (port 23333) as a daemon that outlives tunegate's command
     # and its flow run. `pf flow test` / `pf flow serve` run by hand keep whatever the user configured.
     Configuration.get_instance().config.setdefault("trace", {})["destination"] = "none"
@@ -118,14 +137,20 @@ def pf_executable() -> str:
     return found
 
 
+def _pf() -> list[str]:
+    """`pf`, as tunegate starts it: Prompt flow's own CLI in a process made quiet first (quiet_promptflow)."""
+    pf_executable()  # installed, or the install command
+    return [sys.executable, "-m", "workspaces.promptflow", "pf"]
+
+
 def serve_command(port: int, host: str, open_browser: bool) -> list[str]:
-    command = [pf_executable(), "flow", "serve", "--source", str(chat_flow_dir()), "--port", str(port)]
+    command = [*_pf(), "flow", "serve", "--source", str(chat_flow_dir()), "--port", str(port)]
     command += ["--host", host]
     return command if open_browser else [*command, "--skip-open-browser"]
 
 
 def interactive_command() -> list[str]:
-    return [pf_executable(), "flow", "test", "--flow", str(chat_flow_dir()), "--interactive"]
+    return [*_pf(), "flow", "test", "--flow", str(chat_flow_dir()), "--interactive"]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -218,3 +243,11 @@ def line_errors(outputs_at: Path) -> dict[int, str]:
             tool = [item.get("info", {}).get("message") for item in error.get("additionalInfo") or []]
             errors[int(record["line_number"])] = next((m for m in tool if m), None) or str(error.get("message"))
     return errors
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["pf"]:  # `pf ...` as tunegate starts it (serve_command)
+    quiet_promptflow()
+    from promptflow._cli.pf import main
+
+    sys.argv = ["pf", *sys.argv[2:]]
+    main()

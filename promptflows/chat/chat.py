@@ -10,7 +10,10 @@ from promptflow.connections import CustomConnection
 from promptflow.core import tool
 
 from workspaces.errors import TransientWorkspaceError
+from workspaces.promptflow import quiet_promptflow
 from workspaces.scoring import Credentials, ScoringParameters, ScoringRequest, score
+
+quiet_promptflow()  # in whichever process Prompt flow runs this node: `pf flow serve`, a batch run's worker
 
 
 def conversation(question: str, chat_history: list[dict]) -> list[dict[str, str]]:
