@@ -114,6 +114,7 @@ class FakeAzureML:
             "eval_loss": [(50, 1.6), (100, 1.42)],
         }
         self.run_tree_shape = "nested"  # "flat": steps as direct children of the job's run (an older shape)
+        self.rival_registrations = 0  # PUTs of a new model version that another run beats to the same number
         self.run_artifacts: dict[str, list[str]] = {}  # run id -> artifact paths (command jobs log their model)
         self.run_errors: dict[str, str] = {}  # step name -> the error its run history reports
         self.component_spec = component_spec or FIXTURES / "chat_completion_pipeline.spec.yaml"
@@ -656,12 +657,18 @@ class FakeAzureML:
         return 200, self.models[name][version]
 
     def model_put(self, call, name, version):
-        existing = self.models.get(name, {}).get(version)
         sent_uri = call["json"]["properties"].get("modelUri")
+        if self.rival_registrations and version not in self.models.get(name, {}):
+            # another run read the same nextVersion a moment earlier and registered it first
+            self.rival_registrations -= 1
+            rival = copy.deepcopy(call["json"])
+            rival["properties"].update(modelUri="azureml://jobs/rival-job/outputs/trained_model", tags={})
+            self.model_put({**call, "json": rival}, name, version)
+        existing = self.models.get(name, {}).get(version)
         if existing is not None and existing["properties"].get("modelUri") != sent_uri:
-            # versions are immutable: only tags and description of an existing version may change
-            message = f"Model {name}:{version} already exists with other content; versions are immutable"
-            return 409, {"error": {"code": "UserError", "message": message}}
+            # versions are immutable: only tags and description of an existing version may change; the service
+            # answers a new path for an existing version as azure-ai-ml's ASSET_PATH_ERROR expects it
+            return 400, {"error": {"code": "UserError", "message": "Asset paths cannot be updated."}}
         body = copy.deepcopy(call["json"])
         body.update(
             id=f"{WS_PATH}/models/{name}/versions/{version}",

@@ -355,3 +355,16 @@ def test_links_go_to_studio_and_the_scoring_url_never_with_a_key(workspace, repl
     assert links["job in Studio"] == job.url and links["scoring URL"] == SCORING_URI
     assert all(ENDPOINT_KEY not in url for url in links.values())
     assert workspace.attach_to_job(job, "loss_curve.png", b"png") is None  # documented: not on Azure
+
+
+def test_two_registrations_that_read_the_same_next_version_both_end_registered(workspace, replay, job_spec):
+    # another run read the same nextVersion and registered it a moment before this one's PUT
+    job = submit_or_reattach(workspace, job_spec, "key-race-0123456789")
+    replay.rival_registrations = 1
+    version = workspace.register_model(job, "Phi-3-mini-4k-instruct-ultrachat-200k", {"data_fingerprint": "fp-1"})
+    assert version.version == "2"  # the next number, not a permanent "Asset paths cannot be updated"
+    puts = replay.requests("PUT", "/models/Phi-3-mini-4k-instruct-ultrachat-200k/versions/")
+    assert [put["path"].rsplit("/", 1)[-1] for put in puts] == ["1", "2"]
+    stored = replay.models["Phi-3-mini-4k-instruct-ultrachat-200k"]
+    assert stored["1"]["properties"]["modelUri"] == "azureml://jobs/rival-job/outputs/trained_model"  # untouched
+    assert stored["2"]["properties"]["modelUri"] == f"azureml://jobs/{job.name}/outputs/trained_model"

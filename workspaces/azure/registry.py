@@ -10,11 +10,22 @@ from azure.ai.ml.constants import AssetTypes
 from azure.ai.ml.entities import Model
 
 from workspaces.azure.errors import get_or_none, translated
-from workspaces.base import FoundationModel, JobRef, ModelVersion
+from workspaces.base import ConflictError, FoundationModel, JobRef, ModelVersion, WorkspaceError
 
 CHAMPION_TAG = "tunegate.champion"
 JOB_TAG = "finetune_job"
 CREATED_BY = {"created_by": "tunegate"}
+VERSION_ATTEMPTS = 5
+# what the service says when a PUT names a version that exists with another path (azure-ai-ml's ASSET_PATH_ERROR)
+ASSET_PATH_TAKEN = "Asset paths cannot be updated"
+
+
+def version_taken(error: WorkspaceError) -> bool:
+    """The version the SDK picked was registered by someone else between its read of nextVersion and its PUT."""
+    from azure.ai.ml.exceptions import AssetPathException
+
+    cause = error.__cause__
+    return isinstance(cause, AssetPathException) or ASSET_PATH_TAKEN in str(error) or isinstance(error, ConflictError)
 
 
 def as_version(model: Any) -> ModelVersion:
@@ -42,18 +53,29 @@ class AzureRegistry:
         return as_version(min(found, key=lambda model: str(model.version))) if found else None
 
     def register_model(self, job: JobRef, name: str, tags: dict[str, str], path: str | None = None) -> ModelVersion:
-        """From the pipeline's `trained_model` output (the notebook), or from `path` (a command job's artifacts)."""
-        model = Model(
-            path=path or f"azureml://jobs/{job.name}/outputs/trained_model",
-            type=AssetTypes.MLFLOW_MODEL,
-            name=name,
-            # no version: the SDK asks the registry for the container's next integer (a seconds timestamp, as
-            # in the notebook, collides when two registrations fall in one second)
-            description=f"{name} fine tuned by tunegate job {job.name}",
-            tags={**tags, JOB_TAG: job.name, **CREATED_BY},
-        )
-        with translated(f"register model {name}"):
-            return as_version(self.ml.models.create_or_update(model))
+        """From the pipeline's `trained_model` output (the notebook), or from `path` (a command job's artifacts).
+
+        No version is given: the SDK reads the container's nextVersion, then PUTs that version. Two runs finishing
+        together read the same number; the second PUT then meets the first's version ("Asset paths cannot be
+        updated"). That is a race, not an error: read the next number again and register under it."""
+        for attempt in range(1, VERSION_ATTEMPTS + 1):
+            model = Model(  # a new one each time: the SDK writes the version it picked into the object
+                path=path or f"azureml://jobs/{job.name}/outputs/trained_model",
+                type=AssetTypes.MLFLOW_MODEL,
+                name=name,
+                description=f"{name} fine tuned by tunegate job {job.name}",
+                tags={**tags, JOB_TAG: job.name, **CREATED_BY},
+            )
+            try:
+                with translated(f"register model {name}"):
+                    return as_version(self.ml.models.create_or_update(model))
+            except WorkspaceError as exc:
+                if not version_taken(exc) or attempt == VERSION_ATTEMPTS:
+                    raise
+                mine = self.find_model_version(name, job)  # taken by this very job (a retried request)? then done
+                if mine is not None:
+                    return mine
+        raise AssertionError("unreachable")
 
     def tag_model(self, model: ModelVersion, tags: dict[str, str]) -> ModelVersion:
         with translated(f"tag model {model.name}:{model.version}"):
