@@ -193,6 +193,11 @@ class FakeAzureML:
             ("GET", r"/discovery", self.workspace_discovery),
             ("GET", rf"/history/v1\.0{w}/runs/(?P<run_id>[^/]+)/children", self.run_children),
             ("GET", rf"/history/v1\.0{w}/runs/(?P<run_id>[^/]+)/details", self.run_details),
+            (
+                "GET",
+                rf"/history/v1\.0{w}/experiments/(?P<experiment>[^/]+)/runs/(?P<run_id>[^/]+)/artifacts",
+                self.run_artifact_list,
+            ),
             ("PUT", rf"{w}/jobs/(?P<name>[^/]+)", self.job_put),
             ("POST", rf"{w}/jobs/(?P<name>[^/]+)/cancel", self.job_cancel),
             ("GET", rf"{w}/models/(?P<name>[^/]+)/versions", self.model_list),
@@ -536,20 +541,39 @@ class FakeAzureML:
             if start + page < len(points):
                 answer["next_page_token"] = str(start + page)
             return 200, headers, json.dumps(answer)
-        if call["path"].endswith("/artifacts/list"):
-            run_id, path = call["query"]["run_id"][0], call["query"].get("path", [""])[0]
-            files = [f for f in self.run_artifacts.get(run_id, []) if f.startswith(path.rstrip("/") + "/")]
-            return (
-                200,
-                headers,
-                json.dumps(
-                    {
-                        "root_uri": f"azureml://replay/{run_id}",
-                        "files": [{"path": f, "is_dir": False, "file_size": 100} for f in files],
-                    }
-                ),
-            )
+        if call["path"].endswith("/artifacts/list"):  # not a route Azure ML's tracking server documents or serves
+            return 404, headers, json.dumps({"error_code": "ENDPOINT_NOT_FOUND", "message": "no such route"})
         raise AssertionError(f"the MLflow replay has no answer for {request.method} {request.url}")
+
+    ARTIFACT_PAGE = 2  # run history pages a run's artifact list (continuationToken + nextLink)
+
+    def run_artifact_list(self, call, experiment, run_id):
+        """Run history's artifact list of a run (what azureml-mlflow's artifact repository lists): every file the
+        run logged, paged. The experiment must be the job's own."""
+        job = self.jobs.get(run_id)
+        if job is None or job["properties"].get("experimentName") != experiment:
+            return 404, {
+                "error": {"code": "UserError", "message": f"run {run_id} not found in experiment {experiment}"}
+            }
+        files = self.run_artifacts.get(run_id, [])
+        start = int(call["query"].get("continuationToken", ["0"])[0] or 0)
+        page = files[start : start + self.ARTIFACT_PAGE]
+        answer: dict[str, Any] = {
+            "value": [
+                {
+                    "artifactId": f"ExperimentRun/dcid.{run_id}/{path}",
+                    "origin": "ExperimentRun",
+                    "container": f"dcid.{run_id}",
+                    "path": path,
+                }
+                for path in page
+            ]  # fmt: skip
+        }
+        if start + self.ARTIFACT_PAGE < len(files):
+            token = str(start + self.ARTIFACT_PAGE)
+            answer["continuationToken"] = token
+            answer["nextLink"] = f"{REGISTRY_HOST}{call['path']}?continuationToken={token}"
+        return 200, answer
 
     # ------------------------------------------------------------------ run history (what jobs.stream reads)
     def workspace_discovery(self, call):

@@ -177,7 +177,9 @@ def test_smoke_failure_rolls_back_and_keeps_the_live_deployment(tmp_path, worksp
     live = first["endpoint"]["deployment"]
     replay.finetune_metrics = {"train_loss": 1.0, "eval_loss": 1.1}  # a better candidate
     scoring.mode = "error"
-    state, second = run(workspace, config)
+    state, second = run(
+        workspace, make_config(tmp_path, teardown={"mode": "keep"}, data={"seed": 1}, approval={"policy": "auto"})
+    )  # a new job
     assert state.is_failed() and second["status"] == "smoke_failed"
     new = second_deployment = deployment_name(
         "ft-", ModelVersion(name=second["model"]["name"], version=second["model"]["version"])
@@ -202,7 +204,10 @@ def test_an_endpoint_never_reachable_fails_smoke_and_rolls_back_explicitly(tmp_p
     live = first["endpoint"]["deployment"]
     replay.finetune_metrics = {"train_loss": 1.0, "eval_loss": 1.1}
     scoring.mode = "unreachable"
-    state, second = run(workspace, make_config(tmp_path, teardown={"mode": "keep"}, smoke={"timeout_s": 2}))
+    # new data: a new job (its loss is not comparable with the champion's: approved by the policy, not a person)
+    again = make_config(tmp_path, teardown={"mode": "keep"}, smoke={"timeout_s": 2}, data={"seed": 1})
+    again = again.model_copy(update={"approval": again.approval.model_copy(update={"policy": "auto"})})
+    state, second = run(workspace, again)
     assert state.is_failed() and second["status"] == "smoke_failed"
     assert (
         "not reachable within smoke.timeout_s=2 s" in second["smoke"]["error"]
@@ -218,8 +223,10 @@ def test_an_endpoint_never_reachable_fails_smoke_and_rolls_back_explicitly(tmp_p
 def test_keep_mode_promotion_on_azure_moves_traffic_in_one_update(tmp_path, workspace, replay, scoring):
     config = make_config(tmp_path, teardown={"mode": "keep"})
     _, first = run(workspace, config)
-    replay.finetune_metrics = {"train_loss": 1.0, "eval_loss": 1.1}  # a better candidate
-    state, second = run(workspace, config)
+    replay.finetune_metrics = {"train_loss": 1.0, "eval_loss": 1.1}  # a better candidate, from new data
+    state, second = run(
+        workspace, make_config(tmp_path, teardown={"mode": "keep"}, data={"seed": 1}, approval={"policy": "auto"})
+    )
     assert state.is_completed(), second
     old, new = first["endpoint"]["deployment"], second["endpoint"]["deployment"]
     assert old != new

@@ -323,8 +323,11 @@ def test_command_job_registers_what_the_script_logged_and_refuses_an_empty_path(
     with pytest.raises(WorkspaceError, match=r"logged no MLflow model under 'model_output'.*command_job.model_path"):
         workspace.register_model(job, "phi-3-ft", {})
     assert not replay.requests("PUT", "/models/phi-3-ft/versions/")  # nothing registered from an empty path
-    replay.run_artifacts[job.name] = ["model_output/MLmodel", "model_output/model/config.json"]
+    # listed as azureml-mlflow's artifact repository lists them: run history, paged (the MLmodel on page 2)
+    replay.run_artifacts[job.name] = ["logs/train.txt", "model_output/model/config.json", "model_output/MLmodel"]
     version = workspace.register_model(job, "phi-3-ft", {})
+    listed = replay.requests("GET", rf"/experiments/[^/]+/runs/{job.name}/artifacts$")
+    assert len(listed) >= 2 and not replay.requests("GET", "/api/2.0/mlflow/artifacts/list")
     [put] = replay.requests("PUT", "/models/phi-3-ft/versions/")
     assert put["json"]["properties"]["modelUri"] == f"azureml://jobs/{job.name}/outputs/artifacts/paths/model_output"
     assert version.version == "1"

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from azure.ai.ml import MLClient
 
@@ -269,31 +270,44 @@ class AzureJobs:
     def command_model_path(self, job: JobRef) -> str:
         """Where a command job's script logged its model (the guide registers it from there), after checking that
         an MLflow model (its MLmodel file) is there: an empty path registers nothing usable."""
-        from mlflow.exceptions import MlflowException
-        from mlflow.protos.service_pb2 import ListArtifacts
-        from mlflow.utils.proto_json_utils import message_to_json
-        from mlflow.utils.rest_utils import call_endpoint
-
         path = self.settings.command_job.model_path.strip("./") or "model_output"
-        store = self._mlflow_store()
-        request = message_to_json(ListArtifacts(run_id=job.name, path=path))
-        try:
-            listed = call_endpoint(
-                store.get_host_creds(), "/api/2.0/mlflow/artifacts/list", "GET", request, ListArtifacts.Response()
-            )
-        except MlflowException as exc:
-            code = getattr(exc, "get_http_status_code", lambda: 500)()
-            error = TransientWorkspaceError if code in RETRYABLE_STATUS else WorkspaceError
-            raise error(f"artifacts of job {job.name}: {exc.message}") from exc
-        files = [entry.path for entry in listed.files]
-        if not any(name.rsplit("/", 1)[-1] == "MLmodel" for name in files):
+        files = self.run_files(job)
+        inside = [name for name in files if name.startswith(f"{path}/")]
+        if not any(name.rsplit("/", 1)[-1] == "MLmodel" for name in inside):
             raise WorkspaceError(
                 f"job {job.name} logged no MLflow model under '{path}' (command_job.model_path); found "
-                f"{files[:10] or 'nothing'}. The training script must log it there, as the guide's fine_tune.py does: "
-                f"mlflow.transformers.log_model(..., artifact_path='{path}'), or set command_job.model_path to where "
-                "it logs"
+                f"{inside[:10] or files[:10] or 'nothing'}. The training script must log it there, as the guide's "
+                f"fine_tune.py does: mlflow.transformers.log_model(..., artifact_path='{path}'), or set "
+                "command_job.model_path to where it logs"
             )
         return f"azureml://jobs/{job.name}/outputs/artifacts/paths/{path}"
+
+    def run_files(self, job: JobRef) -> list[str]:
+        """Every file the job's run logged, as run history lists them: the client azureml-mlflow's artifact
+        repository (MLflow's list_artifacts on an azureml:// run) lists them with, authenticated with our
+        credential (its own would build a credential chain of its own), on the workspace's API host."""
+        from azureml.mlflow._client.artifact.run_artifact_client import RunArtifactsClient
+        from azureml.mlflow._internal.utils import ServiceContext
+
+        with translated(f"job {job.name}"):
+            experiment = self.ml.jobs.get(job.name).experiment_name
+            context = ServiceContext(
+                host_url=self._api_host(),
+                subscription_id=self.ml.subscription_id,
+                workspace_name=self.ml.workspace_name,
+                resource_group_name=self.ml.resource_group_name,
+                auth=self.credential,
+            )
+            client = RunArtifactsClient(context, experiment_name=experiment, run_id=job.name, path=None)
+            return sorted(client.get_file_paths())
+
+    def _api_host(self) -> str:
+        """https://<region>.api.azureml.ms: the host of the workspace's tracking URI (MLflow and run history)."""
+        uri = self.settings.mlflow_tracking_uri
+        if not uri:
+            with translated("workspace"):
+                uri = self.ml.workspaces.get(self.ml.workspace_name).mlflow_tracking_uri
+        return "https://" + urlsplit(uri).netloc
 
 
 FINETUNE_STEP = re.compile(r"(^|_)finetune$")  # chat_completion_finetune, text_generation_finetune, finetune
