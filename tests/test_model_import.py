@@ -193,3 +193,110 @@ def test_a_model_that_pads_with_its_end_of_turn_token_still_learns_to_end_replie
     )
     assert tokenizer.pad_token_id == end  # padding borrows the end-of-turn id ...
     assert batch["labels"].tolist() == [[5, 6, end], [5, end, -100]]  # ... but only padding leaves the loss
+
+
+# ---------------------------------------------------------------- a hostile folder or name (issue 21)
+
+
+def test_a_name_that_is_a_path_is_refused_before_any_file_is_touched(llama, tmp_path):
+    state = tmp_path / "a" / "state"
+    victims = tmp_path / "a" / "victims"
+    (victims / "victim-1").mkdir(parents=True)
+    (victims / "victim-1" / "precious.txt").write_text("keep me")
+    (state / "workspace" / "imports").mkdir(parents=True)  # as any earlier import leaves it
+    for name in ("../../../victims/victim", "../victims/victim", "/etc/x", "a/b", ".."):
+        done = tunegate("model", "import", str(llama), "--name", name, "--set", f"workspace.state_dir={state}")
+        assert done.returncode == 2 and "is not valid" in done.stderr and "Traceback" not in done.stderr, name
+    assert (victims / "victim-1" / "precious.txt").read_text() == "keep me"
+    version = tunegate("model", "import", str(llama), "--name", "ok", "--version", "../1")
+    assert version.returncode == 2 and "version name '../1' is not valid" in version.stderr
+
+
+def test_a_finetuned_name_that_is_a_path_is_refused_when_the_profile_loads():
+    from flows.params import ProfileError, load_profile
+
+    for bad in ("../../x", "a/b", "..", "-x"):
+        with pytest.raises(ProfileError, match="finetuned_name"):
+            load_profile(None, [f"model.finetuned_name={bad}"])
+    with pytest.raises(ProfileError, match="model.version"):
+        load_profile(None, ["model.version=../2"])
+    assert load_profile(None, ["model.finetuned_name=my-model_v2.1"]).model.registered_name() == "my-model_v2.1"
+
+
+def test_links_that_leave_the_folder_are_refused_naming_them(llama, tmp_path):
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "id_rsa").write_text("PRIVATE KEY")
+    folder = copy_of(llama, tmp_path / "linked")
+    (folder / "notes.txt").symlink_to(outside / "id_rsa")
+    with pytest.raises(ModelFolderError, match=r"links that point outside it: notes.txt -> .*id_rsa.*cp -L"):
+        inspect_model_folder(folder)
+    (folder / "notes.txt").unlink()
+    (folder / "extra").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ModelFolderError, match="extra ->"):
+        inspect_model_folder(folder)
+    (folder / "extra").unlink()
+    (folder / "loop").symlink_to(folder, target_is_directory=True)  # inside, but a folder: it would recurse
+    with pytest.raises(ModelFolderError, match="a folder"):
+        inspect_model_folder(folder)
+    (folder / "loop").unlink()
+    (folder / "same.json").symlink_to(folder / "config.json")  # a link to a file inside is copied as the file
+    assert inspect_model_folder(folder).architecture == "LlamaForCausalLM"
+
+
+def test_a_hugging_face_cache_snapshot_whose_files_link_to_its_blobs_is_accepted(llama, tmp_path):
+    repo = tmp_path / "hub" / "models--org--tiny"
+    snapshot = repo / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for index, file in enumerate(sorted(p for p in llama.iterdir() if p.is_file())):
+        blob = repo / "blobs" / f"blob{index}"
+        blob.write_bytes(file.read_bytes())
+        (snapshot / file.name).symlink_to(Path("../../blobs") / blob.name)
+    assert inspect_model_folder(snapshot).architecture == "LlamaForCausalLM"
+
+
+def test_a_config_that_disagrees_with_its_weights_is_refused(llama, tmp_path):
+    folder = copy_of(llama, tmp_path / "huge")
+    config = json.loads((folder / "config.json").read_text())
+    for key, value, says in (
+        ("vocab_size", 10**12, "vocab_size=1000000000000: expected a whole number from 1 to 4,000,000"),
+        ("vocab_size", config["vocab_size"] + 1, "the config does not belong to these weights"),
+        ("hidden_size", "64", "hidden_size='64'"),
+    ):
+        (folder / "config.json").write_text(json.dumps({**config, key: value}))
+        with pytest.raises(ModelFolderError, match=re_escape(says)):
+            inspect_model_folder(folder)
+
+
+def re_escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
+
+
+def test_a_chat_template_that_renders_for_ever_is_refused_at_import_and_stopped_at_serving(llama, tmp_path):
+    import time
+
+    from transformers import AutoTokenizer
+
+    from workspaces.local.imports import check_chat_template
+    from workspaces.local.model import TemplateTooSlow, render_prompts
+
+    folder = copy_of(llama, tmp_path / "slow-template")
+    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    settings["chat_template"] = (
+        "{% for a in range(100000) %}{% for b in range(100000) %}{{ '' }}{% endfor %}{% endfor %}"
+        "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    )
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings))
+    for name in ("chat_template.jinja", "chat_template.json"):
+        (folder / name).unlink(missing_ok=True)
+    started = time.monotonic()
+    with pytest.raises(ModelFolderError, match="chat template took over 1 s"):
+        check_chat_template(folder, max_time_s=1)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    with pytest.raises(TemplateTooSlow):
+        render_prompts(tokenizer, [[{"role": "user", "content": "hi"}]], max_time_s=1)
+    assert time.monotonic() - started < 60  # both stopped, not the minutes the template would take
+    check_chat_template(llama)  # a sound template passes
