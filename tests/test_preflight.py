@@ -59,3 +59,27 @@ def test_tunegate_run_refuses_before_starting_anything(tmp_path):
     assert "data.source '/nope'" in lines[0] and (has_gpu or "local-cuda needs a CUDA GPU" in lines[1])
     assert "local-local-cpu" not in done.stderr
     assert not (tmp_path / "state" / "runs").exists()  # nothing sampled, no Prefect server started
+
+
+def test_a_temporary_server_that_does_not_start_in_time_is_one_line_with_the_fix(tmp_path):
+    # as on a laptop under load: the temporary Prefect server does not answer within the time it is given
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path / "home")
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "1"  # Prefect reads whole seconds
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", "--set", f"workspace.state_dir={tmp_path / 'state'}"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    [said] = [line for line in done.stderr.splitlines() if "temporary Prefect server" in line]
+    assert "did not answer within 1 s" in said and "PREFECT_API_URL=" in said
+    assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=600" in said
+    assert not (tmp_path / "state" / "runs").exists()
+
+
+def test_the_temporary_server_gets_minutes_to_start_unless_told_otherwise(monkeypatch):
+    from flows.ephemeral import STARTUP_TIMEOUT_S, TIMEOUT_SETTING, startup_timeout
+
+    monkeypatch.delenv(TIMEOUT_SETTING, raising=False)
+    assert startup_timeout() == STARTUP_TIMEOUT_S >= 120  # Prefect's own 20 s fails under a load of 10
