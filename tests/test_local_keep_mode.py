@@ -115,3 +115,32 @@ def test_two_models_on_one_endpoint_promotion_without_a_gap_and_a_fair_champion_
     finally:
         workspace.delete_endpoint(ENDPOINT)
     assert workspace.inventory().empty
+
+
+def test_killed_after_or_inside_promote_the_next_command_finishes_or_repairs_never_trains_again(tmp_path):
+    state = f"workspace.state_dir={tmp_path / 'state'}"
+    workspace = LocalWorkspace(tmp_path / "state" / "workspace")
+    try:
+        first = keep_run(tmp_path, "fe")
+        assert first["status"] == "succeeded", first
+        # kill -9 after promote leaves exactly this state (live and champion fe:1, no summary): the same command again
+        again = keep_run(tmp_path, "fe")
+        assert again["status"] == "succeeded", again
+        assert again["job"]["name"] == first["job"]["name"] and again["job"]["reused"] is True
+        assert len(list((tmp_path / "state" / "workspace" / "jobs").glob("*/spec.json"))) == 1  # trained once
+        assert again["model"]["version"] == "1" and any("already champion" in r for r in again["gate"]["reasons"])
+        assert workspace.champion("fe").version == "1"
+        assert workspace.get_endpoint(ENDPOINT).traffic == {"ft-fe-1": 100}
+
+        # kill -9 inside the first promote: all traffic moved, the champion alias never written
+        workspace.set_champion(None, "fe")
+        listed = tunegate("inventory", "--set", state)
+        assert "serves fe:1 but the champion is none" in listed.stderr, listed.stderr
+        assert f"tunegate endpoint start {ENDPOINT}" in listed.stderr
+        repaired = tunegate("endpoint", "start", ENDPOINT, "--set", state)
+        assert repaired.returncode == 0, repaired.stderr
+        assert "recorded fe:1 as champion" in repaired.stdout and workspace.champion("fe").version == "1"
+        assert "problem" not in tunegate("inventory", "--set", state).stderr
+    finally:
+        workspace.delete_endpoint(ENDPOINT)
+    assert workspace.inventory().empty

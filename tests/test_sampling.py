@@ -252,3 +252,34 @@ def test_synth_never_replaces_a_data_directory_it_did_not_write(tmp_path):
     assert (tmp_path / "data" / "mine.parquet").read_text() == "a user's file"
     write_ultrachat_scale(tmp_path / "ours", train_rows=20, splits=["train_sft"])
     assert write_ultrachat_scale(tmp_path / "ours", train_rows=30, splits=["train_sft"]) == {"train_sft": 30}
+
+
+def test_rows_without_a_user_turn_or_with_text_no_tokenizer_can_take_are_invalid_by_reason(tmp_path):
+    from tasks.sampling import invalid_reason
+
+    only_assistant = {"prompt_id": "a", "messages": [{"role": "assistant", "content": "hi"}]}
+    system_and_assistant = {
+        "prompt_id": "b",
+        "messages": [{"role": "system", "content": "be nice"}, *only_assistant["messages"]],
+    }
+    surrogate = {
+        "prompt_id": "c",
+        "messages": [{"role": "user", "content": "x\ud800"}, {"role": "assistant", "content": "y"}],
+    }
+    assert invalid_reason(only_assistant) == invalid_reason(system_and_assistant) == "no user message"
+    assert "unpaired UTF-16 surrogate" in invalid_reason(surrogate)
+    # in a test_gen file they are counted like the other invalid rows; the smoke step never meets one
+    source = tmp_path / "source"
+    source.mkdir()
+    good = [
+        {
+            "prompt_id": f"p{i}",
+            "messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}],
+        }
+        for i in range(20)
+    ]
+    for split in ("train_sft", "test_sft"):
+        (source / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in good))
+    (source / "test_gen.jsonl").write_text("".join(json.dumps(row) + "\n" for row in [*good, only_assistant]))
+    result = sample_to_directory(DataSettings(source=str(source), percent=100), tmp_path / "out", tmp_path / "cache")
+    assert result.invalid["test_gen"] == {"no user message": 1} and result.rows["test_gen"] == 20
