@@ -122,9 +122,7 @@ class EndpointServers:
         return info["pid"], port
 
     def server_pids(self) -> list[int]:
-        return sorted({found.pid for found in tunegate_processes() if found.kind == "endpoint server"} & set(
-            pid for name in self.names() for pid in self._pids_serving(self._dir(name))
-        ))  # fmt: skip
+        return sorted({pid for name in self.names() for pid in self._pids_serving(self._dir(name))})
 
     def _pids_serving(self, directory: Path) -> list[int]:
         """Servers of the endpoint in `directory`: the one server.json names when it provably is one, and any other
