@@ -12,8 +12,6 @@ run killed it first, and the run then spent minutes retrying a dead port instead
 from __future__ import annotations
 
 import os
-import subprocess
-from typing import Any
 
 # a loaded laptop (load 10 on 2 cores) needs far more than Prefect's 20 s to import and start the server
 STARTUP_TIMEOUT_S = 180
@@ -22,48 +20,6 @@ TIMEOUT_SETTING = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 
 class TemporaryServerError(RuntimeError):
     """The temporary Prefect server did not start; the message says what to do instead."""
-
-
-def _detached_server_class() -> type:
-    import sys
-
-    import prefect
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import get_current_settings
-
-    class DetachedServer(SubprocessASGIServer):
-        """Prefect's temporary server (the command and environment of prefect 3.8's own _run_uvicorn_command), in a
-        session of its own (see the module docstring)."""
-
-        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
-            server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
-            return subprocess.Popen(
-                args=[
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--app-dir",
-                    str(prefect.__module_path__.parent),
-                    "--factory",
-                    "prefect.server.api.server:create_app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--log-level",
-                    "error",
-                    "--lifespan",
-                    "on",
-                ],  # fmt: skip
-                env={
-                    **os.environ,
-                    **server_env,
-                    **get_current_settings().to_environment_variables(exclude_unset=True),
-                },
-                start_new_session=True,
-            )
-
-    return DetachedServer
 
 
 def startup_timeout() -> float:
@@ -81,13 +37,14 @@ def start_temporary_server() -> int | None:
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
 
+    from workspaces.local.prefect_server import detached_server_class
     from workspaces.local.processes import OWNER_ENV, start_reaper
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
         return None
     os.environ[OWNER_ENV] = str(os.getpid())  # the server inherits the environment of the process that starts it
     existing = SubprocessASGIServer._instances.get(None)
-    server = existing if existing is not None else _detached_server_class()()  # the instance get_client() uses
+    server = existing if existing is not None else detached_server_class()()  # the instance get_client() uses
     timeout = startup_timeout()
     try:
         server.start(timeout=int(timeout))

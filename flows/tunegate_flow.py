@@ -28,8 +28,9 @@ from flows.stages import Stages
 from flows.summary import RunSummary
 from tasks import approval, finetune, preflight, register
 from tasks.approval import ApprovalRecord, require_server_for_manual
-from tasks.deploy import deployment_name
+from tasks.deploy import check_instance_type, deployment_name
 from tasks.metrics import GateResult, model_id
+from tasks.model import INFERENCE_ALLOW_LIST, allow_list
 from tasks.register import JOB_TAG
 from tasks.sampling import SampledData
 from tasks.teardown import TeardownResult, take_down
@@ -100,6 +101,8 @@ def run_stages(
 
     foundation = stages.pick_model(workspace, config.model)
     summary.record_foundation(foundation)
+    # the model's serving allow list is known now: a size it cannot serve on is refused before hours of training
+    check_instance_type(config.endpoint.instance_type, allow_list(foundation, INFERENCE_ALLOW_LIST))
 
     compute = stages.validate_compute(
         workspace, config.compute, foundation, model_rules=config.workspace.model_compute_rules

@@ -293,15 +293,12 @@ WAITER_LABEL = "tunegate.waiter"  # labels of a paused run: the process that wai
 def label_waiter() -> None:
     """Label this flow run with the process that waits in pause_flow_run (host, pid, its start time and boot): a
     reviewer's `tunegate approve` can then tell a run whose process was killed, which would never resume."""
-    import socket
-
     from prefect.client.orchestration import get_client
     from prefect.runtime import flow_run
 
     from workspaces.local.processes import identity
 
-    labels = {f"{WAITER_LABEL}.host": socket.gethostname()}
-    labels.update({f"{WAITER_LABEL}.{key}": str(value) for key, value in identity(os.getpid()).items() if value})
+    labels = {f"{WAITER_LABEL}.{key}": str(value) for key, value in identity(os.getpid()).items() if value}
     try:
         with get_client(sync_client=True) as client:
             client.update_flow_run_labels(flow_run.id, labels)

@@ -98,13 +98,11 @@ def pending_reviews(limit: int = 100) -> list[PendingReview]:
 def waiter_gone(run) -> str | None:
     """Why the paused run `run` can never resume (its waiting process, on this host, is gone), or None when it may:
     alive, or on another host (nothing to check there: Prefect's own state says)."""
-    import socket
-
     from tasks.approval import WAITER_LABEL
-    from workspaces.local.processes import process_matches
+    from workspaces.local.processes import process_matches, this_host
 
     labels = {key.removeprefix(f"{WAITER_LABEL}."): value for key, value in (run.labels or {}).items()}
-    if labels.get("host") != socket.gethostname() or not str(labels.get("pid", "")).isdigit():
+    if labels.get("host") != this_host() or not str(labels.get("pid", "")).isdigit():
         return None
     record = {
         "pid": int(labels["pid"]),

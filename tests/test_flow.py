@@ -296,6 +296,7 @@ def test_instance_type_outside_inference_allow_list_is_refused(tmp_path, workspa
     summary = read_summary(make_config(tmp_path), state)
     assert summary["status"] == "failed" and "inference_compute_allow_list" in summary["error"]
     assert "create_deployment" not in workspace.calls and workspace.inventory().empty
+    assert "submit_finetune" not in workspace.calls  # refused before training, not after
 
 
 def test_auto_if_better_without_champion_approves_and_says_why(tmp_path, workspace):

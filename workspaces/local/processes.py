@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -146,16 +147,22 @@ def boot_id() -> str | None:
         return None
 
 
+def this_host() -> str:
+    return socket.gethostname()
+
+
 def identity(pid: int) -> dict:
     """What to record beside a pid so that it can be told apart later from another process given the same number
-    (pids are reused, and after a reboot every one is)."""
-    return {"pid": pid, "pid_started": start_ticks(pid), "boot_id": boot_id()}
+    (pids are reused, and after a reboot every one is), and on which machine it runs."""
+    return {"pid": pid, "pid_started": start_ticks(pid), "boot_id": boot_id(), "host": this_host()}
 
 
 def process_matches(record: dict) -> bool:
     """The process `record` (from identity()) names still runs: same pid, started at the same time, same boot."""
     pid = record.get("pid")
     if isinstance(pid, bool) or not isinstance(pid, int) or not pid_alive(pid):
+        return False
+    if record.get("host") and record["host"] != this_host():
         return False
     if record.get("boot_id") and boot_id() and record["boot_id"] != boot_id():
         return False
@@ -176,6 +183,8 @@ def not_ours(record: dict, module: str, argument: Path | None = None) -> str | N
     pid = record.get("pid")
     if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 1:
         return f"the recorded pid {pid!r} is not a process id"
+    if record.get("host") and record["host"] != this_host():
+        return f"pid {pid} was recorded on another machine ({record['host']})"
     if not pid_alive(pid):
         return f"process {pid} is not running"
     if record.get("boot_id") and boot_id() and record["boot_id"] != boot_id():
