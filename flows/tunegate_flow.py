@@ -241,6 +241,8 @@ def finish_earlier_promotion(
         stages.reconcile_endpoint(workspace, config.endpoint.name, champion.name)
         serving = stages.read_endpoint(workspace, config.endpoint.name)
         if serving is not None and serving.live == [model_id(champion)]:
+            live = next(name for name, share in sorted(serving.traffic.items()) if share > 0)
+            summary.record_deployment(config.endpoint.name, live)
             summary.record_endpoint(serving)
             note_links(workspace, summary, endpoint=config.endpoint.name)
             return

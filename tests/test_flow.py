@@ -612,6 +612,11 @@ def test_the_same_inputs_find_the_same_job_whatever_became_champion_since(tmp_pa
     assert any("already champion" in reason for reason in again.gate.reasons)
     assert workspace.get_endpoint("chat").traffic == {dep("1"): 100}  # live as it was, never set to 0 meanwhile
     assert again.approval.decision == "approved"
+    assert (again.endpoint.name, again.endpoint.deployment, again.endpoint.live) == (
+        "chat",
+        dep("1"),
+        [f"{REGISTERED}:1"],
+    )
 
 
 def test_a_reattached_job_is_compared_with_the_champion_it_evaluated(tmp_path, workspace):

@@ -11,6 +11,7 @@ by its name. A trainer that died without writing a final state is reported as fa
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from workspaces.local.processes import (
     DamagedStateFile,
     identity,
     not_ours,
+    process_matches,
     read_json,
     start_detached,
     stop_process_group,
@@ -92,32 +94,41 @@ class TrainerJobs:
             job_dir.mkdir(parents=True)  # atomic: of two submissions of one name, exactly one gets here
         except FileExistsError:
             raise ConflictError(f"job {name} exists already in {job_dir.parent}") from None
-        model_dir = self.registry.model_folder(
-            spec.model_id, self.root / "models" / spec.model_id.removeprefix("models:/").replace("/", "-")
-        )
-        champion_dir = None
-        if spec.compare_with is not None:  # evaluated on this job's test split: the gate compares like with like
-            uri = f"models:/{spec.compare_with.name}/{spec.compare_with.version}"
-            folder = self.root / "models" / f"{spec.compare_with.name}-{spec.compare_with.version}"
-            champion_dir = str(self.registry.model_folder(uri, folder) / "artifacts" / "hf_model")
-        spec_file = {
-            "job_name": name,
-            "idempotency_key": idempotency_key,
-            "display_name": spec.display_name,
-            "experiment_name": spec.experiment_name,
-            "tracking_uri": self.registry.tracking_uri,
-            "model_dir": str(model_dir / "artifacts" / "hf_model"),
-            "train_file": spec.data.train,
-            "test_file": spec.data.test,
-            "parameters": spec.parameters,
-            "gpus": spec.gpus_per_node,
-            "champion_model_dir": champion_dir,
-            "champion": f"{spec.compare_with.name}:{spec.compare_with.version}" if spec.compare_with else None,
-        }
-        write_json(job_dir / "spec.json", spec_file)
-        self.registry.ensure_experiment(spec.experiment_name)
-        process = start_detached(TRAINER_MODULE, [str(job_dir)], job_dir / "log.txt")
-        write_json(job_dir / "status.json", {"state": "queued", **identity(process.pid), "submitted": time.time()})
+        # the job exists from now on, queued by this process until its trainer starts: a run submitting the same job
+        # a moment later finds it (and waits for it) instead of failing while the model folders download
+        submitting = {"state": "queued", "submitter": identity(os.getpid()), "submitted": time.time()}
+        write_json(job_dir / "status.json", {**submitting, "message": "being submitted"})
+        try:
+            model_dir = self.registry.model_folder(
+                spec.model_id, self.root / "models" / spec.model_id.removeprefix("models:/").replace("/", "-")
+            )
+            champion_dir = None
+            if spec.compare_with is not None:  # evaluated on this job's test split: the gate compares like with like
+                uri = f"models:/{spec.compare_with.name}/{spec.compare_with.version}"
+                folder = self.root / "models" / f"{spec.compare_with.name}-{spec.compare_with.version}"
+                champion_dir = str(self.registry.model_folder(uri, folder) / "artifacts" / "hf_model")
+            spec_file = {
+                "job_name": name,
+                "idempotency_key": idempotency_key,
+                "display_name": spec.display_name,
+                "experiment_name": spec.experiment_name,
+                "tracking_uri": self.registry.tracking_uri,
+                "model_dir": str(model_dir / "artifacts" / "hf_model"),
+                "train_file": spec.data.train,
+                "test_file": spec.data.test,
+                "parameters": spec.parameters,
+                "gpus": spec.gpus_per_node,
+                "champion_model_dir": champion_dir,
+                "champion": f"{spec.compare_with.name}:{spec.compare_with.version}" if spec.compare_with else None,
+            }
+            write_json(job_dir / "spec.json", spec_file)
+            self.registry.ensure_experiment(spec.experiment_name)
+            process = start_detached(TRAINER_MODULE, [str(job_dir)], job_dir / "log.txt")
+            write_json(job_dir / "status.json", {"state": "queued", **identity(process.pid), "submitted": time.time()})
+        except BaseException as exc:  # a job that never got its trainer must not read as queued for ever
+            message = f"submission failed: {type(exc).__name__}: {exc}"[:2000]
+            write_json(job_dir / "status.json", {"state": "failed", "message": message, "ended": time.time()})
+            raise
         return self._ref(name)
 
     def status(self, job: JobRef) -> JobStatus:
@@ -126,6 +137,19 @@ class TrainerJobs:
             raise NotFoundError(f"job {job.name} does not exist in {self.root / 'jobs'}")
         log = self._dir(job.name) / "log.txt"
         state = JobState(status["state"])
+        if not state.terminal and "pid" not in status:  # being submitted: no trainer yet
+            submitter = status.get("submitter")
+            if isinstance(submitter, dict) and process_matches(submitter):
+                return JobStatus(state=JobState.QUEUED, message="being submitted")
+            time.sleep(0.2)  # the trainer may have been started just now
+            status = self._status(job.name)
+            if "pid" not in status and not JobState(status["state"]).terminal:
+                return JobStatus(
+                    state=JobState.FAILED,
+                    message="the submission was interrupted before its trainer started (the process that submitted "
+                    "it is gone); a rerun submits it again under the next name",
+                )
+            state = JobState(status["state"])
         if not state.terminal and self._trainer_gone(job.name, status):
             time.sleep(0.2)  # the trainer may have written its last status just as it exited
             status = self._status(job.name)
@@ -159,10 +183,10 @@ class TrainerJobs:
             return
         if not status or JobState(status["state"]).terminal:
             return
-        why = self._trainer_gone(job.name, status)
-        if why is None:
+        why = self._trainer_gone(job.name, status) if "pid" in status else None
+        if "pid" in status and why is None:
             stop_process_group(int(status["pid"]))
-        else:  # nothing of ours to stop: the job only needs to say it is over
+        elif why is not None:  # nothing of ours to stop: the job only needs to say it is over
             logger.warning("job %s: not signalling pid %s (%s)", job.name, status.get("pid"), why)
         current = self._status(job.name)
         if not JobState(current["state"]).terminal:
