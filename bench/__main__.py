@@ -214,11 +214,11 @@ def bench_endpoint(requests: int) -> list[dict]:
 
     root = Path(tempfile.mkdtemp(prefix="tunegate-bench-endpoint-"))
     workspace, job, _ = trained_job(root)
-    version = register_once(workspace, job, "bench-ft", {})
-    workspace.ensure_endpoint("bench")
-    workspace.create_deployment("bench", "blue", version, "local-cpu")
-    workspace.set_traffic("bench", {"blue": 100})
-    credentials = workspace.endpoint_credentials("bench")
+    version = register_once(workspace.registry, job, "bench-ft", {})
+    workspace.endpoints.ensure("bench")
+    workspace.endpoints.create_deployment("bench", "blue", version, "local-cpu")
+    workspace.endpoints.set_traffic("bench", {"blue": 100})
+    credentials = workspace.endpoints.credentials("bench")
     port = free_port()
     server = subprocess.Popen(
         [PYTHON, "-m", "mlflow", "models", "serve", "-m", f"models:/{version.name}/{version.version}"]
@@ -264,7 +264,7 @@ def bench_endpoint(requests: int) -> list[dict]:
     finally:
         server.terminate()
         server.wait(30)
-        workspace.delete_endpoint("bench")
+        workspace.endpoints.delete("bench")
         shutil.rmtree(root, ignore_errors=True)
     return [
         row(

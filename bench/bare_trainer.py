@@ -16,8 +16,8 @@ import random
 import time
 from pathlib import Path
 
-from workspaces.base import parameter_bool
 from workspaces.local.trainer import lora_config, torch_threads, train_tokens
+from workspaces.ports import parameter_bool
 
 
 def main() -> None:

@@ -24,11 +24,11 @@ from workspaces.local.workspace import LocalWorkspace
 
 def trained_endpoint(root: Path) -> tuple[LocalWorkspace, str, dict[str, str], int]:
     workspace, job, _ = trained_job(root, DataSettings(percent=10, synthetic_rows=1000))
-    version = register_once(workspace, job, "bench-ft", {})
-    workspace.ensure_endpoint("bench")
-    workspace.create_deployment("bench", "blue", version, "local-cpu")
-    workspace.set_traffic("bench", {"blue": 100})
-    credentials = workspace.endpoint_credentials("bench")
+    version = register_once(workspace.registry, job, "bench-ft", {})
+    workspace.endpoints.ensure("bench")
+    workspace.endpoints.create_deployment("bench", "blue", version, "local-cpu")
+    workspace.endpoints.set_traffic("bench", {"blue": 100})
+    credentials = workspace.endpoints.credentials("bench")
     headers = {"Authorization": f"Bearer {credentials.key.get_secret_value()}", "Content-Type": "application/json"}
     pid = json.loads((workspace.root / "endpoints" / "bench" / "server.json").read_text())["pid"]
     return workspace, credentials.scoring_uri, headers, pid
@@ -81,7 +81,7 @@ def main() -> None:
             after = httpx.post(url, content=ask("hi"), headers=headers, timeout=60)
             print(f"still answering: HTTP {after.status_code}")
         finally:
-            workspace.delete_endpoint("bench")
+            workspace.endpoints.delete("bench")
 
 
 if __name__ == "__main__":

@@ -14,23 +14,26 @@ from tasks.compute import validate
 from tasks.finetune import build_spec, submit_or_reattach
 from tasks.sampling import sample_to_directory
 from tasks.settings import DataSettings, FinetuneSettings
-from workspaces.base import ComputeSpec, JobRef
 from workspaces.local.workspace import LocalWorkspace
+from workspaces.ports import ComputeSpec, JobRef
 
 
 def trained_job(root: Path, data: DataSettings | None = None) -> tuple[LocalWorkspace, JobRef, Path]:
     """A completed local fine-tune with the default profile's data and parameters: (workspace, job, job dir)."""
     workspace = LocalWorkspace(root / "workspace")
     sampled = sample_to_directory(data or DataSettings(), root / "run", root / "cache")
-    foundation = workspace.get_foundation_model("tiny-phi3-chat")
+    foundation = workspace.registry.get_foundation_model("tiny-phi3-chat")
     compute = validate(
-        workspace.ensure_compute(ComputeSpec(name="local", size="local-cpu")), foundation, workspace.list_sizes()
+        workspace.compute.ensure(ComputeSpec(name="local", size="local-cpu")),
+        foundation,
+        workspace.compute.list_sizes(),
     )
-    uploaded = workspace.upload_data(
+    uploaded = workspace.data.upload(
         Path(sampled.files["train_sft"]), Path(sampled.files["test_sft"]), sampled.fingerprint
     )
-    job = submit_or_reattach(workspace, build_spec(foundation, compute, uploaded, FinetuneSettings(), "bench"), "bench")
-    while not workspace.job_status(job).state.terminal:
+    spec = build_spec(foundation, compute, uploaded, FinetuneSettings(), "bench")
+    job = submit_or_reattach(workspace.jobs, spec, "bench")
+    while not workspace.jobs.status(job).state.terminal:
         time.sleep(0.5)
     return workspace, job, root / "workspace" / "jobs" / job.name
 

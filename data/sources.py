@@ -21,7 +21,7 @@ from pathlib import Path
 
 from data.splits import SPLITS
 from data.synthetic import generate_split
-from workspaces.base import WorkspaceError
+from workspaces.ports import WorkspaceError
 
 HUB_PREFIX = "hf:"
 COLUMNS = ("prompt", "prompt_id", "messages")  # all a sample keeps or checks; other columns are never decoded

@@ -27,7 +27,7 @@ from tasks.settings import (
     SmokeSettings,
     TeardownSettings,
 )
-from workspaces.factory import LocalWorkspaceSettings, WorkspaceSettings
+from workspaces.factory import KINDS, LocalWorkspaceSettings, WorkspaceSettings
 from workspaces.forms import FormModel
 
 DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "deployments" / "local.yaml"
@@ -68,7 +68,7 @@ def _describe(error: ValidationError, source: str) -> str:
     lines = [f"{source} is not valid:"]
     for item in error.errors():
         loc = list(item["loc"])
-        if loc[:1] == ["workspace"] and len(loc) > 1 and loc[1] in ("local", "azure"):
+        if loc[:1] == ["workspace"] and len(loc) > 1 and loc[1] in KINDS:
             del loc[1]  # the union's tag (workspace.kind), not a key of the profile
         field = ".".join(str(part) for part in loc)
         if item["type"] == "extra_forbidden":

@@ -1,19 +1,24 @@
 """What a run did, in one object: printed by the CLI, written by --summary-json, kept as a Prefect artifact.
-Each stage's result is recorded by the summary itself (`record_*`), so the flow only says what happened.
+Each stage's result is fed to it in one place (`observe`, through flows/run.Run.stage), so the flow only says what
+happened.
 It never holds a secret: endpoint keys stay inside the workspace and the scoring client."""
 
 from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from tasks.approval import ApprovalRecord
 from tasks.chatflow import ChatFlowSmoke
 from tasks.deploy import ServingState, SmokeResult
+from tasks.gate import GateCheck, GateResult
 from tasks.markdown import inline, link, table
-from tasks.metrics import GateResult
 from tasks.sampling import SampledData
 from tasks.teardown import TeardownResult
-from workspaces.base import FinetuneSpec, FoundationModel, JobRef, ModelVersion
+from workspaces.ports import FinetuneSpec, FoundationModel, JobRef, ModelVersion
 
 
 class DataSummary(BaseModel):
@@ -30,7 +35,8 @@ class ModelSummary(BaseModel):
 
 class GateSummary(BaseModel):
     passed: bool | None = None
-    reasons: list[str] = Field(default_factory=list)
+    reasons: list[str] = Field(default_factory=list)  # "ok: ..." / "fail: ...", one per check
+    checks: list[GateCheck] = Field(default_factory=list)  # the same checks, typed
 
 
 class ApprovalSummary(BaseModel):
@@ -81,8 +87,21 @@ class LossCurveSummary(BaseModel):
     error: str | None = None  # why there is none
 
 
+class RunStatus(enum.StrEnum):
+    """How a run ended (or where it is): the summary's `status`."""
+
+    RUNNING = "running"
+    WAITING = "waiting"  # paused for a person's approval
+    SUCCEEDED = "succeeded"
+    GATE_FAILED = "gate_failed"
+    REJECTED = "rejected"
+    SMOKE_FAILED = "smoke_failed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
 class RunSummary(BaseModel):
-    status: str = "running"  # succeeded | gate_failed | rejected | smoke_failed | failed | cancelled
+    status: RunStatus = RunStatus.RUNNING
     flow_run_id: str | None = None
     workspace: str | None = None
     error: str | None = None
@@ -99,6 +118,12 @@ class RunSummary(BaseModel):
     links: dict[str, str] = Field(default_factory=dict)  # label -> URL: job, MLflow run, model version, endpoint
     seconds: float | None = None
 
+    def observe(self, name: str, result: Any) -> None:
+        """The one place the summary is fed: a stage's result (by the stage's name), or what a phase found."""
+        recorder = OBSERVERS.get(name)
+        if recorder is not None:
+            recorder(self, result)
+
     def record_data(self, sampled: SampledData) -> None:
         self.data = DataSummary(rows=sampled.rows, fingerprint=sampled.fingerprint, dropped_invalid=sampled.dropped)
 
@@ -112,7 +137,7 @@ class RunSummary(BaseModel):
 
     def record_gate(self, gate: GateResult) -> None:
         self.metrics = dict(gate.metrics)
-        self.gate = GateSummary(passed=gate.passed, reasons=list(gate.reasons))
+        self.gate = GateSummary(passed=gate.passed, reasons=list(gate.reasons), checks=list(gate.checks))
 
     def record_model(self, version: ModelVersion) -> None:
         self.model.name, self.model.version = version.name, version.version
@@ -154,8 +179,8 @@ class RunSummary(BaseModel):
         self.teardown = TeardownSummary(mode=mode, done=False)
         self.add_error(f"teardown failed: {error}")
 
-    def record_outcome(self, status: str, error: str | None = None) -> None:
-        self.status = status
+    def record_outcome(self, status: RunStatus, error: str | None = None) -> None:
+        self.status = RunStatus(status)
         if error:
             self.add_error(error)
 
@@ -276,4 +301,25 @@ OUTCOMES = {
     "failed": "failed",
     "cancelled": "cancelled",
     "running": "still running",
+}
+
+
+Recorder = Callable[[RunSummary, Any], None]
+# stage (or phase finding) -> how the summary records it; stages not named here leave no trace in the summary
+OBSERVERS: dict[str, Recorder] = {
+    "sample_data": RunSummary.record_data,
+    "pick_model": RunSummary.record_foundation,
+    "job": lambda summary, found: summary.record_job(*found),
+    "loss_curve": lambda summary, found: summary.record_loss_curve(*found),
+    "check_metrics": RunSummary.record_gate,
+    "register_model": RunSummary.record_model,
+    "waiting": lambda summary, _: summary.record_waiting_for_approval(),
+    "decision": RunSummary.record_decision,
+    "deploy_candidate": lambda summary, deployed: summary.record_deployment(deployed.endpoint, deployed.deployment),
+    "deployment": lambda summary, found: summary.record_deployment(*found),
+    "smoke_invoke": RunSummary.record_smoke,
+    "smoke_promptflow": RunSummary.record_promptflow,
+    "roll_back": lambda summary, _: summary.record_rollback(),
+    "read_endpoint": RunSummary.record_endpoint,
+    "teardown": RunSummary.record_teardown,
 }

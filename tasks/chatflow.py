@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from tasks.deploy import DeployResult, smoke_messages
 from tasks.errors import is_transient, stage
 from tasks.settings import SmokeSettings
-from workspaces.base import ChatBatch, ChatBatchRow, ChatFlows, Workspace, WorkspaceError
+from workspaces.ports import ChatBatch, ChatBatchRow, ChatFlows, ServingEndpoints, WorkspaceError
 
 ARTIFACT_KEY = "promptflow-batch"
 ANSWER_CHARS = 500  # a table cell, not a transcript: the runner keeps every answer in full
@@ -59,7 +59,8 @@ def outcome(batch: ChatBatch) -> ChatFlowSmoke:
 @stage("smoke through prompt flow")
 def smoke_promptflow(
     chat_flows: ChatFlows,
-    workspace: Workspace,
+    endpoints: ServingEndpoints,
+    workspace_kind: str,
     deployed: DeployResult,
     settings: SmokeSettings,
     test_gen_path: str,
@@ -70,11 +71,11 @@ def smoke_promptflow(
     try:
         batch = chat_flows.batch(
             deployed.endpoint,
-            workspace.endpoint_credentials(deployed.endpoint),
+            endpoints.credentials(deployed.endpoint),
             deployed.deployment,
             questions,
             settings.scoring_parameters(),
-            workspace.kind,
+            workspace_kind,
         )
     except WorkspaceError as exc:
         if is_transient(exc):

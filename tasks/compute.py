@@ -7,7 +7,7 @@ from pydantic import BaseModel
 from tasks.errors import stage
 from tasks.model import FINETUNE_ALLOW_LIST, allow_list
 from tasks.settings import ComputeSettings
-from workspaces.base import Compute, ComputeSpec, FoundationModel, Sku, Workspace
+from workspaces.ports import Compute, ComputeSpec, ComputeTargets, FoundationModel, Sku
 
 # sizes the notebook refuses when the model carries no allow list
 UNSUPPORTED_GPU_VM_SIZES = ("standard_nc6", "standard_nc12", "standard_nc24", "standard_nc24r")
@@ -121,7 +121,7 @@ def _slug(size: str) -> str:
 
 @stage("validate compute")
 def validate_compute(
-    workspace: Workspace, settings: ComputeSettings, model: FoundationModel, model_rules: bool = True
+    targets: ComputeTargets, settings: ComputeSettings, model: FoundationModel, model_rules: bool = True
 ) -> ValidatedCompute:
     # refuse a configured size before creating a cluster of it; the existing cluster's real size is checked after
     if model_rules:
@@ -129,8 +129,8 @@ def validate_compute(
         try:
             check_size_allowed(settings.size, computes_allow_list)
         except ComputeRejected as why:
-            raise rejected(settings.name, settings.size, why, computes_allow_list, workspace.list_sizes()) from None
-    compute = workspace.ensure_compute(
+            raise rejected(settings.name, settings.size, why, computes_allow_list, targets.list_sizes()) from None
+    compute = targets.ensure(
         ComputeSpec(
             name=settings.name,
             size=settings.size,
@@ -139,4 +139,4 @@ def validate_compute(
             idle_seconds_before_scaledown=settings.idle_seconds_before_scaledown,
         )
     )
-    return validate(compute, model, workspace.list_sizes(), configured_size=settings.size, model_rules=model_rules)
+    return validate(compute, model, targets.list_sizes(), configured_size=settings.size, model_rules=model_rules)

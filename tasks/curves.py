@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import io
 
-from workspaces.base import LossHistory
+from workspaces.ports import LossHistory
 
 MAX_POINTS = 2000  # a long Azure job logs every few steps: thin the train line, keep its shape
 

@@ -16,13 +16,14 @@ from tasks.approval import is_approved
 from tasks.errors import stage
 from tasks.model import INFERENCE_ALLOW_LIST, allow_list
 from tasks.settings import EndpointSettings, SmokeSettings
-from workspaces.base import (
+from workspaces.ports import (
     FoundationModel,
+    ModelRegistry,
     ModelVersion,
     ScoreResult,
     ScoringRequest,
+    ServingEndpoints,
     TransientWorkspaceError,
-    Workspace,
     WorkspaceError,
 )
 
@@ -67,7 +68,7 @@ class DeployResult(BaseModel):
 
 @stage("deploy")
 def deploy_candidate(
-    workspace: Workspace,
+    endpoints: ServingEndpoints,
     settings: EndpointSettings,
     endpoint_name: str,
     model: ModelVersion,
@@ -80,27 +81,27 @@ def deploy_candidate(
             f"(decision={model.tags.get('decision')!r}); not deploying"
         )
     check_instance_type(settings.instance_type, allow_list(foundation, INFERENCE_ALLOW_LIST))
-    endpoint = workspace.ensure_endpoint(
+    endpoint = endpoints.ensure(
         endpoint_name, description=f"Online endpoint for {model.name}, fine tuned by tunegate", ephemeral=ephemeral
     )
     name = deployment_name(settings.deployment_prefix, model)
     wanted = f"{model.name}:{model.version}"
     if name in endpoint.deployments:  # a retried task finds the deployment it made: only if it serves this model
-        existing = workspace.get_deployment(endpoint_name, name)
+        existing = endpoints.get_deployment(endpoint_name, name)
         if existing is None or existing.model != wanted:
             raise DeploymentRefused(
                 f"deployment {endpoint_name}/{name} exists and serves {existing.model if existing else 'unknown'}, "
                 f"not {wanted}; not smoke-testing or promoting another model under its name"
             )
     else:
-        workspace.create_deployment(endpoint_name, name, model, settings.instance_type, settings.instance_count)
+        endpoints.create_deployment(endpoint_name, name, model, settings.instance_type, settings.instance_count)
     previous = {dep: pct for dep, pct in endpoint.traffic.items() if dep != name}
     if endpoint.traffic.get(name, 0) > 0:  # found again already serving this model: its traffic stays as it is
         get_run_logger().info(
             "deployment %s/%s serves %s already, at %s", endpoint_name, name, wanted, endpoint.traffic
         )
         return DeployResult(endpoint=endpoint_name, deployment=name, previous_traffic=dict(endpoint.traffic))
-    workspace.set_traffic(endpoint_name, {**previous, name: 0})
+    endpoints.set_traffic(endpoint_name, {**previous, name: 0})
     get_run_logger().info(
         "deployment %s/%s created at 0%% traffic; live traffic stays %s", endpoint_name, name, previous
     )
@@ -130,7 +131,7 @@ NOT_YET_REACHABLE = frozenset({429, 502, 503, 504})
 
 
 def invoke_until_reachable(
-    workspace: Workspace,
+    endpoints: ServingEndpoints,
     deployed: DeployResult,
     request: ScoringRequest,
     settings: SmokeSettings,
@@ -144,7 +145,7 @@ def invoke_until_reachable(
     while True:
         attempts += 1
         try:
-            result = workspace.invoke(
+            result = endpoints.invoke(
                 deployed.endpoint,
                 request,
                 deployment=deployed.deployment,
@@ -169,7 +170,7 @@ def invoke_until_reachable(
 
 @stage("smoke invoke")
 def smoke_invoke(
-    workspace: Workspace, deployed: DeployResult, settings: SmokeSettings, test_gen_path: str
+    endpoints: ServingEndpoints, deployed: DeployResult, settings: SmokeSettings, test_gen_path: str
 ) -> SmokeResult:
     parameters = settings.scoring_parameters()
     latencies: list[float] = []
@@ -177,7 +178,7 @@ def smoke_invoke(
     requests = smoke_messages(test_gen_path, settings.samples)
     for messages in requests:
         result = invoke_until_reachable(
-            workspace, deployed, ScoringRequest(messages=messages, parameters=parameters), settings
+            endpoints, deployed, ScoringRequest(messages=messages, parameters=parameters), settings
         )
         if result.error:
             return SmokeResult(ok=False, latency_ms=result.latency_ms, requests=len(requests), error=result.error)
@@ -208,47 +209,53 @@ class ServingState(BaseModel):
         return [self.models.get(name, "?") for name, pct in sorted(self.traffic.items()) if pct > 0]
 
 
-def serving_state(workspace: Workspace, endpoint_name: str) -> ServingState | None:
-    endpoint = workspace.get_endpoint(endpoint_name)
+def serving_state(endpoints: ServingEndpoints, endpoint_name: str) -> ServingState | None:
+    endpoint = endpoints.get(endpoint_name)
     if endpoint is None:
         return None
     models = {}
     for name in endpoint.deployments:
-        deployment = workspace.get_deployment(endpoint_name, name)
+        deployment = endpoints.get_deployment(endpoint_name, name)
         models[name] = deployment.model if deployment else "?"
     return ServingState(name=endpoint_name, traffic=dict(endpoint.traffic), models=models)
 
 
 @stage("promote")
-def promote(workspace: Workspace, deployed: DeployResult, model: ModelVersion, set_champion: bool) -> list[str]:
+def promote(
+    endpoints: ServingEndpoints,
+    registry: ModelRegistry,
+    deployed: DeployResult,
+    model: ModelVersion,
+    set_champion: bool,
+) -> list[str]:
     """All traffic to the new deployment in one update (never a moment with no deployment taking traffic), check
     that what now serves is this model, make it champion, then retire the old deployments. Returns the retired names.
 
     The champion is always what serves: when it cannot be recorded, traffic goes back to where it was before the
     error is raised. A retirement that fails leaves an old deployment at 0%, which serves nothing."""
     wanted = f"{model.name}:{model.version}"
-    workspace.set_traffic(deployed.endpoint, {deployed.deployment: 100})
+    endpoints.set_traffic(deployed.endpoint, {deployed.deployment: 100})
     try:
-        serving = serving_state(workspace, deployed.endpoint)
+        serving = serving_state(endpoints, deployed.endpoint)
         if serving is None or serving.live != [wanted]:
             raise WorkspaceError(
                 f"after promotion {deployed.endpoint} serves {serving.live if serving else 'nothing'}, not {wanted}"
             )
         if set_champion:
-            workspace.set_champion(model, model.name)
+            registry.set_champion(model, model.name)
     except BaseException:
         # live and champion must not disagree: back to what served (a retry of this stage promotes again)
         if deployed.previous_traffic:
-            workspace.set_traffic(deployed.endpoint, deployed.previous_traffic)
+            endpoints.set_traffic(deployed.endpoint, deployed.previous_traffic)
             get_run_logger().warning(
                 "promotion of %s not completed: traffic of %s is back to %s",
                 wanted, deployed.endpoint, deployed.previous_traffic,
             )  # fmt: skip
         raise
-    endpoint = workspace.get_endpoint(deployed.endpoint)
+    endpoint = endpoints.get(deployed.endpoint)
     retired = [name for name in (endpoint.deployments if endpoint else ()) if name != deployed.deployment]
     for name in retired:
-        workspace.delete_deployment(deployed.endpoint, name)
+        endpoints.delete_deployment(deployed.endpoint, name)
     return retired
 
 
@@ -281,22 +288,22 @@ def repair_for(serving: ServingState | None, champion: ModelVersion | None) -> R
     return Repair(needed=True, why=f"{why}, and more than one model takes traffic: decide which by hand")
 
 
-def reconcile(workspace: Workspace, endpoint_name: str, model_name: str) -> str | None:
+def reconcile(endpoints: ServingEndpoints, registry: ModelRegistry, endpoint_name: str, model_name: str) -> str | None:
     """Make a kept endpoint's live model and the champion agree (repair_for), saying what was done; None when they
     agreed. Refuses (WorkspaceError) when it cannot tell which should win."""
-    serving = serving_state(workspace, endpoint_name)
+    serving = serving_state(endpoints, endpoint_name)
     if serving is None or not all(live.rpartition(":")[0] == model_name for live in serving.live):
         return None  # the endpoint serves another model (one endpoint may serve two names): not this one's to judge
-    champion = workspace.champion(model_name)
+    champion = registry.champion(model_name)
     repair = repair_for(serving, champion)
     if not repair.needed:
         return None
     if repair.traffic_to is not None:
-        workspace.set_traffic(endpoint_name, {repair.traffic_to: 100})
+        endpoints.set_traffic(endpoint_name, {repair.traffic_to: 100})
         done = f"{repair.why} (a promotion was interrupted): traffic back to {repair.traffic_to}, which serves it"
     elif repair.champion is not None:
         name, _, version = repair.champion.rpartition(":")
-        workspace.set_champion(ModelVersion(name=name, version=version), name)
+        registry.set_champion(ModelVersion(name=name, version=version), name)
         done = f"{repair.why} and no deployment serves that one: recorded {repair.champion} as champion"
     else:
         raise WorkspaceError(repair.why)
@@ -304,25 +311,27 @@ def reconcile(workspace: Workspace, endpoint_name: str, model_name: str) -> str 
 
 
 @stage("reconcile endpoint")
-def reconcile_endpoint(workspace: Workspace, endpoint_name: str, model_name: str) -> str | None:
+def reconcile_endpoint(
+    endpoints: ServingEndpoints, registry: ModelRegistry, endpoint_name: str, model_name: str
+) -> str | None:
     """Before a kept endpoint is changed: live and champion agree, or are made to (see reconcile)."""
-    done = reconcile(workspace, endpoint_name, model_name)
+    done = reconcile(endpoints, registry, endpoint_name, model_name)
     if done:
         get_run_logger().warning("repaired %s: %s", endpoint_name, done)
     return done
 
 
 @stage("read endpoint")
-def read_endpoint(workspace: Workspace, name: str) -> ServingState | None:
+def read_endpoint(endpoints: ServingEndpoints, name: str) -> ServingState | None:
     """The endpoint as the workspace reports it (what serves), for the run summary."""
-    return serving_state(workspace, name)
+    return serving_state(endpoints, name)
 
 
 @stage("roll back")
-def roll_back(workspace: Workspace, deployed: DeployResult) -> None:
+def roll_back(endpoints: ServingEndpoints, deployed: DeployResult) -> None:
     """Delete the new deployment; live traffic was never moved, so it stays where it was. A deployment that takes
     traffic is never the one to roll back: refuse rather than take down what serves."""
-    endpoint = workspace.get_endpoint(deployed.endpoint)
+    endpoint = endpoints.get(deployed.endpoint)
     if endpoint is None or deployed.deployment not in endpoint.deployments:
         return
     share = endpoint.traffic.get(deployed.deployment, 0)
@@ -331,4 +340,4 @@ def roll_back(workspace: Workspace, deployed: DeployResult) -> None:
             f"not rolling back {deployed.endpoint}/{deployed.deployment}: it takes {share}% of traffic "
             f"({endpoint.traffic}); the candidate must never be what serves"
         )
-    workspace.delete_deployment(deployed.endpoint, deployed.deployment)
+    endpoints.delete_deployment(deployed.endpoint, deployed.deployment)

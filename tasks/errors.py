@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tasks.settings import RetrySettings
-from workspaces.base import RETRYABLE_STATUS, TransientWorkspaceError, WorkspaceError
+from workspaces.ports import RETRYABLE_STATUS, TransientWorkspaceError, WorkspaceError
 
 CONNECTION_FAILURES = frozenset({"TransportError", "ServiceRequestError", "ServiceResponseError"})
 

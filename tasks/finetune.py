@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from prefect.logging import get_run_logger
 from pydantic import BaseModel
@@ -21,9 +22,10 @@ from tasks.compute import ValidatedCompute
 from tasks.errors import is_transient, stage
 from tasks.model import model_specific_defaults
 from tasks.settings import FinetuneSettings, JobSettings
-from workspaces.base import (
+from workspaces.ports import (
     ConflictError,
     DataRef,
+    DataStore,
     FinetuneSpec,
     FoundationModel,
     JobProgress,
@@ -31,7 +33,7 @@ from workspaces.base import (
     JobState,
     JobStatus,
     ModelVersion,
-    Workspace,
+    TrainingJobs,
     WorkspaceError,
     parameter_bool,
 )
@@ -63,7 +65,13 @@ def merge_finetune_parameters(settings: FinetuneSettings, model_defaults: dict[s
         typed = FinetuneSettings.model_validate(known)
     except ValueError as exc:
         raise ValueError(f"model_specific_defaults tag gives a value our settings refuse: {exc}") from exc
-    return {key: (getattr(typed, key) if key in known else value) for key, value in merged.items()}
+    return {key: (getattr(typed, key) if key in known else as_parameter(value)) for key, value in merged.items()}
+
+
+def as_parameter(value: object) -> str | int | float | bool:
+    """A model_specific_defaults value our settings do not declare, as a job parameter (scalars pass, the rest as
+    their text)."""
+    return value if isinstance(value, str | int | float | bool) else str(value)
 
 
 def pipeline_display_name(model_name: str, params: Params, gpus_per_node: int) -> str:
@@ -122,8 +130,8 @@ def build_spec(
 
 
 @stage("upload data")
-def upload_data(workspace: Workspace, train: str, test: str, fingerprint: str) -> DataRef:
-    return workspace.upload_data(Path(train), Path(test), fingerprint)
+def upload_data(data: DataStore, train: str, test: str, fingerprint: str) -> DataRef:
+    return data.upload(Path(train), Path(test), fingerprint)
 
 
 MAX_ATTEMPTS = 50
@@ -134,32 +142,32 @@ def job_name(key: str, attempt: int) -> str:
     return f"tunegate-{key[:20]}" + (f"-{attempt}" if attempt > 1 else "")
 
 
-def submit_or_reattach(workspace: Workspace, spec: FinetuneSpec, key: str, fresh: bool = False) -> JobRef:
+def submit_or_reattach(jobs: TrainingJobs, spec: FinetuneSpec, key: str, fresh: bool = False) -> JobRef:
     """The newest job of this key that is queued, running or completed, else a new one under the next free name.
     `fresh`: always a new one (the jobs already there are left as they are)."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
         name = job_name(key, attempt)
-        existing = workspace.get_job(name)
+        existing = jobs.get(name)
         if existing is None:
             try:
-                return workspace.submit_finetune(spec, name, key)
+                return jobs.submit(spec, name, key)
             except ConflictError:  # a run with the same inputs submitted it a moment ago: that job is ours too
-                existing = workspace.get_job(name)
+                existing = jobs.get(name)
                 if existing is None:
                     raise
         if fresh:
             continue
-        state = workspace.job_status(existing).state
+        state = jobs.status(existing).state
         if state not in (JobState.FAILED, JobState.CANCELED):
             return existing.model_copy(update={"reattached": True, "reused": state is JobState.COMPLETED})
     raise WorkspaceError(f"{MAX_ATTEMPTS} jobs named {job_name(key, 1)}[-N] exist; not submitting another")
 
 
 @stage("submit fine-tune")
-def submit_finetune(workspace: Workspace, spec: FinetuneSpec, key: str, fresh: bool = False) -> JobRef:
+def submit_finetune(jobs: TrainingJobs, spec: FinetuneSpec, key: str, fresh: bool = False) -> JobRef:
     logger = get_run_logger()
     logger.info("fine-tune parameters: %s", spec.parameters)
-    job = submit_or_reattach(workspace, spec, key, fresh)
+    job = submit_or_reattach(jobs, spec, key, fresh)
     if job.reused:
         logger.info("reusing job %s: it completed earlier with the same inputs, nothing is trained again", job.name)
     elif job.reattached:
@@ -177,7 +185,7 @@ def poll_delays(initial: float, cap: float):
 
 
 def wait_until_terminal(
-    workspace: Workspace,
+    jobs: TrainingJobs,
     job: JobRef,
     settings: JobSettings,
     sleep=time.sleep,
@@ -188,7 +196,7 @@ def wait_until_terminal(
     deadline = time.monotonic() + settings.timeout_hours * 3600
     try:
         for delay in poll_delays(settings.poll_initial_s, settings.poll_max_s):
-            status = workspace.job_status(job)
+            status = jobs.status(job)
             if on_poll is not None:
                 on_poll(status)
             if status.state.terminal:
@@ -200,7 +208,7 @@ def wait_until_terminal(
             sleep(delay)
     except BaseException as exc:
         if not is_transient(exc):  # a transient poll error is retried by the task; the job keeps running
-            workspace.cancel_job(job)
+            jobs.cancel(job)
         raise
     raise AssertionError("unreachable")
 
@@ -210,17 +218,17 @@ class ProgressReport:
     (tasks/progress.LogPacer) and to a Prefect progress artifact. Progress is for people: a workspace that cannot
     say it (an error reading it) never fails the wait."""
 
-    def __init__(self, workspace: Workspace, job: JobRef, clock: Callable[[], float] = time.time) -> None:
-        self.workspace, self.job, self.clock = workspace, job, clock
+    def __init__(self, jobs: TrainingJobs, job: JobRef, clock: Callable[[], float] = time.time) -> None:
+        self.jobs, self.job, self.clock = jobs, job, clock
         self.pacer = progress.LogPacer()
-        self.artifact_id = None
+        self.artifact_id: Any = None
         self.percent = -1.0
         self.unreadable_said = False
 
     def poll(self, status: JobStatus) -> None:
         logger = get_run_logger()
         try:
-            now_progress = self.workspace.job_progress(self.job)
+            now_progress = self.jobs.progress(self.job)
         except Exception as exc:  # noqa: BLE001 - see the class docstring
             if not self.unreadable_said:
                 logger.info("the progress of %s cannot be read (%s); waiting for it to end", self.job.name, exc)
@@ -252,8 +260,8 @@ class ProgressReport:
 
 
 @stage("wait for fine-tune")
-def wait_for_finetune(workspace: Workspace, job: JobRef, settings: JobSettings) -> JobStatus:
-    status = wait_until_terminal(workspace, job, settings, on_poll=ProgressReport(workspace, job).poll)
+def wait_for_finetune(jobs: TrainingJobs, job: JobRef, settings: JobSettings) -> JobStatus:
+    status = wait_until_terminal(jobs, job, settings, on_poll=ProgressReport(jobs, job).poll)
     if status.state is not JobState.COMPLETED:
         raise WorkspaceError(f"fine-tune job {job.name} ended {status.state.value}: {status.message} ({job.url or ''})")
     return status
@@ -272,15 +280,15 @@ LOSS_CURVE = "loss_curve.png"
 
 
 @stage("report training")
-def report_training(workspace: Workspace, job: JobRef, model_name: str) -> TrainingReport:
+def report_training(jobs: TrainingJobs, job: JobRef, model_name: str) -> TrainingReport:
     """Draw the job's loss curve, store it with the job's tracking run and show it among the Prefect run's artifacts
     (inline: the UI needs no file server to show it)."""
     from prefect.artifacts import create_markdown_artifact
 
-    history = workspace.loss_history(job)
+    history = jobs.loss_history(job)
     png = curves.loss_curve_png(history, f"{model_name}: fine-tune job {job.name}")
     try:
-        stored_at = workspace.attach_to_job(job, LOSS_CURVE, png)
+        stored_at = jobs.attach(job, LOSS_CURVE, png)
     except WorkspaceError as exc:  # the picture still reaches the run directory and the artifact
         if is_transient(exc):
             raise

@@ -60,7 +60,8 @@ def send(
     failed = []
     for slug in slugs:
         try:
-            load_block(slug).notify(body=body, subject=subject)
+            block: Any = load_block(slug)  # a notification block (a sync call in a sync flow)
+            block.notify(body=body, subject=subject)
         except Exception as exc:  # noqa: BLE001 - one unreachable channel must not silence the others
             logger.warning("could not notify %s: %s: %s", slug, type(exc).__name__, exc)
             failed.append(slug)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from data.splits import WRITTEN_SPLITS
-from workspaces.base import Sku
+from workspaces.ports import Sku
 
 GPU_SIZE = "local-cuda"
 

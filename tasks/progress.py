@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from workspaces.base import JobProgress, JobRef
+from workspaces.ports import JobProgress, JobRef
 
 Listener = Callable[[JobRef, JobProgress], None]
 _listeners: list[Listener] = []

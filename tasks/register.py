@@ -10,7 +10,7 @@ from prefect.logging import get_run_logger
 
 from tasks.errors import stage
 from tasks.metrics import EVAL_FINGERPRINT, GateResult
-from workspaces.base import FoundationModel, JobRef, ModelVersion, Workspace
+from workspaces.ports import FoundationModel, JobRef, ModelRegistry, ModelVersion
 
 JOB_TAG = "finetune_job"  # the job a version was registered from
 
@@ -35,13 +35,13 @@ def lineage_tags(
     return tags
 
 
-def register_once(workspace: Workspace, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion:
-    existing = workspace.find_model_version(name, job)
-    return existing if existing is not None else workspace.register_model(job, name, tags)
+def register_once(registry: ModelRegistry, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion:
+    existing = registry.find_model_version(name, job)
+    return existing if existing is not None else registry.register_model(job, name, tags)
 
 
 @stage("register model")
-def register_model(workspace: Workspace, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion:
-    version = register_once(workspace, job, name, tags)
+def register_model(registry: ModelRegistry, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion:
+    version = register_once(registry, job, name, tags)
     get_run_logger().info("registered %s version %s", version.name, version.version)
     return version

@@ -15,9 +15,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from pydantic import BaseModel
 
@@ -105,7 +105,7 @@ def sample_batch(batch: RowBatch, percent: float, seed: int, into: SplitSample) 
     for row in batch.take(drawn):
         reason = invalid_reason(row)
         if reason is None:
-            into.kept.append(training_row(row))
+            into.kept.append(training_row(cast(dict, row)))  # invalid_reason returns None only for a dict
             continue
         into.invalid[reason] = into.invalid.get(reason, 0) + 1
         if isinstance(row, dict) and UNPARSEABLE in row and len(into.invalid_at.setdefault(reason, [])) < 5:

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from tasks.errors import stage
-from workspaces.base import Workspace, WorkspaceError
+from workspaces.ports import ServingEndpoints, WorkspaceError
 
 Mode = Literal["ephemeral", "keep"]
 
@@ -26,28 +26,30 @@ def leftovers(traffic: dict[str, int], deployments: tuple[str, ...], created: st
 
 
 def take_down(
-    workspace: Workspace, mode: Mode, endpoint_name: str, created_deployment: str | None = None
+    endpoints: ServingEndpoints, mode: Mode, endpoint_name: str, created_deployment: str | None = None
 ) -> TeardownResult:
     """Idempotent: an endpoint or deployment that is already gone counts as taken down."""
     try:
-        endpoint = workspace.get_endpoint(endpoint_name)
+        endpoint = endpoints.get(endpoint_name)
     except WorkspaceError:
         if mode != "ephemeral":
             raise
         # cannot tell whether it is there: delete anyway (deleting what is gone is no error), never leave it running
-        workspace.delete_endpoint(endpoint_name)
+        endpoints.delete(endpoint_name)
         return TeardownResult(mode=mode, done=True, deleted=[endpoint_name])
     if endpoint is None:
         return TeardownResult(mode=mode, done=True, deleted=[])
     if mode == "ephemeral":
-        workspace.delete_endpoint(endpoint_name)
+        endpoints.delete(endpoint_name)
         return TeardownResult(mode=mode, done=True, deleted=[endpoint_name])
     deleted = leftovers(endpoint.traffic, endpoint.deployments, created_deployment)
     for name in deleted:
-        workspace.delete_deployment(endpoint_name, name)
+        endpoints.delete_deployment(endpoint_name, name)
     return TeardownResult(mode=mode, done=True, deleted=[f"{endpoint_name}/{name}" for name in deleted])
 
 
 @stage("teardown")
-def teardown(workspace: Workspace, mode: Mode, endpoint_name: str, created_deployment: str | None) -> TeardownResult:
-    return take_down(workspace, mode, endpoint_name, created_deployment)
+def teardown(
+    endpoints: ServingEndpoints, mode: Mode, endpoint_name: str, created_deployment: str | None
+) -> TeardownResult:
+    return take_down(endpoints, mode, endpoint_name, created_deployment)

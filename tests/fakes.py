@@ -1,7 +1,7 @@
 """An in-memory Workspace for the flow's own tests, with fault injection, and a real loopback scoring server.
 
-`faults` maps a port method name to a list of exceptions raised, one per call, before the method does its
-work: `faults["submit_finetune"] = [TransientWorkspaceError("503")]` fails the first submit only.
+`faults` maps a role method ("jobs.submit") to a list of exceptions raised, one per call, before the method does its
+work: `faults["jobs.submit"] = [TransientWorkspaceError("503")]` fails the first submit only.
 """
 
 from __future__ import annotations
@@ -12,11 +12,14 @@ import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import ConfigDict, Field, SecretStr
 
 from workspaces import scoring
-from workspaces.base import (
+from workspaces.factory import WorkspaceKind, register_kind
+from workspaces.forms import FormModel
+from workspaces.ports import (
     ChatBatch,
     ChatBatchRow,
     Compute,
@@ -129,41 +132,105 @@ class FakeWorkspace:
                 "model_specific_defaults": "{'apply_deepspeed': 'true', 'deepspeed_stage': 2, 'apply_lora': 'true'}",
             }
         )
-        self.jobs: dict[str, dict] = {}  # name -> {key, states, canceled}
+        self.job_records: dict[str, dict] = {}  # name -> {key, states, canceled}
         self.submissions = 0
         self.models: dict[str, list[ModelVersion]] = defaultdict(list)
         self.champions: dict[str, ModelVersion] = {}
-        self.endpoints: dict[str, dict] = {}  # name -> {"deployments": {name: Deployment}, "traffic": {}}
+        self.endpoint_records: dict[str, dict] = {}  # name -> {"deployments": {name: Deployment}, "traffic": {}}
         self.deleted: list[str] = []
         self.unknown_models = {"no-such-model"}
         self.evaluates_champion = True  # False: like Azure's pipeline, the job cannot evaluate the champion
         self.champion_on_this_split: float | None = None
         self.attachments: dict[tuple[str, str], bytes] = {}
 
-    def _enter(self, method: str) -> None:
+        self.registry = FakeRegistry(self)
+        self.compute = FakeCompute(self)
+        self.data = FakeData(self)
+        self.jobs = FakeJobs(self)
+        self.endpoints = FakeEndpoints(self)
+        self.imports = None
+
+    def enter(self, method: str) -> None:
         self.calls.append(method)
         if self.faults[method]:
             raise self.faults[method].pop(0)
 
-    # catalogue -----------------------------------------------------------
+    def links(self, job=None, model=None, endpoint=None) -> dict[str, str]:
+        found = {"job": f"mem://jobs/{job.name}"} if job is not None else {}
+        if model is not None:
+            found["model version"] = f"mem://models/{model.name}/{model.version}"
+        if endpoint is not None and endpoint in self.endpoint_records:
+            found["scoring URL"] = self.scoring.url
+        return found
+
+    def inventory(self) -> Inventory:
+        running = tuple(
+            name for name, rec in self.job_records.items() if not rec["canceled"] and not rec["last"].terminal
+        )
+        return Inventory(
+            endpoints={name: tuple(rec["deployments"]) for name, rec in self.endpoint_records.items()},
+            running_jobs=running,
+        )
+
+
+class FakeRegistry:
+    def __init__(self, ws: FakeWorkspace) -> None:
+        self.ws = ws
+
     def get_foundation_model(self, name, version=None, label="latest"):
-        self._enter("get_foundation_model")
-        if name in self.unknown_models:
+        self.ws.enter("registry.get_foundation_model")
+        if name in self.ws.unknown_models:
             raise NotFoundError(f"registry model {name} not found")
         return FoundationModel(
             name=name,
             version=version or "7",
             id=f"azureml://registries/azureml/models/{name}/versions/{version or 7}",
-            tags=self.foundation_tags,
+            tags=self.ws.foundation_tags,
         )
 
-    # compute -------------------------------------------------------------
-    def ensure_compute(self, spec: ComputeSpec) -> Compute:
-        self._enter("ensure_compute")
-        return Compute(name=spec.name, size=self.compute_size, provisioning_state="Succeeded")
+    def find_model_version(self, name: str, job: JobRef) -> ModelVersion | None:
+        self.ws.enter("registry.find_model_version")
+        return next((v for v in self.ws.models.get(name, []) if v.tags.get("finetune_job") == job.name), None)
+
+    def register_model(self, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion:
+        self.ws.enter("registry.register_model")
+        if job.name not in self.ws.job_records or self.ws.job_records[job.name]["last"] is not JobState.COMPLETED:
+            raise WorkspaceError(f"job {job.name} has no trained model to register")
+        version = ModelVersion(
+            name=name, version=str(len(self.ws.models[name]) + 1), tags={**tags, "finetune_job": job.name}
+        )
+        self.ws.models[name].append(version)
+        return version
+
+    def tag_model(self, model: ModelVersion, tags: dict[str, str]) -> ModelVersion:
+        self.ws.enter("registry.tag_model")
+        updated = model.model_copy(update={"tags": {**model.tags, **tags}})
+        versions = self.ws.models[model.name]
+        versions[[v.version for v in versions].index(model.version)] = updated
+        return updated
+
+    def champion(self, name: str) -> ModelVersion | None:
+        self.ws.enter("registry.champion")
+        return self.ws.champions.get(name)
+
+    def set_champion(self, model: ModelVersion | None, name: str) -> None:
+        self.ws.enter("registry.set_champion")
+        if model is None:
+            self.ws.champions.pop(name, None)
+        else:
+            self.ws.champions[name] = model
+
+
+class FakeCompute:
+    def __init__(self, ws: FakeWorkspace) -> None:
+        self.ws = ws
+
+    def ensure(self, spec: ComputeSpec) -> Compute:
+        self.ws.enter("compute.ensure")
+        return Compute(name=spec.name, size=self.ws.compute_size, provisioning_state="Succeeded")
 
     def list_sizes(self):
-        self._enter("list_sizes")
+        self.ws.enter("compute.list_sizes")
         return [
             Sku(name="Standard_NC24ads_A100_v4", gpus=1),
             Sku(name="Standard_NC48ads_A100_v4", gpus=2),
@@ -171,14 +238,23 @@ class FakeWorkspace:
             Sku(name="Standard_D2_v2", gpus=0),
         ]
 
-    # data / jobs ---------------------------------------------------------
-    def upload_data(self, train: Path, test: Path, fingerprint: str) -> DataRef:
-        self._enter("upload_data")
+
+class FakeData:
+    def __init__(self, ws: FakeWorkspace) -> None:
+        self.ws = ws
+
+    def upload(self, train: Path, test: Path, fingerprint: str) -> DataRef:
+        self.ws.enter("data.upload")
         return DataRef(train=f"mem://{train.name}", test=f"mem://{test.name}", fingerprint=fingerprint)
 
-    def get_job(self, name: str) -> JobRef | None:
-        self._enter("get_job")
-        record = self.jobs.get(name)
+
+class FakeJobs:
+    def __init__(self, ws: FakeWorkspace) -> None:
+        self.ws = ws
+
+    def get(self, name: str) -> JobRef | None:
+        self.ws.enter("jobs.get")
+        record = self.ws.job_records.get(name)
         if not record:
             return None
         compared = record["spec"].compare_with  # what the job evaluated, as the local trainer records it
@@ -189,39 +265,39 @@ class FakeWorkspace:
             evaluated_champion=f"{compared.name}:{compared.version}" if compared else None,
         )
 
-    def submit_finetune(self, spec: FinetuneSpec, name: str, idempotency_key: str) -> JobRef:
-        self._enter("submit_finetune")
-        if name in self.jobs:
+    def submit(self, spec: FinetuneSpec, name: str, idempotency_key: str) -> JobRef:
+        self.ws.enter("jobs.submit")
+        if name in self.ws.job_records:
             raise ConflictError(f"job {name} exists already")
-        self.submissions += 1
-        self.jobs[name] = {
+        self.ws.submissions += 1
+        self.ws.job_records[name] = {
             "spec": spec,
             "key": idempotency_key,
-            "states": list(self.job_states),
+            "states": list(self.ws.job_states),
             "canceled": False,
             "last": JobState.QUEUED,
         }
         return JobRef(name=name, idempotency_key=idempotency_key, url=f"mem://jobs/{name}")
 
-    def job_status(self, job: JobRef) -> JobStatus:
-        self._enter("job_status")
-        if job.name not in self.jobs:
+    def status(self, job: JobRef) -> JobStatus:
+        self.ws.enter("jobs.status")
+        if job.name not in self.ws.job_records:
             raise NotFoundError(f"job {job.name} not found")
-        record = self.jobs[job.name]
+        record = self.ws.job_records[job.name]
         if record["canceled"]:
             return JobStatus(state=JobState.CANCELED)
         state = record["states"].pop(0) if len(record["states"]) > 1 else record["states"][0]
         record["last"] = state
         return JobStatus(state=state, message="" if state is not JobState.FAILED else "CUDA out of memory")
 
-    def cancel_job(self, job: JobRef) -> None:
-        self.calls.append("cancel_job")
-        record = self.jobs.get(job.name)
+    def cancel(self, job: JobRef) -> None:
+        self.ws.calls.append("jobs.cancel")
+        record = self.ws.job_records.get(job.name)
         if record is not None and not record["last"].terminal:
             record["canceled"] = True
 
-    def list_jobs(self) -> list[JobInfo]:
-        self._enter("list_jobs")
+    def list(self) -> list[JobInfo]:
+        self.ws.enter("jobs.list")
         return [
             JobInfo(
                 name=name,
@@ -229,27 +305,27 @@ class FakeWorkspace:
                 display_name=rec["spec"].display_name,
                 idempotency_key=rec["key"],
             )
-            for name, rec in reversed(self.jobs.items())
+            for name, rec in reversed(self.ws.job_records.items())
         ]
 
-    def job_metrics(self, job: JobRef) -> dict[str, float]:
+    def metrics(self, job: JobRef) -> dict[str, float]:
         """The configured metrics; when the job was asked to evaluate the champion too (and this fake plays a
         workspace that can), its loss on the job's split: `champion_on_this_split`, else its recorded one."""
-        self._enter("job_metrics")
-        metrics = dict(self.metrics)
-        compared = self.jobs[job.name]["spec"].compare_with if job.name in self.jobs else None
-        if compared is not None and self.evaluates_champion:
+        self.ws.enter("jobs.metrics")
+        metrics = dict(self.ws.metrics)
+        compared = self.ws.job_records[job.name]["spec"].compare_with if job.name in self.ws.job_records else None
+        if compared is not None and self.ws.evaluates_champion:
             recorded = compared.tags.get("eval_loss")
-            value = self.champion_on_this_split if self.champion_on_this_split is not None else recorded
+            value = self.ws.champion_on_this_split if self.ws.champion_on_this_split is not None else recorded
             if value is not None:
                 metrics["champion_eval_loss"] = float(value)
         return metrics
 
-    def job_progress(self, job: JobRef) -> JobProgress:
-        self._enter("job_progress")
-        if job.name not in self.jobs:
+    def progress(self, job: JobRef) -> JobProgress:
+        self.ws.enter("jobs.progress")
+        if job.name not in self.ws.job_records:
             raise NotFoundError(f"job {job.name} not found")
-        record = self.jobs[job.name]
+        record = self.ws.job_records[job.name]
         record["polls"] = record.get("polls", 0) + 1
         state = JobState.CANCELED if record["canceled"] else record["last"]
         step = min(10 * record["polls"], 30) if state is not JobState.QUEUED else None
@@ -259,102 +335,65 @@ class FakeWorkspace:
             step=step,
             total_steps=30,
             epoch=step / 10 if step else None,
-            train_loss=self.metrics.get("train_loss"),
+            train_loss=self.ws.metrics.get("train_loss"),
             started=time.time() - 5,
         )
 
     def loss_history(self, job: JobRef) -> LossHistory:
-        self._enter("loss_history")
-        train, final = self.metrics.get("train_loss", 1.0), self.metrics.get("eval_loss", 1.0)
+        self.ws.enter("jobs.loss_history")
+        train, final = self.ws.metrics.get("train_loss", 1.0), self.ws.metrics.get("eval_loss", 1.0)
         return LossHistory(
             train=tuple((step, train + 1.0 / step) for step in range(5, 31, 5)),
             eval=((10, final + 0.2), (20, final + 0.1), (30, final)),
-            base_eval_loss=self.metrics.get("base_eval_loss"),
-            champion_eval_loss=self.champion_on_this_split,
+            base_eval_loss=self.ws.metrics.get("base_eval_loss"),
+            champion_eval_loss=self.ws.champion_on_this_split,
         )
 
-    def attach_to_job(self, job: JobRef, filename: str, content: bytes) -> str | None:
-        self._enter("attach_to_job")
-        self.attachments[(job.name, filename)] = content
+    def attach(self, job: JobRef, filename: str, content: bytes) -> str | None:
+        self.ws.enter("jobs.attach")
+        self.ws.attachments[(job.name, filename)] = content
         return f"mem://jobs/{job.name}/{filename}"
 
-    def links(self, job=None, model=None, endpoint=None) -> dict[str, str]:
-        found = {"job": f"mem://jobs/{job.name}"} if job is not None else {}
-        if model is not None:
-            found["model version"] = f"mem://models/{model.name}/{model.version}"
-        if endpoint is not None and endpoint in self.endpoints:
-            found["scoring URL"] = self.scoring.url
-        return found
 
-    # registry ------------------------------------------------------------
-    def find_model_version(self, name: str, job: JobRef) -> ModelVersion | None:
-        self._enter("find_model_version")
-        return next((v for v in self.models.get(name, []) if v.tags.get("finetune_job") == job.name), None)
+class FakeEndpoints:
+    def __init__(self, ws: FakeWorkspace) -> None:
+        self.ws = ws
 
-    def register_model(self, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion:
-        self._enter("register_model")
-        if job.name not in self.jobs or self.jobs[job.name]["last"] is not JobState.COMPLETED:
-            raise WorkspaceError(f"job {job.name} has no trained model to register")
-        version = ModelVersion(
-            name=name, version=str(len(self.models[name]) + 1), tags={**tags, "finetune_job": job.name}
-        )
-        self.models[name].append(version)
-        return version
-
-    def tag_model(self, model: ModelVersion, tags: dict[str, str]) -> ModelVersion:
-        self._enter("tag_model")
-        updated = model.model_copy(update={"tags": {**model.tags, **tags}})
-        versions = self.models[model.name]
-        versions[[v.version for v in versions].index(model.version)] = updated
-        return updated
-
-    def champion(self, name: str) -> ModelVersion | None:
-        self._enter("champion")
-        return self.champions.get(name)
-
-    def set_champion(self, model: ModelVersion | None, name: str) -> None:
-        self._enter("set_champion")
-        if model is None:
-            self.champions.pop(name, None)
-        else:
-            self.champions[name] = model
-
-    # serving -------------------------------------------------------------
     def _endpoint(self, name: str) -> Endpoint:
-        record = self.endpoints[name]
+        record = self.ws.endpoint_records[name]
         return Endpoint(name=name, traffic=dict(record["traffic"]), deployments=tuple(record["deployments"]))
 
-    def ensure_endpoint(self, name: str, description: str = "", ephemeral: bool = False) -> Endpoint:
-        self._enter("ensure_endpoint")
-        self.endpoints.setdefault(name, {"deployments": {}, "traffic": {}})
+    def ensure(self, name: str, description: str = "", ephemeral: bool = False) -> Endpoint:
+        self.ws.enter("endpoints.ensure")
+        self.ws.endpoint_records.setdefault(name, {"deployments": {}, "traffic": {}})
         return self._endpoint(name)
 
-    def endpoint_lock(self, name: str) -> threading.RLock:
-        return self.locks.setdefault(name, threading.RLock())
+    def lock(self, name: str) -> threading.RLock:
+        return self.ws.locks.setdefault(name, threading.RLock())
 
-    def get_endpoint(self, name: str) -> Endpoint | None:
-        self._enter("get_endpoint")
-        return self._endpoint(name) if name in self.endpoints else None
+    def get(self, name: str) -> Endpoint | None:
+        self.ws.enter("endpoints.get")
+        return self._endpoint(name) if name in self.ws.endpoint_records else None
 
     def create_deployment(self, endpoint, name, model, instance_type, instance_count=1) -> Deployment:
-        self._enter("create_deployment")
-        if endpoint not in self.endpoints:
+        self.ws.enter("endpoints.create_deployment")
+        if endpoint not in self.ws.endpoint_records:
             raise NotFoundError(f"endpoint {endpoint} not found")
         deployment = Deployment(
             endpoint=endpoint, name=name, model=f"{model.name}:{model.version}", instance_type=instance_type
         )
-        self.endpoints[endpoint]["deployments"][name] = deployment
+        self.ws.endpoint_records[endpoint]["deployments"][name] = deployment
         return deployment
 
     def get_deployment(self, endpoint: str, name: str) -> Deployment | None:
-        self._enter("get_deployment")
-        return self.endpoints.get(endpoint, {}).get("deployments", {}).get(name)
+        self.ws.enter("endpoints.get_deployment")
+        return self.ws.endpoint_records.get(endpoint, {}).get("deployments", {}).get(name)
 
     def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> Endpoint:
-        self._enter("set_traffic")
-        if endpoint not in self.endpoints:
+        self.ws.enter("endpoints.set_traffic")
+        if endpoint not in self.ws.endpoint_records:
             raise NotFoundError(f"endpoint {endpoint} not found")
-        record = self.endpoints[endpoint]
+        record = self.ws.endpoint_records[endpoint]
         unknown = sorted(set(traffic) - set(record["deployments"]))
         if unknown:
             raise NotFoundError(f"no deployments {unknown}")
@@ -363,42 +402,38 @@ class FakeWorkspace:
         record["traffic"] = {name: traffic.get(name, 0) for name in record["deployments"]}
         return self._endpoint(endpoint)
 
-    def endpoint_credentials(self, endpoint: str) -> Credentials:
-        self._enter("endpoint_credentials")
-        if endpoint not in self.endpoints:
+    def credentials(self, endpoint: str) -> Credentials:
+        self.ws.enter("endpoints.credentials")
+        if endpoint not in self.ws.endpoint_records:
             raise NotFoundError(f"endpoint {endpoint} not found")
-        return Credentials(scoring_uri=self.scoring.url, key=SecretStr(FAKE_KEY))
+        return Credentials(scoring_uri=self.ws.scoring.url, key=SecretStr(FAKE_KEY))
 
     def invoke(
         self, endpoint: str, request: ScoringRequest, deployment: str | None = None, timeout_s: float = 120
     ) -> ScoreResult:
-        self._enter("invoke")
-        if deployment is not None and deployment not in self.endpoints.get(endpoint, {}).get("deployments", {}):
+        self.ws.enter("endpoints.invoke")
+        if deployment is not None and deployment not in self.ws.endpoint_records.get(endpoint, {}).get(
+            "deployments", {}
+        ):
             raise NotFoundError(f"deployment {endpoint}/{deployment} not found")
-        self.scoring.deployment_header = deployment
-        return scoring.score(self.endpoint_credentials(endpoint), request, deployment, timeout_s)
+        self.ws.scoring.deployment_header = deployment
+        return scoring.score(self.credentials(endpoint), request, deployment, timeout_s)
 
     def delete_deployment(self, endpoint: str, name: str) -> None:
-        self._enter("delete_deployment")
-        record = self.endpoints.get(endpoint)
+        self.ws.enter("endpoints.delete_deployment")
+        record = self.ws.endpoint_records.get(endpoint)
         if record is None or name not in record["deployments"]:
             return
         if record["traffic"].get(name, 0) > 0:
             raise ConflictError(f"deployment {name} still takes {record['traffic'][name]}% of traffic")
         record["deployments"].pop(name)
         record["traffic"].pop(name, None)
-        self.deleted.append(f"{endpoint}/{name}")
+        self.ws.deleted.append(f"{endpoint}/{name}")
 
-    def delete_endpoint(self, endpoint: str) -> None:
-        self._enter("delete_endpoint")
-        if self.endpoints.pop(endpoint, None) is not None:
-            self.deleted.append(endpoint)
-
-    def inventory(self) -> Inventory:
-        running = tuple(name for name, rec in self.jobs.items() if not rec["canceled"] and not rec["last"].terminal)
-        return Inventory(
-            endpoints={name: tuple(rec["deployments"]) for name, rec in self.endpoints.items()}, running_jobs=running
-        )
+    def delete(self, endpoint: str) -> None:
+        self.ws.enter("endpoints.delete")
+        if self.ws.endpoint_records.pop(endpoint, None) is not None:
+            self.ws.deleted.append(endpoint)
 
 
 class FakeChatFlows:
@@ -428,3 +463,33 @@ class FakeChatFlows:
             result = scoring.score(credentials, request, deployment=deployment)
             rows.append(ChatBatchRow(question=question, answer=result.output, error=result.error))
         return ChatBatch(run=f"fake_batch_{len(self.batches)}", status="Completed", rows=tuple(rows))
+
+
+# ---------------------------------------------------------------- the fake as a workspace kind
+
+FAKES: dict[str, FakeWorkspace] = {}  # name -> instance, for `workspace: {kind: memory, name: ...}` profiles
+
+
+class MemoryWorkspaceSettings(FormModel):
+    """The in-memory fake as a profile's workspace section: registered like any other kind (ARCHITECTURE.md,
+    "Adding a workspace")."""
+
+    model_config = ConfigDict(extra="forbid", title="In memory (tests)")
+
+    kind: Literal["memory"] = Field("memory", description="The tests' in-memory workspace.")
+    state_dir: str = Field(".tunegate", description="Where runs and sampled data are kept.")
+    name: str = Field("default", description="Which FakeWorkspace of tests.fakes.FAKES.")
+
+    @property
+    def model_compute_rules(self) -> bool:
+        return True
+
+
+def open_memory(settings: MemoryWorkspaceSettings) -> FakeWorkspace:
+    try:
+        return FAKES[settings.name]
+    except KeyError:
+        raise WorkspaceError(f"no fake workspace named {settings.name!r}; put one in tests.fakes.FAKES") from None
+
+
+MEMORY = register_kind(WorkspaceKind("memory", MemoryWorkspaceSettings, open_memory))

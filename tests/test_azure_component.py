@@ -9,7 +9,7 @@ from tasks.finetune import merge_finetune_parameters
 from tasks.settings import FinetuneSettings
 from tests.azure_replay import FIXTURES
 from workspaces.azure.pipeline import ComponentParameterError, build_pipeline_job, check_parameters
-from workspaces.base import DataRef, FinetuneSpec
+from workspaces.ports import DataRef, FinetuneSpec
 
 SPECS = {
     "0.0.82": FIXTURES / "chat_completion_pipeline.spec.yaml",

@@ -15,8 +15,8 @@ from tasks.deploy import deployment_name
 from tests.azure_replay import ENDPOINT_KEY, RG, SUB, WS, FakeAzureML, FakeCredential
 from tests.fakes import ScoringServer
 from workspaces.azure.workspace import AzureWorkspace
-from workspaces.base import ModelVersion
 from workspaces.factory import use_workspace
+from workspaces.ports import ModelVersion
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -166,7 +166,7 @@ def test_a_rerun_from_the_cli_reuses_the_completed_job_of_the_same_inputs(tmp_pa
     _, fresh = run(workspace, make_config(tmp_path, job={"fresh": True}))
     assert fresh["job"]["name"] == f"{first['job']['name']}-2" and not fresh["job"]["reattached"]
     assert len(replay.requests("PUT", "/jobs/tunegate-")) == 2
-    listed = {info.name for info in workspace.list_jobs()}
+    listed = {info.name for info in workspace.jobs.list()}
     assert {first["job"]["name"], fresh["job"]["name"]} <= listed
 
 
@@ -186,9 +186,9 @@ def test_smoke_failure_rolls_back_and_keeps_the_live_deployment(tmp_path, worksp
     )
     assert second_deployment != live
     assert replay.requests("DELETE", f"/onlineEndpoints/ultrachat/deployments/{new}$")
-    assert workspace.get_endpoint("ultrachat").traffic == {live: 100}
+    assert workspace.endpoints.get("ultrachat").traffic == {live: 100}
     assert not replay.requests("DELETE", "/onlineEndpoints/ultrachat$")
-    assert workspace.champion(first["model"]["name"]).version == first["model"]["version"]
+    assert workspace.registry.champion(first["model"]["name"]).version == first["model"]["version"]
 
 
 def test_smoke_waits_for_a_new_endpoint_to_become_reachable(tmp_path, workspace, replay, scoring):
@@ -216,7 +216,7 @@ def test_an_endpoint_never_reachable_fails_smoke_and_rolls_back_explicitly(tmp_p
     candidate = deployment_name("ft-", ModelVersion(name=second["model"]["name"], version=second["model"]["version"]))
     # the rollback path deleted the candidate (keep mode: teardown deletes nothing)
     assert replay.requests("DELETE", f"/onlineEndpoints/ultrachat/deployments/{candidate}$")
-    assert workspace.get_endpoint("ultrachat").traffic == {live: 100}
+    assert workspace.endpoints.get("ultrachat").traffic == {live: 100}
     assert second["teardown"]["deleted"] == []
 
 

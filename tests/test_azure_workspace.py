@@ -18,7 +18,7 @@ from tests.azure_replay import ENDPOINT_KEY, RG, SUB, WS, FakeAzureML, FakeCrede
 from workspaces.azure.auth import make_credential
 from workspaces.azure.settings import AzureSettings
 from workspaces.azure.workspace import AzureWorkspace
-from workspaces.base import (
+from workspaces.ports import (
     ComputeSpec,
     JobState,
     MetricsNotFound,
@@ -50,8 +50,8 @@ def workspace(replay):
 def job_spec(workspace, tmp_path):
     for name in ("train_sft.jsonl", "test_sft.jsonl"):
         (tmp_path / name).write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
-    foundation = workspace.get_foundation_model("Phi-3-mini-4k-instruct")
-    data = workspace.upload_data(tmp_path / "train_sft.jsonl", tmp_path / "test_sft.jsonl", "fp-1")
+    foundation = workspace.registry.get_foundation_model("Phi-3-mini-4k-instruct")
+    data = workspace.data.upload(tmp_path / "train_sft.jsonl", tmp_path / "test_sft.jsonl", "fp-1")
     return build_spec(
         foundation,
         ValidatedCompute(name="gpu-cluster", size="Standard_NC24ads_A100_v4", gpus_per_node=1),
@@ -62,18 +62,18 @@ def job_spec(workspace, tmp_path):
 
 
 def test_foundation_model_by_label_or_version(workspace, replay):
-    model = workspace.get_foundation_model("Phi-3-mini-4k-instruct")
+    model = workspace.registry.get_foundation_model("Phi-3-mini-4k-instruct")
     assert model.version == "7" and model.id == "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/7"
     assert "finetune_compute_allow_list" in model.tags
     listed = replay.requests("GET", r"/registries/azureml/models/Phi-3-mini-4k-instruct/versions$")[0]
     assert listed["query"]["$orderBy"] == ["createdtime desc"]  # label "latest" = newest version
-    assert workspace.get_foundation_model("Phi-3-mini-4k-instruct", version="7").version == "7"
+    assert workspace.registry.get_foundation_model("Phi-3-mini-4k-instruct", version="7").version == "7"
 
 
 def test_existing_compute_and_gpu_sizes(workspace, replay):
-    compute = workspace.ensure_compute(ComputeSpec(name="gpu-cluster", size="Standard_NC24ads_A100_v4"))
+    compute = workspace.compute.ensure(ComputeSpec(name="gpu-cluster", size="Standard_NC24ads_A100_v4"))
     assert (compute.size, compute.provisioning_state) == ("Standard_NC24ads_A100_v4", "Succeeded")
-    sizes = {sku.name: sku.gpus for sku in workspace.list_sizes()}
+    sizes = {sku.name: sku.gpus for sku in workspace.compute.list_sizes()}
     assert sizes["Standard_NC24ads_A100_v4"] == 1 and sizes["Standard_DS1_v2"] == 0
     assert not replay.requests("PUT", "/computes/")
 
@@ -81,7 +81,7 @@ def test_existing_compute_and_gpu_sizes(workspace, replay):
 def test_missing_compute_is_created_dedicated_then_low_priority(workspace, replay):
     replay.compute_exists = False
     replay.faults["PUT /computes/"] = [400] * 4  # no dedicated quota (the SDK itself tries 4 times)
-    compute = workspace.ensure_compute(
+    compute = workspace.compute.ensure(
         ComputeSpec(name="gpu-cluster", size="Standard_NC24ads_A100_v4", idle_seconds_before_scaledown=300)
     )
     assert compute.name == "gpu-cluster"
@@ -94,11 +94,11 @@ def test_missing_compute_is_created_dedicated_then_low_priority(workspace, repla
 
 def test_failed_compute_is_reported_as_failed(workspace, replay):
     replay.compute_state = "Failed"
-    assert workspace.ensure_compute(ComputeSpec(name="c", size="x")).provisioning_state == "Failed"
+    assert workspace.compute.ensure(ComputeSpec(name="c", size="x")).provisioning_state == "Failed"
 
 
 def test_submit_wires_the_notebook_pipeline_and_uploads_data(workspace, replay, job_spec):
-    job = submit_or_reattach(workspace, job_spec, "key-0123456789abcdefghij")
+    job = submit_or_reattach(workspace.jobs, job_spec, "key-0123456789abcdefghij")
     assert job.name == "tunegate-key-0123456789abcdef" and not job.reattached
     assert job.url.startswith("https://ml.azure.com/runs/")
     [put] = replay.requests("PUT", r"/jobs/tunegate-")
@@ -117,37 +117,37 @@ def test_submit_wires_the_notebook_pipeline_and_uploads_data(workspace, replay, 
 
 
 def test_resubmission_reattaches_and_failed_jobs_are_retried_under_a_new_name(workspace, replay, job_spec):
-    first = submit_or_reattach(workspace, job_spec, "same-key")
-    again = submit_or_reattach(workspace, job_spec, "same-key")
+    first = submit_or_reattach(workspace.jobs, job_spec, "same-key")
+    again = submit_or_reattach(workspace.jobs, job_spec, "same-key")
     assert again.reattached and again.name == first.name and len(replay.requests("PUT", "/jobs/")) == 1
     replay.jobs[first.name]["_statuses"] = ["Failed"]
-    retried = submit_or_reattach(workspace, job_spec, "same-key")
+    retried = submit_or_reattach(workspace.jobs, job_spec, "same-key")
     assert not retried.reattached and retried.name == f"{first.name}-2"
 
 
 def test_job_status_mapping_and_cancel(workspace, replay, job_spec):
     replay.job_status_sequence = ["Queued", "Running", "Finalizing", "Completed"]
-    job = submit_or_reattach(workspace, job_spec, "k")
-    states = [workspace.job_status(job).state for _ in range(4)]
+    job = submit_or_reattach(workspace.jobs, job_spec, "k")
+    states = [workspace.jobs.status(job).state for _ in range(4)]
     assert states == [JobState.QUEUED, JobState.RUNNING, JobState.RUNNING, JobState.COMPLETED]
     replay.job_status_sequence = ["Running", "Failed"]
-    failing = submit_or_reattach(workspace, job_spec, "k2")
-    workspace.job_status(failing)
-    status = workspace.job_status(failing)
+    failing = submit_or_reattach(workspace.jobs, job_spec, "k2")
+    workspace.jobs.status(failing)
+    status = workspace.jobs.status(failing)
     assert status.state is JobState.FAILED and "ml.azure.com" in status.message
-    workspace.cancel_job(failing)  # already over: nothing to cancel
+    workspace.jobs.cancel(failing)  # already over: nothing to cancel
     assert not replay.requests("POST", f"/jobs/{failing.name}/cancel")
     replay.job_status_sequence = ["Running"]
-    running = submit_or_reattach(workspace, job_spec, "k3")
-    workspace.cancel_job(running)
+    running = submit_or_reattach(workspace.jobs, job_spec, "k3")
+    workspace.jobs.cancel(running)
     assert replay.requests("POST", f"/jobs/{running.name}/cancel")
-    assert workspace.job_status(running).state is JobState.CANCELED
+    assert workspace.jobs.status(running).state is JobState.CANCELED
 
 
 def test_metrics_come_from_the_finetune_step_in_the_nested_run_tree(workspace, replay, job_spec):
     # job run -> chat_completion_pipeline node run -> step runs: the losses are only on chat_completion_finetune
-    job = submit_or_reattach(workspace, job_spec, "k")
-    assert workspace.job_metrics(job) == {"train_loss": 1.31, "eval_loss": 1.42, "loss": 1.25}
+    job = submit_or_reattach(workspace.jobs, job_spec, "k")
+    assert workspace.jobs.metrics(job) == {"train_loss": 1.31, "eval_loss": 1.42, "loss": 1.25}
     search = replay.requests("POST", "/api/2.0/mlflow/runs/search")[0]
     assert search["path"].startswith("/mlflow/v2.0/subscriptions/")
     assert search["json"]["filter"] == f"tags.mlflow.rootRunId = '{job.name}'"
@@ -155,11 +155,11 @@ def test_metrics_come_from_the_finetune_step_in_the_nested_run_tree(workspace, r
 
 def test_metrics_from_the_older_flat_run_tree_and_across_pages(workspace, replay, job_spec):
     replay.run_tree_shape = "flat"
-    job = submit_or_reattach(workspace, job_spec, "k")
+    job = submit_or_reattach(workspace.jobs, job_spec, "k")
     original = FakeAzureML.STEPS
     try:  # more step runs than one page holds: the finetune step is on the second page
         FakeAzureML.STEPS = tuple(f"extra_step_{n}" for n in range(250)) + original
-        assert workspace.job_metrics(job)["eval_loss"] == 1.42
+        assert workspace.jobs.metrics(job)["eval_loss"] == 1.42
     finally:
         FakeAzureML.STEPS = original
     assert len(replay.requests("POST", "/api/2.0/mlflow/runs/search")) == 2
@@ -167,9 +167,9 @@ def test_metrics_from_the_older_flat_run_tree_and_across_pages(workspace, replay
 
 def test_missing_eval_metric_lists_the_runs_searched(workspace, replay, job_spec):
     replay.finetune_metrics = {"loss": 1.2, "train_loss": 1.1}  # the trainer logged no evaluation
-    job = submit_or_reattach(workspace, job_spec, "k")
+    job = submit_or_reattach(workspace.jobs, job_spec, "k")
     with pytest.raises(MetricsNotFound) as error:
-        workspace.job_metrics(job)
+        workspace.jobs.metrics(job)
     text = str(error.value)
     assert "chat_completion_finetune" in text and "chat_completion_pipeline" in text and "train_loss" in text
     assert "7 run(s)" in text and "rootRunId" in text
@@ -178,9 +178,9 @@ def test_missing_eval_metric_lists_the_runs_searched(workspace, replay, job_spec
 def test_a_failed_job_says_why_in_the_services_words(workspace, replay, job_spec):
     replay.job_status_sequence = ["Running", "Failed"]
     replay.run_errors = {"chat_completion_finetune": "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate"}
-    job = submit_or_reattach(workspace, job_spec, "k")
-    workspace.job_status(job)
-    status = workspace.job_status(job)
+    job = submit_or_reattach(workspace.jobs, job_spec, "k")
+    workspace.jobs.status(job)
+    status = workspace.jobs.status(job)
     assert status.state is JobState.FAILED
     assert "chat_completion_finetune: UserError: torch.OutOfMemoryError: CUDA out of memory" in status.message
     assert "Failed." in status.message and "JobStatus." not in status.message
@@ -189,7 +189,7 @@ def test_a_failed_job_says_why_in_the_services_words(workspace, replay, job_spec
 
 def test_inventory_lists_running_jobs_from_the_service(workspace, replay, job_spec):
     replay.job_status_sequence = ["Running"]
-    left_by_a_crashed_run = submit_or_reattach(workspace, job_spec, "k")
+    left_by_a_crashed_run = submit_or_reattach(workspace.jobs, job_spec, "k")
     credential = FakeCredential()
     fresh = AzureWorkspace(  # another process: it never submitted anything
         MLClient(credential, subscription_id=SUB, resource_group_name=RG, workspace_name=WS),
@@ -201,51 +201,53 @@ def test_inventory_lists_running_jobs_from_the_service(workspace, replay, job_sp
 
 
 def test_register_model_from_job_output_with_lineage(workspace, replay, job_spec):
-    job = submit_or_reattach(workspace, job_spec, "k")
-    version = workspace.register_model(job, "Phi-3-mini-4k-instruct-ultrachat-200k", {"data_fingerprint": "fp-1"})
+    job = submit_or_reattach(workspace.jobs, job_spec, "k")
+    version = workspace.registry.register_model(
+        job, "Phi-3-mini-4k-instruct-ultrachat-200k", {"data_fingerprint": "fp-1"}
+    )
     [put] = replay.requests("PUT", "/models/Phi-3-mini-4k-instruct-ultrachat-200k/versions/")
     assert put["json"]["properties"]["modelUri"] == f"azureml://jobs/{job.name}/outputs/trained_model"
     assert put["json"]["properties"]["modelType"] == "mlflow_model"
     assert put["json"]["properties"]["tags"]["data_fingerprint"] == "fp-1"
     assert (
-        register_once(workspace, job, "Phi-3-mini-4k-instruct-ultrachat-200k", {}).version == version.version
+        register_once(workspace.registry, job, "Phi-3-mini-4k-instruct-ultrachat-200k", {}).version == version.version
     )  # retried
-    tagged = workspace.tag_model(version, {"decision": "approved"})
+    tagged = workspace.registry.tag_model(version, {"decision": "approved"})
     assert tagged.tags["decision"] == "approved" and tagged.tags["data_fingerprint"] == "fp-1"
-    assert workspace.champion(version.name) is None
-    workspace.set_champion(tagged, version.name)
-    assert workspace.champion(version.name).version == version.version
-    workspace.set_champion(None, version.name)
-    assert workspace.champion(version.name) is None
+    assert workspace.registry.champion(version.name) is None
+    workspace.registry.set_champion(tagged, version.name)
+    assert workspace.registry.champion(version.name).version == version.version
+    workspace.registry.set_champion(None, version.name)
+    assert workspace.registry.champion(version.name) is None
 
 
 def test_endpoint_deployment_traffic_keys_and_deletes(workspace, replay, caplog):
     caplog.set_level(logging.DEBUG)
     model = ModelVersion(name="phi-ft", version="1700000000")
-    endpoint = workspace.ensure_endpoint("chat-1234", description="d", ephemeral=True)
+    endpoint = workspace.endpoints.ensure("chat-1234", description="d", ephemeral=True)
     assert endpoint.deployments == () and endpoint.traffic == {}
     sent = replay.requests("PUT", "/onlineEndpoints/chat-1234$")[0]["json"]
     assert sent["properties"]["authMode"] == "Key" and sent["tags"]["tunegate.ephemeral"] == "true"
-    workspace.create_deployment("chat-1234", "ft-1700000000", model, "Standard_NC6s_v3")
+    workspace.endpoints.create_deployment("chat-1234", "ft-1700000000", model, "Standard_NC6s_v3")
     dep = replay.requests("PUT", "/deployments/ft-1700000000$")[0]["json"]["properties"]
     assert dep["instanceType"] == "Standard_NC6s_v3" and dep["model"].endswith("/models/phi-ft/versions/1700000000")
     assert dep["livenessProbe"]["initialDelay"] == "PT10M" and dep["requestSettings"]["requestTimeout"] == "PT1M30S"
-    workspace.set_traffic("chat-1234", {"ft-1700000000": 100})
+    workspace.endpoints.set_traffic("chat-1234", {"ft-1700000000": 100})
     assert replay.requests("PUT", "/onlineEndpoints/chat-1234$")[-1]["json"]["properties"]["traffic"] == {
         "ft-1700000000": 100
     }
-    assert workspace.get_endpoint("chat-1234").traffic == {"ft-1700000000": 100}
-    credentials = workspace.endpoint_credentials("chat-1234")
+    assert workspace.endpoints.get("chat-1234").traffic == {"ft-1700000000": 100}
+    credentials = workspace.endpoints.credentials("chat-1234")
     assert credentials.scoring_uri == SCORING_URI and credentials.key.get_secret_value() == ENDPOINT_KEY
     assert ENDPOINT_KEY not in caplog.text and ENDPOINT_KEY not in repr(credentials)
     assert workspace.inventory().endpoints == {"chat-1234": ("ft-1700000000",)}
-    workspace.set_traffic("chat-1234", {"ft-1700000000": 0})
-    workspace.delete_deployment("chat-1234", "ft-1700000000")
-    workspace.delete_endpoint("chat-1234")
+    workspace.endpoints.set_traffic("chat-1234", {"ft-1700000000": 0})
+    workspace.endpoints.delete_deployment("chat-1234", "ft-1700000000")
+    workspace.endpoints.delete("chat-1234")
     assert replay.requests("DELETE", "/deployments/ft-1700000000$") and replay.requests(
         "DELETE", "/onlineEndpoints/chat-1234$"
     )
-    assert workspace.get_endpoint("chat-1234") is None and workspace.inventory().empty
+    assert workspace.endpoints.get("chat-1234") is None and workspace.inventory().empty
 
 
 def test_endpoint_identity_from_settings(replay):
@@ -258,7 +260,7 @@ def test_endpoint_identity_from_settings(replay):
         MLClient(credential, registry_name="azureml"),
         AzureSettings(endpoint_identity=identity),
     )
-    workspace.ensure_endpoint("chat-id")
+    workspace.endpoints.ensure("chat-id")
     sent = replay.requests("PUT", "/onlineEndpoints/chat-id$")[0]["json"]
     assert sent["identity"]["type"] == "UserAssigned" and identity in sent["identity"]["userAssignedIdentities"]
 
@@ -266,14 +268,14 @@ def test_endpoint_identity_from_settings(replay):
 def test_throttling_is_transient_and_authorization_is_not(workspace, replay):
     replay.faults["GET /computes/"] = [429] * 4  # more than the SDK's own 3 retries
     with pytest.raises(TransientWorkspaceError) as throttled:
-        workspace.ensure_compute(ComputeSpec(name="c", size="x"))
+        workspace.compute.ensure(ComputeSpec(name="c", size="x"))
     assert is_transient(throttled.value)
     replay.faults["GET /onlineEndpoints/"] = [403] * 4
     with pytest.raises(WorkspaceError, match="HTTP 403.*injected 403") as refused:
-        workspace.get_endpoint("chat")
+        workspace.endpoints.get("chat")
     assert not is_transient(refused.value)
     with pytest.raises(NotFoundError):
-        workspace.endpoint_credentials("missing")
+        workspace.endpoints.credentials("missing")
 
 
 def test_no_credentials_in_a_scheduled_run_says_what_to_configure(monkeypatch):
@@ -304,7 +306,7 @@ def command_workspace(replay, tmp_path):
 
 
 def test_command_job_path_of_the_e2e_guide(replay, command_workspace, job_spec):
-    job = submit_or_reattach(command_workspace, job_spec, "command-key")
+    job = submit_or_reattach(command_workspace.jobs, job_spec, "command-key")
     props = replay.requests("PUT", f"/jobs/{job.name}$")[0]["json"]["properties"]
     assert props["jobType"] == "Command" and "${{inputs.train_file}}" in props["command"]
     assert props["environmentId"].endswith("/environments/phi-3-training-environment/versions/1")
@@ -318,14 +320,14 @@ def test_command_job_path_of_the_e2e_guide(replay, command_workspace, job_spec):
 
 def test_command_job_registers_what_the_script_logged_and_refuses_an_empty_path(replay, command_workspace, job_spec):
     workspace = command_workspace
-    job = submit_or_reattach(workspace, job_spec, "command-key")
-    assert workspace.job_metrics(job)["eval_loss"] == 1.42  # the script's Trainer logs on the job's own run
+    job = submit_or_reattach(workspace.jobs, job_spec, "command-key")
+    assert workspace.jobs.metrics(job)["eval_loss"] == 1.42  # the script's Trainer logs on the job's own run
     with pytest.raises(WorkspaceError, match=r"logged no MLflow model under 'model_output'.*command_job.model_path"):
-        workspace.register_model(job, "phi-3-ft", {})
+        workspace.registry.register_model(job, "phi-3-ft", {})
     assert not replay.requests("PUT", "/models/phi-3-ft/versions/")  # nothing registered from an empty path
     # listed as azureml-mlflow's artifact repository lists them: run history, paged (the MLmodel on page 2)
     replay.run_artifacts[job.name] = ["logs/train.txt", "model_output/model/config.json", "model_output/MLmodel"]
-    version = workspace.register_model(job, "phi-3-ft", {})
+    version = workspace.registry.register_model(job, "phi-3-ft", {})
     listed = replay.requests("GET", rf"/experiments/[^/]+/runs/{job.name}/artifacts$")
     assert len(listed) >= 2 and not replay.requests("GET", "/api/2.0/mlflow/artifacts/list")
     [put] = replay.requests("PUT", "/models/phi-3-ft/versions/")
@@ -335,12 +337,12 @@ def test_command_job_registers_what_the_script_logged_and_refuses_an_empty_path(
 
 def test_a_running_job_tells_its_status_and_latest_step_metrics_and_the_loss_per_step(workspace, replay, job_spec):
     replay.job_status_sequence = ["Running"]
-    job = submit_or_reattach(workspace, job_spec, "key-progress-0123456789")
-    progress = workspace.job_progress(job)
+    job = submit_or_reattach(workspace.jobs, job_spec, "key-progress-0123456789")
+    progress = workspace.jobs.progress(job)
     assert progress.state is JobState.RUNNING and progress.status_text == "Running"
     # HF Trainer's keys on the finetune step's run, wherever it sits in the run tree
     assert (progress.train_loss, progress.eval_loss, progress.epoch) == (1.25, 1.42, 3.0)
-    history = workspace.loss_history(job)
+    history = workspace.jobs.loss_history(job)
     assert history.train[0] == (10, 1.9) and len(history.train) == 10 and history.eval == ((50, 1.6), (100, 1.42))
     assert history.base_eval_loss is None  # the pipeline does not evaluate the base model
     fetched = replay.requests("GET", r"/metrics/get-history")
@@ -348,8 +350,8 @@ def test_a_running_job_tells_its_status_and_latest_step_metrics_and_the_loss_per
 
 
 def test_links_go_to_studio_and_the_scoring_url_never_with_a_key(workspace, replay, job_spec):
-    job = submit_or_reattach(workspace, job_spec, "key-links-0123456789ab")
-    workspace.ensure_endpoint("chat-links")
+    job = submit_or_reattach(workspace.jobs, job_spec, "key-links-0123456789ab")
+    workspace.endpoints.ensure("chat-links")
     version = ModelVersion(name="ft", version="3")
     links = workspace.links(job=job, model=version, endpoint="chat-links")
     wsid = f"/subscriptions/{SUB}/resourcegroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WS}"
@@ -357,14 +359,16 @@ def test_links_go_to_studio_and_the_scoring_url_never_with_a_key(workspace, repl
     assert links["endpoint in Studio"] == f"https://ml.azure.com/endpoints/realtime/chat-links/detail?wsid={wsid}"
     assert links["job in Studio"] == job.url and links["scoring URL"] == SCORING_URI
     assert all(ENDPOINT_KEY not in url for url in links.values())
-    assert workspace.attach_to_job(job, "loss_curve.png", b"png") is None  # documented: not on Azure
+    assert workspace.jobs.attach(job, "loss_curve.png", b"png") is None  # documented: not on Azure
 
 
 def test_two_registrations_that_read_the_same_next_version_both_end_registered(workspace, replay, job_spec):
     # another run read the same nextVersion and registered it a moment before this one's PUT
-    job = submit_or_reattach(workspace, job_spec, "key-race-0123456789")
+    job = submit_or_reattach(workspace.jobs, job_spec, "key-race-0123456789")
     replay.rival_registrations = 1
-    version = workspace.register_model(job, "Phi-3-mini-4k-instruct-ultrachat-200k", {"data_fingerprint": "fp-1"})
+    version = workspace.registry.register_model(
+        job, "Phi-3-mini-4k-instruct-ultrachat-200k", {"data_fingerprint": "fp-1"}
+    )
     assert version.version == "2"  # the next number, not a permanent "Asset paths cannot be updated"
     puts = replay.requests("PUT", "/models/Phi-3-mini-4k-instruct-ultrachat-200k/versions/")
     assert [put["path"].rsplit("/", 1)[-1] for put in puts] == ["1", "2"]

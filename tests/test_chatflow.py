@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tasks.chatflow import ANSWER_CHARS, outcome, table_rows
-from workspaces.base import ChatBatch, ChatBatchRow
+from workspaces.ports import ChatBatch, ChatBatchRow
 from workspaces.promptflow import line_errors
 
 

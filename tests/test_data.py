@@ -10,7 +10,7 @@ import pytest
 from data.synthetic import generate_split
 from tasks.sampling import in_sample, invalid_reason, sample_split, sample_to_directory
 from tasks.settings import DataSettings
-from workspaces.base import WorkspaceError
+from workspaces.ports import WorkspaceError
 
 
 def good(i: int) -> dict:

@@ -10,24 +10,52 @@ import pytest
 
 from tests.fakes import FakeWorkspace
 from tests.test_flow import make_config, read_summary, run
-from workspaces.base import TransientWorkspaceError, WorkspaceError
+from workspaces.ports import TransientWorkspaceError, WorkspaceError
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 # the methods one run calls (asserted below, so a new call cannot escape the matrix)
 EPHEMERAL = [
-    "get_foundation_model", "ensure_compute", "list_sizes", "upload_data", "champion", "get_job", "submit_finetune",
-    "job_status", "job_metrics", "find_model_version", "register_model", "tag_model", "ensure_endpoint",
-    "get_endpoint", "create_deployment", "get_deployment", "set_traffic", "endpoint_credentials", "invoke",
-    "delete_endpoint", "job_progress", "loss_history", "attach_to_job",
-]  # fmt: skip
+    "registry.get_foundation_model",
+    "compute.ensure",
+    "compute.list_sizes",
+    "data.upload",
+    "registry.champion",
+    "jobs.get",
+    "jobs.submit",
+    "jobs.status",
+    "jobs.metrics",
+    "registry.find_model_version",
+    "registry.register_model",
+    "registry.tag_model",
+    "endpoints.ensure",
+    "endpoints.get",
+    "endpoints.create_deployment",
+    "endpoints.get_deployment",
+    "endpoints.set_traffic",
+    "endpoints.credentials",
+    "endpoints.invoke",
+    "endpoints.delete",
+    "jobs.progress",
+    "jobs.loss_history",
+    "jobs.attach",
+]
 # what people read (progress, the loss curve): a permanent fault there is said in the run's log and summary, and the
 # run goes on
-INFORMATIONAL = {"job_progress", "loss_history", "attach_to_job"}
-KEEP_ONLY = ["set_champion", "delete_deployment"]  # called when a champion is replaced
+INFORMATIONAL = {"jobs.progress", "jobs.loss_history", "jobs.attach"}
+KEEP_ONLY = ["registry.set_champion", "endpoints.delete_deployment"]  # called when a champion is replaced
 # keep mode: the methods of the stages that touch a live endpoint and its champion (earlier ones fail alike)
-KEEP = ["champion", "ensure_endpoint", "get_endpoint", "create_deployment", "get_deployment", "set_traffic",
-        "endpoint_credentials", "invoke", *KEEP_ONLY]  # fmt: skip
+KEEP = [
+    "registry.champion",
+    "endpoints.ensure",
+    "endpoints.get",
+    "endpoints.create_deployment",
+    "endpoints.get_deployment",
+    "endpoints.set_traffic",
+    "endpoints.credentials",
+    "endpoints.invoke",
+    *KEEP_ONLY,
+]
 BETTER = {"train_loss": 1.0, "eval_loss": 1.2, "base_eval_loss": 2.5}
 ROWS: list[tuple[str, str, str, str, str]] = []  # mode, method, fault, outcome, left running
 
@@ -56,7 +84,8 @@ def scoring():
 
 def live_models(workspace: FakeWorkspace) -> dict[str, list[str]]:
     return {
-        name: [dep for dep, pct in record["traffic"].items() if pct > 0] for name, record in workspace.endpoints.items()
+        name: [dep for dep, pct in record["traffic"].items() if pct > 0]
+        for name, record in workspace.endpoint_records.items()
     }
 
 
@@ -90,13 +119,13 @@ def test_fault(tmp_path, scoring, mode, method, fault):
     if fault == "transient":
         assert summary["status"] == "succeeded", summary["error"]
         assert workspace.calls.count(method) >= 2  # it was retried
-    elif method == "champion":
+    elif method == "registry.champion":
         assert summary["status"] == "gate_failed" and "failing closed" in summary["error"]
     elif method in INFORMATIONAL:
         assert summary["status"] == "succeeded", summary["error"]
-        if method != "job_progress":
-            assert summary["loss_curve"]["error" if method == "loss_history" else "path"]
-    elif method == "delete_endpoint":  # the run itself succeeded; the endpoint it could not delete is reported
+        if method != "jobs.progress":
+            assert summary["loss_curve"]["error" if method == "jobs.loss_history" else "path"]
+    elif method == "endpoints.delete":  # the run itself succeeded; the endpoint it could not delete is reported
         assert summary["status"] == "succeeded" and not summary["teardown"]["done"]
         assert "teardown failed" in summary["error"] and list(inventory.endpoints) == [summary["endpoint"]["name"]]
     else:
@@ -104,10 +133,10 @@ def test_fault(tmp_path, scoring, mode, method, fault):
     if mode == "keep":  # what serves is the champion, whatever failed
         champion = workspace.champions[config.model.registered_name()]
         [serving] = live_models(workspace)["chat"]
-        assert workspace.endpoints["chat"]["deployments"][serving].model == f"{champion.name}:{champion.version}"
-        if method != "get_endpoint":  # keep-mode teardown reads the endpoint to find the candidate it left at 0%
+        assert workspace.endpoint_records["chat"]["deployments"][serving].model == f"{champion.name}:{champion.version}"
+        if method != "endpoints.get":  # keep-mode teardown reads the endpoint to find the candidate it left at 0%
             assert summary["teardown"]["done"]
-    elif method != "delete_endpoint" or fault == "transient":
+    elif method != "endpoints.delete" or fault == "transient":
         assert summary["teardown"]["done"] and inventory.empty
 
 

@@ -10,9 +10,9 @@ import pytest
 from flows.params import config_from_dict
 from flows.tunegate_flow import tunegate
 from tasks.deploy import deployment_name
-from tests.fakes import FAKE_KEY, FakeChatFlows, FakeWorkspace, ScoringServer
-from workspaces.base import JobState, ModelVersion, TransientWorkspaceError, WorkspaceError
+from tests.fakes import FAKE_KEY, FakeChatFlows, FakeJobs, FakeRegistry, FakeWorkspace, ScoringServer
 from workspaces.factory import use_chat_flows, use_workspace
+from workspaces.ports import JobState, ModelVersion, TransientWorkspaceError, WorkspaceError
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -89,15 +89,15 @@ def test_happy_path_ephemeral_deploys_smokes_and_tears_down(tmp_path, workspace,
     order = [
         workspace.calls.index(m)
         for m in (
-            "get_foundation_model",
-            "ensure_compute",
-            "submit_finetune",
-            "job_metrics",
-            "register_model",
-            "tag_model",
-            "create_deployment",
-            "endpoint_credentials",
-            "delete_endpoint",
+            "registry.get_foundation_model",
+            "compute.ensure",
+            "jobs.submit",
+            "jobs.metrics",
+            "registry.register_model",
+            "registry.tag_model",
+            "endpoints.create_deployment",
+            "endpoints.credentials",
+            "endpoints.delete",
         )
     ]
     assert order == sorted(order)
@@ -107,7 +107,7 @@ def test_happy_path_ephemeral_deploys_smokes_and_tears_down(tmp_path, workspace,
     assert tags["decision"] == "approved" and tags["data_fingerprint"] == summary.data.fingerprint
     assert tags["finetune_job"] == summary.job.name and tags["eval_loss"] == "1.5"
     # the job got the merged parameters: deepspeed stage as the string, the model's defaults in
-    spec = workspace.jobs[summary.job.name]["spec"]
+    spec = workspace.job_records[summary.job.name]["spec"]
     assert spec.parameters["deepspeed_stage"] == "2" and spec.gpus_per_node == 1
     assert spec.display_name.startswith("Phi-3-mini-4k-instruct-ultrachat-bs1-cosine-ds2-lora")
     # the written summary is the same and holds no secret
@@ -149,7 +149,7 @@ def test_keep_mode_blue_green_retires_old_and_sets_champion(tmp_path, workspace)
     workspace.metrics = {"train_loss": 1.0, "eval_loss": 1.2, "base_eval_loss": 2.5}  # a better candidate
     second = run(workspace, make_config(tmp_path, teardown={"mode": "keep"}, data={"seed": 1})).result()  # new data
     assert second.status == "succeeded" and second.model.version == "2"
-    endpoint = workspace.get_endpoint("chat")
+    endpoint = workspace.endpoints.get("chat")
     assert endpoint.traffic == {dep("2"): 100} and endpoint.deployments == (dep("2"),)
     assert f"chat/{dep('1')}" in workspace.deleted and workspace.champions[first.model.name].version == "2"
 
@@ -160,9 +160,11 @@ def test_gate_failure_deploys_nothing(tmp_path, workspace):
     assert state.is_failed()
     summary = read_summary(make_config(tmp_path), state)
     assert summary["status"] == "gate_failed" and summary["gate"]["passed"] is False
-    assert any("beats base" in r and r.startswith("fail") for r in summary["gate"]["reasons"])
-    assert "register_model" not in workspace.calls and "create_deployment" not in workspace.calls
-    assert workspace.endpoints == {} and summary["teardown"]["done"] is True
+    assert any("does not beat base" in r and r.startswith("fail") for r in summary["gate"]["reasons"])
+    beats_base = next(check for check in summary["gate"]["checks"] if check["name"] == "beats_base")
+    assert beats_base["passed"] is False and beats_base["observed"] == 2.6 and beats_base["threshold"] == 2.5
+    assert "registry.register_model" not in workspace.calls and "endpoints.create_deployment" not in workspace.calls
+    assert workspace.endpoint_records == {} and summary["teardown"]["done"] is True
 
 
 def test_candidate_not_better_than_champion_is_not_deployed(tmp_path, workspace):
@@ -172,7 +174,7 @@ def test_candidate_not_better_than_champion_is_not_deployed(tmp_path, workspace)
     state = run(workspace, other_data)  # same metrics as the champion: not better
     assert state.is_failed()
     assert read_summary(config, state)["status"] == "gate_failed"
-    assert workspace.get_endpoint("chat").traffic == {dep("1"): 100}
+    assert workspace.endpoints.get("chat").traffic == {dep("1"): 100}
 
 
 def test_smoke_failure_rolls_back_and_old_deployment_keeps_traffic(tmp_path, workspace, scoring):
@@ -188,7 +190,7 @@ def test_smoke_failure_rolls_back_and_old_deployment_keeps_traffic(tmp_path, wor
         and summary["smoke"]["ok"] is False
         and "HTTP 500" in summary["smoke"]["error"]
     )
-    endpoint = workspace.get_endpoint("chat")
+    endpoint = workspace.endpoints.get("chat")
     assert endpoint.traffic == {dep("1"): 100} and endpoint.deployments == (dep("1"),)
     assert f"chat/{dep('2')}" in workspace.deleted and workspace.champions[summary["model"]["name"]].version == "1"
 
@@ -230,7 +232,7 @@ def test_unanswered_prompts_through_prompt_flow_fail_the_smoke_and_roll_back(tmp
     summary = read_summary(config, state)
     assert summary["status"] == "smoke_failed" and "through Prompt flow" in summary["smoke"]["error"]
     assert "HTTP 500" in summary["smoke"]["promptflow"]["rows"][0]["error"]
-    assert workspace.get_endpoint("chat").traffic == {dep("1"): 100}  # the candidate never took traffic
+    assert workspace.endpoints.get("chat").traffic == {dep("1"): 100}  # the candidate never took traffic
 
 
 def test_a_batch_run_that_cannot_start_fails_the_smoke_with_its_reason(tmp_path, workspace):
@@ -247,17 +249,17 @@ def test_smoke_through_prompt_flow_without_prompt_flow_fails_before_training(tmp
     assert state.is_failed()
     summary = read_summary(make_config(tmp_path), state)
     assert 'pip install -e ".[promptflow]"' in summary["error"]
-    assert "submit_finetune" not in workspace.calls
+    assert "jobs.submit" not in workspace.calls
 
 
 # every port method x transient/permanent fault: tests/test_fault_matrix.py
 
 
 def test_a_permanent_fault_fails_at_once_and_teardown_still_runs(tmp_path, workspace):
-    workspace.faults["set_traffic"] = [WorkspaceError("AuthorizationFailed: no permission on endpoint")] * 5
+    workspace.faults["endpoints.set_traffic"] = [WorkspaceError("AuthorizationFailed: no permission on endpoint")] * 5
     state = run(workspace, make_config(tmp_path))
     assert state.is_failed()
-    assert workspace.calls.count("set_traffic") == 1  # not retried
+    assert workspace.calls.count("endpoints.set_traffic") == 1  # not retried
     summary = read_summary(make_config(tmp_path), state)
     assert summary["status"] == "failed" and "AuthorizationFailed" in summary["error"]
     assert summary["teardown"]["done"] and workspace.inventory().empty
@@ -269,16 +271,16 @@ def test_failed_job_fails_the_run_without_registering(tmp_path, workspace):
     assert state.is_failed()
     summary = read_summary(make_config(tmp_path), state)
     assert "ended failed" in summary["error"] and "CUDA out of memory" in summary["error"]
-    assert "register_model" not in workspace.calls
+    assert "registry.register_model" not in workspace.calls
 
 
 def test_interrupted_wait_cancels_the_job(tmp_path, workspace):
     workspace.job_states = [JobState.RUNNING]
-    workspace.faults["job_status"] = [KeyboardInterrupt()]  # Ctrl-C while polling
+    workspace.faults["jobs.status"] = [KeyboardInterrupt()]  # Ctrl-C while polling
     with pytest.raises(KeyboardInterrupt):
         with use_workspace(workspace):
             tunegate(config=make_config(tmp_path))
-    assert "cancel_job" in workspace.calls and workspace.inventory().empty
+    assert "jobs.cancel" in workspace.calls and workspace.inventory().empty
 
 
 def test_compute_on_deny_list_is_rejected_before_training(tmp_path, workspace):
@@ -288,15 +290,15 @@ def test_compute_on_deny_list_is_rejected_before_training(tmp_path, workspace):
     assert state.is_failed()
     summary = read_summary(make_config(tmp_path), state)
     assert "on the notebook's deny list for fine-tuning" in summary["error"]
-    assert workspace.calls.count("ensure_compute") == 1 and "submit_finetune" not in workspace.calls
+    assert workspace.calls.count("compute.ensure") == 1 and "jobs.submit" not in workspace.calls
 
 
 def test_instance_type_outside_inference_allow_list_is_refused(tmp_path, workspace):
     state = run(workspace, make_config(tmp_path, endpoint={"instance_type": "Standard_DS3_v2"}))
     summary = read_summary(make_config(tmp_path), state)
     assert summary["status"] == "failed" and "inference_compute_allow_list" in summary["error"]
-    assert "create_deployment" not in workspace.calls and workspace.inventory().empty
-    assert "submit_finetune" not in workspace.calls  # refused before training, not after
+    assert "endpoints.create_deployment" not in workspace.calls and workspace.inventory().empty
+    assert "jobs.submit" not in workspace.calls  # refused before training, not after
 
 
 def test_auto_if_better_without_champion_approves_and_says_why(tmp_path, workspace):
@@ -314,12 +316,12 @@ def test_cancelling_a_deployed_run_takes_its_ephemeral_endpoint_down(tmp_path, w
     config = make_config(tmp_path)
     run_id = uuid4()
     name = endpoint_name_for(config, str(run_id))
-    workspace.ensure_endpoint(name, ephemeral=True)
-    workspace.ensure_endpoint("someone-elses-endpoint")
+    workspace.endpoints.ensure(name, ephemeral=True)
+    workspace.endpoints.ensure("someone-elses-endpoint")
     flow_run = SimpleNamespace(id=run_id, parameters={"config": config.model_dump(mode="json")})
     with use_workspace(workspace):
         _teardown_on_cancel(None, flow_run, None)
-    assert set(workspace.endpoints) == {"someone-elses-endpoint"}
+    assert set(workspace.endpoint_records) == {"someone-elses-endpoint"}
 
 
 # ---------------------------------------------------------------- the gate fails closed and compares like with like
@@ -330,19 +332,19 @@ def test_a_registry_error_reading_the_champion_fails_the_gate_after_retries(tmp_
     run(workspace, config).result()  # a champion exists now
     workspace.metrics = {"train_loss": 1.0, "eval_loss": 1.2, "base_eval_loss": 2.5}  # a better candidate
     outage = [WorkspaceError("registry: HTTP 403 forbidden")] * 6  # every read, before and after the job
-    workspace.faults["champion"] = list(outage)
+    workspace.faults["registry.champion"] = list(outage)
     state = run(workspace, config)
     summary = read_summary(config, state)
     assert summary["status"] == "gate_failed"
     assert any("could not read the champion" in r and "HTTP 403" in r for r in summary["gate"]["reasons"])
-    assert workspace.get_endpoint("chat").traffic == {dep("1"): 100}  # nothing new went live
+    assert workspace.endpoints.get("chat").traffic == {dep("1"): 100}  # nothing new went live
 
 
 def test_a_transient_registry_error_is_retried_before_the_gate_decides(tmp_path, workspace):
     config = make_config(tmp_path, teardown={"mode": "keep"})
     run(workspace, config).result()
     workspace.metrics = {"train_loss": 1.0, "eval_loss": 1.2, "base_eval_loss": 2.5}
-    workspace.faults["champion"] = [TransientWorkspaceError("registry: HTTP 503")]
+    workspace.faults["registry.champion"] = [TransientWorkspaceError("registry: HTTP 503")]
     summary = run(workspace, new_data(config)).result()
     assert summary.status == "succeeded" and summary.model.version == "2"
 
@@ -360,7 +362,7 @@ def test_a_champion_is_compared_on_the_candidates_split_when_the_workspace_can(t
     summary = run(workspace, new_data(config)).result()
     assert summary.status == "succeeded" and summary.approval.approver == "policy:auto-if-better"
     assert any("(1.9000, re-evaluated on this run's test split)" in r for r in summary.gate.reasons)
-    job_spec = workspace.jobs[summary.job.name]["spec"]
+    job_spec = workspace.job_records[summary.job.name]["spec"]
     assert job_spec.compare_with.version == "1"  # the job was asked to evaluate the champion
 
 
@@ -379,7 +381,7 @@ def test_a_champion_measured_on_other_data_makes_auto_if_better_ask_a_person(tmp
     assert any("not comparable" in r for r in summary["gate"]["reasons"])
     # the policy did not approve on its own: the run paused for a person (nobody answered in 3.6 s here)
     assert summary["status"] == "rejected" and summary["approval"]["approver"] == "timeout"
-    assert workspace.get_endpoint("chat").traffic == {dep("1"): 100}
+    assert workspace.endpoints.get("chat").traffic == {dep("1"): 100}
 
 
 # ---------------------------------------------------------------- blue/green: what is live is what was approved
@@ -390,9 +392,9 @@ def test_two_model_names_on_one_keep_mode_endpoint_get_their_own_deployments(tmp
     second = run(workspace, make_config(tmp_path, teardown={"mode": "keep"}, model={"finetuned_name": "fd"})).result()
     assert (first.model.version, second.model.version) == ("1", "1")
     assert first.endpoint.deployment == "ft-fc-1" and second.endpoint.deployment == "ft-fd-1"
-    endpoint = workspace.get_endpoint("chat")
+    endpoint = workspace.endpoints.get("chat")
     assert endpoint.traffic == {"ft-fd-1": 100}
-    assert workspace.get_deployment("chat", "ft-fd-1").model == "fd:1"
+    assert workspace.endpoints.get_deployment("chat", "ft-fd-1").model == "fd:1"
     # the summary is read back from the endpoint: deployment -> model version -> traffic
     assert second.endpoint.models == {"ft-fd-1": "fd:1"} and second.endpoint.live == ["fd:1"]
     assert second.endpoint.traffic == {"ft-fd-1": 100}
@@ -403,24 +405,24 @@ def test_a_deployment_name_serving_another_model_is_refused(tmp_path, workspace)
     run(workspace, config).result()
     # someone put another model under the name the next version would get
     impostor = ModelVersion(name="other", version="9")
-    workspace.create_deployment("chat", "ft-fc-2", impostor, "Standard_NC6s_v3")
+    workspace.endpoints.create_deployment("chat", "ft-fc-2", impostor, "Standard_NC6s_v3")
     workspace.metrics = {"train_loss": 1.0, "eval_loss": 1.2, "base_eval_loss": 2.5}
     state = run(workspace, new_data(config))
     summary = read_summary(config, state)
     assert summary["status"] == "failed"
     assert "ft-fc-2 exists and serves other:9, not fc:2" in summary["error"]
-    assert workspace.get_endpoint("chat").traffic == {"ft-fc-1": 100} and workspace.champions["fc"].version == "1"
+    assert workspace.endpoints.get("chat").traffic == {"ft-fc-1": 100} and workspace.champions["fc"].version == "1"
 
 
 def test_rollback_refuses_to_delete_a_deployment_that_takes_traffic(workspace):
     from tasks.deploy import DeploymentRefused, DeployResult, roll_back
 
-    workspace.ensure_endpoint("chat")
-    workspace.create_deployment("chat", "ft-fc-1", ModelVersion(name="fc", version="1"), "Standard_NC6s_v3")
-    workspace.set_traffic("chat", {"ft-fc-1": 100})
+    workspace.endpoints.ensure("chat")
+    workspace.endpoints.create_deployment("chat", "ft-fc-1", ModelVersion(name="fc", version="1"), "Standard_NC6s_v3")
+    workspace.endpoints.set_traffic("chat", {"ft-fc-1": 100})
     with pytest.raises(DeploymentRefused, match="takes 100% of traffic"):
-        roll_back.fn(workspace, DeployResult(endpoint="chat", deployment="ft-fc-1", previous_traffic={}))
-    assert workspace.get_endpoint("chat").deployments == ("ft-fc-1",)
+        roll_back.fn(workspace.endpoints, DeployResult(endpoint="chat", deployment="ft-fc-1", previous_traffic={}))
+    assert workspace.endpoints.get("chat").deployments == ("ft-fc-1",)
 
 
 def test_smoke_retries_while_the_endpoint_name_does_not_resolve_yet(tmp_path, workspace):
@@ -428,10 +430,10 @@ def test_smoke_retries_while_the_endpoint_name_does_not_resolve_yet(tmp_path, wo
         "no answer from https://new.eastus.inference.ml.azure.com/score: ConnectError: "
         "[Errno -2] Name or service not known"
     )
-    workspace.faults["invoke"] = [dns, dns]
+    workspace.faults["endpoints.invoke"] = [dns, dns]
     summary = run(workspace, make_config(tmp_path)).result()
     assert summary.status == "succeeded" and summary.smoke.ok is True
-    assert workspace.calls.count("invoke") >= 3
+    assert workspace.calls.count("endpoints.invoke") >= 3
 
 
 # ---------------------------------------------------------------- deliberate outcomes are not crashes
@@ -461,7 +463,7 @@ def test_a_gate_failure_ends_in_a_named_state_without_a_traceback(tmp_path, work
     workspace.metrics = {"train_loss": 3.0, "eval_loss": 2.6, "base_eval_loss": 2.5}
     state = run(workspace, make_config(tmp_path))
     assert state.is_failed() and state.name == "Gate failed"
-    assert state.message.startswith("Gate failed: eval_loss 2.6000 beats base 2.5000")
+    assert state.message.startswith("Gate failed: eval_loss 2.6000 does not beat base 2.5000")
     logs = run_logs(state)
     assert "Gate failed" in logs and "Traceback" not in logs and "RunStopped" not in logs
 
@@ -475,7 +477,7 @@ def test_a_smoke_failure_ends_in_a_named_state_without_a_traceback(tmp_path, wor
 
 
 def test_a_real_error_keeps_its_traceback(tmp_path, workspace):
-    workspace.faults["submit_finetune"] = [WorkspaceError("quota exceeded for Standard_NC24ads_A100_v4")] * 3
+    workspace.faults["jobs.submit"] = [WorkspaceError("quota exceeded for Standard_NC24ads_A100_v4")] * 3
     state = run(workspace, make_config(tmp_path))
     assert state.is_failed() and state.name == "Failed"
     assert "Traceback" in run_logs(state)
@@ -500,7 +502,7 @@ def test_a_rerun_with_the_same_inputs_reuses_the_completed_job_and_says_so(tmp_p
 
 def test_a_rerun_while_the_job_still_trains_reattaches_to_it(tmp_path, workspace):
     first = run(workspace, make_config(tmp_path)).result()
-    record = workspace.jobs[first.job.name]  # as after kill -9 of the first run: its job trains on
+    record = workspace.job_records[first.job.name]  # as after kill -9 of the first run: its job trains on
     record["states"], record["last"] = [JobState.RUNNING, JobState.COMPLETED], JobState.RUNNING
     again = run(workspace, make_config(tmp_path)).result()
     assert workspace.submissions == 1
@@ -513,8 +515,20 @@ def test_other_inputs_or_job_fresh_train_again(tmp_path, workspace):
     assert workspace.submissions == 2 and fresh.job.name == f"{first.job.name}-2" and not fresh.job.reattached
     other_seed = run(workspace, make_config(tmp_path, data={"seed": 7})).result()
     assert workspace.submissions == 3 and not other_seed.job.name.startswith(first.job.name)
-    names = [info.name for info in workspace.list_jobs()]
+    names = [info.name for info in workspace.jobs.list()]
     assert set(names) == {first.job.name, fresh.job.name, other_seed.job.name}
+
+
+class RivalPromotesRegistry(FakeRegistry):
+    def champion(self, name):
+        found = super().champion(name)
+        self.ws.reads_left -= 1
+        if self.ws.reads_left == 0:
+            tags = {"eval_loss": self.ws.rival_loss, "decision": "approved", "eval_fingerprint": self.ws.rival_split}
+            rival = ModelVersion(name=name, version="9", tags=tags)
+            self.ws.models[name].append(rival)
+            self.ws.champions[name] = rival
+        return found
 
 
 class RivalPromotes(FakeWorkspace):
@@ -525,16 +539,7 @@ class RivalPromotes(FakeWorkspace):
         self.reads_left = after_reads
         self.rival_loss = "0.01"
         self.rival_split = ""
-
-    def champion(self, name):
-        found = super().champion(name)
-        self.reads_left -= 1
-        if self.reads_left == 0:
-            tags = {"eval_loss": self.rival_loss, "decision": "approved", "eval_fingerprint": self.rival_split}
-            rival = ModelVersion(name=name, version="9", tags=tags)
-            self.models[name].append(rival)
-            self.champions[name] = rival
-        return found
+        self.registry = RivalPromotesRegistry(self)
 
 
 def test_a_champion_promoted_while_this_run_waited_is_beaten_or_nothing_goes_live(tmp_path, scoring):
@@ -543,7 +548,7 @@ def test_a_champion_promoted_while_this_run_waited_is_beaten_or_nothing_goes_liv
     summary = read_summary(make_config(tmp_path), state)
     assert summary["status"] == "gate_failed", summary
     assert "became champion while this run waited" in summary["error"] and f"{REGISTERED}:9" in summary["error"]
-    assert "create_deployment" not in workspace.calls and workspace.champions[REGISTERED].version == "9"
+    assert "endpoints.create_deployment" not in workspace.calls and workspace.champions[REGISTERED].version == "9"
 
 
 def test_a_better_candidate_still_goes_live_over_a_champion_promoted_meanwhile(tmp_path, scoring):
@@ -577,22 +582,23 @@ def test_two_keep_mode_runs_at_once_end_with_one_champion_that_is_live(tmp_path,
     statuses = sorted(read_summary(make_config(tmp_path), state)["status"] for state in results.values())
     # the second to deploy waited for the first and must beat its champion: equal metrics do not
     assert statuses == ["gate_failed", "succeeded"], statuses
-    endpoint = workspace.get_endpoint("chat")
+    endpoint = workspace.endpoints.get("chat")
     champion = workspace.champions[REGISTERED]
     assert endpoint.traffic == {dep(champion.version): 100} and endpoint.deployments == (dep(champion.version),)
 
 
-class TwinSubmitsFirst(FakeWorkspace):
+class TwinSubmitsFirst(FakeJobs):
     """Another run with the same inputs submits the job between this run's lookup and its own submission."""
 
-    def submit_finetune(self, spec, name, idempotency_key):
-        if not self.jobs:
-            super().submit_finetune(spec, name, idempotency_key)  # the twin's
-        return super().submit_finetune(spec, name, idempotency_key)
+    def submit(self, spec, name, idempotency_key):
+        if not self.ws.job_records:
+            super().submit(spec, name, idempotency_key)  # the twin's
+        return super().submit(spec, name, idempotency_key)
 
 
 def test_two_runs_submitting_the_same_job_at_once_share_it(tmp_path, scoring):
-    workspace = TwinSubmitsFirst(scoring)
+    workspace = FakeWorkspace(scoring)
+    workspace.jobs = TwinSubmitsFirst(workspace)
     summary = run(workspace, make_config(tmp_path)).result()
     assert summary.status == "succeeded" and summary.job.reattached and workspace.submissions == 1
 
@@ -610,7 +616,7 @@ def test_the_same_inputs_find_the_same_job_whatever_became_champion_since(tmp_pa
     assert [v.version for v in workspace.models[REGISTERED]] == ["1"]  # no v2 from the same data
     assert again.status == "succeeded" and again.model.version == "1"
     assert any("already champion" in reason for reason in again.gate.reasons)
-    assert workspace.get_endpoint("chat").traffic == {dep("1"): 100}  # live as it was, never set to 0 meanwhile
+    assert workspace.endpoints.get("chat").traffic == {dep("1"): 100}  # live as it was, never set to 0 meanwhile
     assert again.approval.decision == "approved"
     assert (again.endpoint.name, again.endpoint.deployment, again.endpoint.live) == (
         "chat",
@@ -636,12 +642,12 @@ def test_a_run_after_a_promotion_killed_half_way_puts_live_and_champion_back_tog
     # as after kill -9 inside promote: v2 takes 100% while the champion alias still names v1
     v2 = ModelVersion(name=REGISTERED, version="2", tags={"decision": "approved"})
     workspace.models[REGISTERED].append(v2)
-    workspace.create_deployment("chat", dep("2"), v2, "Standard_NC6s_v3")
-    workspace.set_traffic("chat", {dep("2"): 100})
+    workspace.endpoints.create_deployment("chat", dep("2"), v2, "Standard_NC6s_v3")
+    workspace.endpoints.set_traffic("chat", {dep("2"): 100})
     workspace.metrics = {"train_loss": 1.0, "eval_loss": 1.2, "base_eval_loss": 2.5}
     third = run(workspace, make_config(tmp_path, teardown={"mode": "keep"}, data={"seed": 5})).result()
     assert third.status == "succeeded" and third.model.version == "3"
-    endpoint = workspace.get_endpoint("chat")
+    endpoint = workspace.endpoints.get("chat")
     assert endpoint.traffic == {dep("3"): 100} and workspace.champions[REGISTERED].version == "3"
     # compared with the champion, not with what served by accident
     assert any(f"{REGISTERED}:1" in reason for reason in third.gate.reasons), third.gate.reasons
@@ -686,6 +692,6 @@ def test_deliberate_ends_under_a_worker_log_no_engine_error_and_real_errors_stil
     logs = run_logs(state)
     assert "Engine execution exited" not in logs and "Traceback" not in logs, logs[-2000:]
     workspace.metrics = {"train_loss": 1.0, "eval_loss": 1.2, "base_eval_loss": 2.5}
-    workspace.faults["submit_finetune"] = [WorkspaceError("quota exceeded for Standard_NC24ads_A100_v4")] * 3
+    workspace.faults["jobs.submit"] = [WorkspaceError("quota exceeded for Standard_NC24ads_A100_v4")] * 3
     state, _ = run_as_a_worker_does(workspace, make_config(tmp_path, data={"seed": 9}))
     assert state.name == "Failed" and "Traceback" in run_logs(state)

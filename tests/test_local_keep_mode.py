@@ -10,8 +10,8 @@ from collections import Counter
 import pytest
 
 from tests.test_cli_e2e import tunegate
-from workspaces.base import ScoringRequest, TransientWorkspaceError
 from workspaces.local.workspace import LocalWorkspace
+from workspaces.ports import ScoringRequest, TransientWorkspaceError
 from workspaces.scoring import ScoringParameters, score
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ class Poller:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                result = score(self.workspace.endpoint_credentials(ENDPOINT), self.request, timeout_s=30)
+                result = score(self.workspace.endpoints.credentials(ENDPOINT), self.request, timeout_s=30)
                 self.statuses[result.status_code] += 1
                 if result.status_code != 200:
                     self.errors.append(result.error or "")
@@ -96,7 +96,7 @@ def test_two_models_on_one_endpoint_promotion_without_a_gap_and_a_fair_champion_
         # fc:1 and fd:1 are both version 1: their deployments must not share a name
         assert second["endpoint"]["deployment"] == "ft-fd-1"
         assert second["endpoint"]["models"] == {"ft-fd-1": "fd:1"} and second["endpoint"]["live"] == ["fd:1"]
-        assert workspace.get_deployment(ENDPOINT, "ft-fd-1").model == "fd:1"
+        assert workspace.endpoints.get_deployment(ENDPOINT, "ft-fd-1").model == "fd:1"
         assert poller.statuses[200] >= 20, poller.statuses
         assert set(poller.statuses) == {200}, (poller.statuses, poller.errors[:5])  # never a 404 or a gap
 
@@ -113,7 +113,7 @@ def test_two_models_on_one_endpoint_promotion_without_a_gap_and_a_fair_champion_
         )
         assert third["status"] in ("succeeded", "gate_failed")
     finally:
-        workspace.delete_endpoint(ENDPOINT)
+        workspace.endpoints.delete(ENDPOINT)
     assert workspace.inventory().empty
 
 
@@ -129,18 +129,18 @@ def test_killed_after_or_inside_promote_the_next_command_finishes_or_repairs_nev
         assert again["job"]["name"] == first["job"]["name"] and again["job"]["reused"] is True
         assert len(list((tmp_path / "state" / "workspace" / "jobs").glob("*/spec.json"))) == 1  # trained once
         assert again["model"]["version"] == "1" and any("already champion" in r for r in again["gate"]["reasons"])
-        assert workspace.champion("fe").version == "1"
-        assert workspace.get_endpoint(ENDPOINT).traffic == {"ft-fe-1": 100}
+        assert workspace.registry.champion("fe").version == "1"
+        assert workspace.endpoints.get(ENDPOINT).traffic == {"ft-fe-1": 100}
 
         # kill -9 inside the first promote: all traffic moved, the champion alias never written
-        workspace.set_champion(None, "fe")
+        workspace.registry.set_champion(None, "fe")
         listed = tunegate("inventory", "--set", state)
         assert "serves fe:1 but the champion is none" in listed.stderr, listed.stderr
         assert f"tunegate endpoint start {ENDPOINT}" in listed.stderr
         repaired = tunegate("endpoint", "start", ENDPOINT, "--set", state)
         assert repaired.returncode == 0, repaired.stderr
-        assert "recorded fe:1 as champion" in repaired.stdout and workspace.champion("fe").version == "1"
+        assert "recorded fe:1 as champion" in repaired.stdout and workspace.registry.champion("fe").version == "1"
         assert "problem" not in tunegate("inventory", "--set", state).stderr
     finally:
-        workspace.delete_endpoint(ENDPOINT)
+        workspace.endpoints.delete(ENDPOINT)
     assert workspace.inventory().empty

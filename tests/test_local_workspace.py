@@ -22,9 +22,9 @@ from tasks.model import allow_list, model_specific_defaults
 from tasks.register import register_once
 from tasks.sampling import sample_to_directory
 from tasks.settings import DataSettings, FinetuneSettings
-from workspaces.base import ComputeSpec, JobRef, JobState, ScoringRequest, TransientWorkspaceError, WorkspaceError
 from workspaces.local.processes import pid_alive
 from workspaces.local.workspace import LocalWorkspace
+from workspaces.ports import ComputeSpec, JobRef, JobState, ScoringRequest, TransientWorkspaceError, WorkspaceError
 from workspaces.scoring import ScoringParameters
 
 pytestmark = pytest.mark.slow
@@ -37,7 +37,7 @@ def workspace(tmp_path_factory):
     ws = LocalWorkspace(tmp_path_factory.mktemp("local") / "workspace")
     yield ws
     for name in ws.inventory().endpoints:
-        ws.delete_endpoint(name)
+        ws.endpoints.delete(name)
     assert ws.inventory().empty
 
 
@@ -45,17 +45,19 @@ def workspace(tmp_path_factory):
 def spec(workspace, tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     sampled = sample_to_directory(DataSettings(percent=10, synthetic_rows=1000), root / "run", root / "cache")
-    foundation = workspace.get_foundation_model("tiny-phi3-chat")
+    foundation = workspace.registry.get_foundation_model("tiny-phi3-chat")
     compute = validate(
-        workspace.ensure_compute(ComputeSpec(name="local", size="local-cpu")), foundation, workspace.list_sizes()
+        workspace.compute.ensure(ComputeSpec(name="local", size="local-cpu")),
+        foundation,
+        workspace.compute.list_sizes(),
     )
-    data = workspace.upload_data(Path(sampled.files["train_sft"]), Path(sampled.files["test_sft"]), sampled.fingerprint)
+    data = workspace.data.upload(Path(sampled.files["train_sft"]), Path(sampled.files["test_sft"]), sampled.fingerprint)
     return build_spec(foundation, compute, data, FinetuneSettings(), "tunegate-tests")
 
 
 def wait(workspace, job, timeout=180):
     deadline = time.monotonic() + timeout
-    while not (status := workspace.job_status(job)).state.terminal:
+    while not (status := workspace.jobs.status(job)).state.terminal:
         assert time.monotonic() < deadline, "job did not finish"
         time.sleep(0.3)
     return status
@@ -63,7 +65,7 @@ def wait(workspace, job, timeout=180):
 
 @pytest.fixture(scope="module")
 def finished_job(workspace, spec):
-    job = submit_or_reattach(workspace, spec, "module-job")
+    job = submit_or_reattach(workspace.jobs, spec, "module-job")
     status = wait(workspace, job)
     assert status.state is JobState.COMPLETED, status.message
     return job
@@ -71,26 +73,26 @@ def finished_job(workspace, spec):
 
 @pytest.fixture(scope="module")
 def registered(workspace, finished_job):
-    return register_once(workspace, finished_job, "tiny-ft", {"data_fingerprint": "abc", "eval_loss": "1.0"})
+    return register_once(workspace.registry, finished_job, "tiny-ft", {"data_fingerprint": "abc", "eval_loss": "1.0"})
 
 
 def test_foundation_model_is_created_once_with_registry_tags(workspace):
-    first = workspace.get_foundation_model("tiny-phi3-chat")
-    again = workspace.get_foundation_model("tiny-phi3-chat", version="1")
+    first = workspace.registry.get_foundation_model("tiny-phi3-chat")
+    again = workspace.registry.get_foundation_model("tiny-phi3-chat", version="1")
     assert first.id == again.id == "models:/tiny-phi3-chat/1"
     assert allow_list(first, "finetune_compute_allow_list") == ["local-cpu", "local-cuda"]
     assert model_specific_defaults(first)["apply_lora"] == "true"
     with pytest.raises(WorkspaceError, match="not in the local registry"):
-        workspace.get_foundation_model("Phi-3-mini-4k-instruct")
+        workspace.registry.get_foundation_model("Phi-3-mini-4k-instruct")
 
 
 def test_unknown_local_size_is_refused(workspace):
     with pytest.raises(WorkspaceError, match="not a local size"):
-        workspace.ensure_compute(ComputeSpec(name="x", size="Standard_NC6"))
+        workspace.compute.ensure(ComputeSpec(name="x", size="Standard_NC6"))
 
 
 def test_trainer_logs_losses_and_writes_a_merged_mlflow_model(workspace, finished_job):
-    metrics = workspace.job_metrics(finished_job)
+    metrics = workspace.jobs.metrics(finished_job)
     assert metrics["eval_loss"] < metrics["base_eval_loss"] - 1.0, metrics  # visibly learned
     assert "train_loss" in metrics
     outputs = Path(finished_job.url.removeprefix("file://")) / "outputs"
@@ -101,28 +103,28 @@ def test_trainer_logs_losses_and_writes_a_merged_mlflow_model(workspace, finishe
 
 
 def test_same_idempotency_key_reattaches(workspace, spec, finished_job):
-    again = submit_or_reattach(workspace, spec, "module-job")
+    again = submit_or_reattach(workspace.jobs, spec, "module-job")
     assert again.reattached and again.name == finished_job.name
     assert len(list((workspace.root / "jobs").glob(f"{finished_job.name}*"))) == 1
 
 
 def test_cancel_kills_the_trainer(workspace, spec):
     long = spec.model_copy(update={"parameters": {**spec.parameters, "num_train_epochs": 200}})
-    job = submit_or_reattach(workspace, long, "to-cancel")
+    job = submit_or_reattach(workspace.jobs, long, "to-cancel")
     pid = json.loads((workspace.root / "jobs" / job.name / "status.json").read_text())["pid"]
     time.sleep(1.0)
-    workspace.cancel_job(job)
-    assert workspace.job_status(job).state is JobState.CANCELED
+    workspace.jobs.cancel(job)
+    assert workspace.jobs.status(job).state is JobState.CANCELED
     assert not pid_alive(pid)
     # a failed or cancelled job under the same key is started again, not re-attached
-    retry = submit_or_reattach(workspace, long, "to-cancel")
+    retry = submit_or_reattach(workspace.jobs, long, "to-cancel")
     assert not retry.reattached and retry.name == f"{job.name}-2"
-    workspace.cancel_job(retry)
+    workspace.jobs.cancel(retry)
 
 
 def test_a_killed_trainer_is_reported_failed_not_waited_on(workspace, spec):
     long = spec.model_copy(update={"parameters": {**spec.parameters, "num_train_epochs": 200}})
-    job = submit_or_reattach(workspace, long, "to-kill")
+    job = submit_or_reattach(workspace.jobs, long, "to-kill")
     pid = json.loads((workspace.root / "jobs" / job.name / "status.json").read_text())["pid"]
     time.sleep(0.5)
     os.killpg(pid, signal.SIGKILL)
@@ -132,23 +134,24 @@ def test_a_killed_trainer_is_reported_failed_not_waited_on(workspace, spec):
 
 def test_registry_lineage_idempotency_and_champion(workspace, finished_job, registered):
     assert registered.version == "1" and registered.tags["finetune_job"] == finished_job.name
-    assert register_once(workspace, finished_job, "tiny-ft", {"x": "y"}).version == "1"  # retried: same version
-    tagged = workspace.tag_model(registered, {"decision": "approved"})
+    # a retried registration gets the same version
+    assert register_once(workspace.registry, finished_job, "tiny-ft", {"x": "y"}).version == "1"
+    tagged = workspace.registry.tag_model(registered, {"decision": "approved"})
     assert tagged.tags["decision"] == "approved" and tagged.tags["data_fingerprint"] == "abc"
-    assert workspace.champion("tiny-ft") is None
-    workspace.set_champion(tagged, "tiny-ft")
-    assert workspace.champion("tiny-ft").version == "1"
-    workspace.set_champion(None, "tiny-ft")
-    assert workspace.champion("tiny-ft") is None
+    assert workspace.registry.champion("tiny-ft") is None
+    workspace.registry.set_champion(tagged, "tiny-ft")
+    assert workspace.registry.champion("tiny-ft").version == "1"
+    workspace.registry.set_champion(None, "tiny-ft")
+    assert workspace.registry.champion("tiny-ft") is None
 
 
 def test_endpoint_key_auth_traffic_split_and_targeting(workspace, registered):
-    endpoint = workspace.ensure_endpoint("ep-split")
+    endpoint = workspace.endpoints.ensure("ep-split")
     assert endpoint.deployments == ()
-    workspace.create_deployment("ep-split", "blue", registered, "local-cpu")
-    workspace.create_deployment("ep-split", "green", registered, "local-cpu")
-    workspace.set_traffic("ep-split", {"blue": 70, "green": 30})
-    credentials = workspace.endpoint_credentials("ep-split")
+    workspace.endpoints.create_deployment("ep-split", "blue", registered, "local-cpu")
+    workspace.endpoints.create_deployment("ep-split", "green", registered, "local-cpu")
+    workspace.endpoints.set_traffic("ep-split", {"blue": 70, "green": 30})
+    credentials = workspace.endpoints.credentials("ep-split")
     body = {
         "input_data": {
             "input_string": [[{"role": "user", "content": "What is 2 plus 2?"}]],
@@ -163,53 +166,53 @@ def test_endpoint_key_auth_traffic_split_and_targeting(workspace, registered):
         for _ in range(40)
     )
     assert set(served) == {"blue", "green"} and served["blue"] > served["green"], served
-    workspace.set_traffic("ep-split", {"blue": 100, "green": 0})
-    targeted = workspace.invoke("ep-split", HI, deployment="green")
+    workspace.endpoints.set_traffic("ep-split", {"blue": 100, "green": 0})
+    targeted = workspace.endpoints.invoke("ep-split", HI, deployment="green")
     assert targeted.error is None and isinstance(targeted.output, str)  # a 0% deployment answers when targeted
     assert targeted.deployment == "green"
-    assert workspace.invoke("ep-split", HI, deployment="nope").status_code == 404
+    assert workspace.endpoints.invoke("ep-split", HI, deployment="nope").status_code == 404
     health = credentials.scoring_uri.replace("/score", "/health")
     assert httpx.get(health).json() == {"status": "ok"}  # details only with a key
     assert httpx.get(health, headers=key).json()["traffic"] == {"blue": 100, "green": 0}
     assert httpx.get(credentials.scoring_uri.replace("/score", "/openapi.json")).status_code == 404
     with pytest.raises(WorkspaceError, match="takes 100%"):
-        workspace.delete_deployment("ep-split", "blue")
+        workspace.endpoints.delete_deployment("ep-split", "blue")
     with pytest.raises(WorkspaceError, match="sum to 100"):
-        workspace.set_traffic("ep-split", {"blue": 50})
-    workspace.delete_deployment("ep-split", "green")
-    assert workspace.get_endpoint("ep-split").deployments == ("blue",)
+        workspace.endpoints.set_traffic("ep-split", {"blue": 50})
+    workspace.endpoints.delete_deployment("ep-split", "green")
+    assert workspace.endpoints.get("ep-split").deployments == ("blue",)
     secret = credentials.key.get_secret_value()
     assert (
         secret not in repr(credentials)
         and secret not in (workspace.root / "endpoints" / "ep-split" / "server.log").read_text()
     )
     pid = workspace.inventory().processes[0]
-    workspace.delete_endpoint("ep-split")
-    assert not pid_alive(pid) and workspace.get_endpoint("ep-split") is None
+    workspace.endpoints.delete("ep-split")
+    assert not pid_alive(pid) and workspace.endpoints.get("ep-split") is None
 
 
 def test_a_crashed_server_is_detected_and_restarted_with_its_deployments(workspace, registered):
-    workspace.ensure_endpoint("ep-crash")
-    workspace.create_deployment("ep-crash", "only", registered, "local-cpu")
-    workspace.set_traffic("ep-crash", {"only": 100})
+    workspace.endpoints.ensure("ep-crash")
+    workspace.endpoints.create_deployment("ep-crash", "only", registered, "local-cpu")
+    workspace.endpoints.set_traffic("ep-crash", {"only": 100})
     pid = json.loads((workspace.root / "endpoints" / "ep-crash" / "server.json").read_text())["pid"]
     os.killpg(pid, signal.SIGKILL)
     time.sleep(0.3)
     with pytest.raises(TransientWorkspaceError, match="not running"):  # said at once: the pid is checked
-        workspace.endpoint_credentials("ep-crash")
-    assert workspace.get_endpoint("ep-crash").running is False
-    assert workspace.ensure_endpoint("ep-crash").traffic == {"only": 100}
-    assert workspace.invoke("ep-crash", HI).error is None
-    workspace.delete_endpoint("ep-crash")
+        workspace.endpoints.credentials("ep-crash")
+    assert workspace.endpoints.get("ep-crash").running is False
+    assert workspace.endpoints.ensure("ep-crash").traffic == {"only": 100}
+    assert workspace.endpoints.invoke("ep-crash", HI).error is None
+    workspace.endpoints.delete("ep-crash")
 
 
 def test_a_dead_keep_endpoint_is_shown_down_refused_by_chat_and_started_again_by_the_cli(workspace, registered):
     from tests.test_cli_e2e import tunegate
 
     state_dir = f"workspace.state_dir={workspace.root.parent}"
-    workspace.ensure_endpoint("ep-dead")
-    workspace.create_deployment("ep-dead", "blue", registered, "local-cpu")
-    workspace.set_traffic("ep-dead", {"blue": 100})
+    workspace.endpoints.ensure("ep-dead")
+    workspace.endpoints.create_deployment("ep-dead", "blue", registered, "local-cpu")
+    workspace.endpoints.set_traffic("ep-dead", {"blue": 100})
     pid = json.loads((workspace.root / "endpoints" / "ep-dead" / "server.json").read_text())["pid"]
     os.killpg(pid, signal.SIGKILL)
     while pid_alive(pid):
@@ -224,7 +227,7 @@ def test_a_dead_keep_endpoint_is_shown_down_refused_by_chat_and_started_again_by
     assert chat.stderr.strip() == said
     started = tunegate("endpoint", "start", "ep-dead", "--set", state_dir)
     assert started.returncode == 0, started.stderr
-    assert workspace.get_endpoint("ep-dead").traffic == {"blue": 100} and workspace.get_endpoint("ep-dead").running
+    assert workspace.endpoints.get("ep-dead").traffic == {"blue": 100} and workspace.endpoints.get("ep-dead").running
     chat = tunegate("chat", "--endpoint", "ep-dead", "-m", "hi", "--max-new-tokens", "4", "--set", state_dir)
     assert chat.returncode == 0 and "model>" in chat.stdout, chat.stderr
     interactive = subprocess.run(
@@ -249,7 +252,7 @@ def test_a_dead_keep_endpoint_is_shown_down_refused_by_chat_and_started_again_by
     out = interactive.stdout
     assert out.startswith("chatting with ep-dead: /help") and out.count("/reset start a new conversation") == 2
     assert out.count("model>") == 2 and "(a new conversation)" in out
-    workspace.delete_endpoint("ep-dead")
+    workspace.endpoints.delete("ep-dead")
 
 
 def test_two_creations_of_one_endpoint_at_once_start_one_server_and_teardown_leaves_none(workspace):
@@ -276,7 +279,7 @@ def test_two_creations_of_one_endpoint_at_once_start_one_server_and_teardown_lea
     deadline = time.monotonic() + 60
     while orphan.pid not in [p.pid for p in tunegate_processes()] and time.monotonic() < deadline:
         time.sleep(0.1)
-    workspace.delete_endpoint("ep-twice")
+    workspace.endpoints.delete("ep-twice")
     orphan.wait(timeout=30)
     assert not [p for p in tunegate_processes() if p.argument == directory]
 
@@ -292,13 +295,13 @@ def test_an_ephemeral_endpoint_dies_with_the_process_that_made_it(workspace):
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not pid_alive(pid)
-    workspace.delete_endpoint("ep-orphan")
+    workspace.endpoints.delete("ep-orphan")
 
 
 def test_job_status_of_unknown_job(workspace):
     with pytest.raises(WorkspaceError, match="does not exist"):
-        workspace.job_status(JobRef(name="ft-nope", idempotency_key="x"))
-    assert workspace.get_job("ft-nope") is None
+        workspace.jobs.status(JobRef(name="ft-nope", idempotency_key="x"))
+    assert workspace.jobs.get("ft-nope") is None
 
 
 def test_a_broken_registry_is_an_error_never_no_champion(tmp_path):
@@ -306,14 +309,14 @@ def test_a_broken_registry_is_an_error_never_no_champion(tmp_path):
     (tmp_path / "workspace").mkdir(parents=True, exist_ok=True)
     (tmp_path / "workspace" / "mlflow.db").write_bytes(b"this is not a sqlite database" * 100)
     with pytest.raises(WorkspaceError, match="champion of tiny-ft"):
-        broken.champion("tiny-ft")
+        broken.registry.champion("tiny-ft")
 
 
 def test_hostile_scoring_requests_get_4xx_naming_the_problem_and_the_server_keeps_answering(workspace, registered):
-    workspace.ensure_endpoint("ep-hostile")
-    workspace.create_deployment("ep-hostile", "blue", registered, "local-cpu")
-    workspace.set_traffic("ep-hostile", {"blue": 100})
-    credentials = workspace.endpoint_credentials("ep-hostile")
+    workspace.endpoints.ensure("ep-hostile")
+    workspace.endpoints.create_deployment("ep-hostile", "blue", registered, "local-cpu")
+    workspace.endpoints.set_traffic("ep-hostile", {"blue": 100})
+    credentials = workspace.endpoints.credentials("ep-hostile")
     key = {"Authorization": f"Bearer {credentials.key.get_secret_value()}", "Content-Type": "application/json"}
 
     def post(body: object, raw: bytes | None = None, timeout: float = 30) -> httpx.Response:
@@ -359,15 +362,15 @@ def test_hostile_scoring_requests_get_4xx_naming_the_problem_and_the_server_keep
     assert post(None, raw=b"not json").status_code == 400
     greedy = post(ask(do_sample="false", temperature=0))  # "false" is false: greedy, temperature unused
     assert greedy.status_code == 200, greedy.text
-    assert workspace.invoke("ep-hostile", HI).error is None  # still serving
-    workspace.delete_endpoint("ep-hostile")
+    assert workspace.endpoints.invoke("ep-hostile", HI).error is None  # still serving
+    workspace.endpoints.delete("ep-hostile")
 
 
 def test_every_conversation_is_answered_in_one_batch_as_it_would_be_alone(workspace, registered):
-    workspace.ensure_endpoint("ep-batch")
-    workspace.create_deployment("ep-batch", "blue", registered, "local-cpu")
-    workspace.set_traffic("ep-batch", {"blue": 100})
-    credentials = workspace.endpoint_credentials("ep-batch")
+    workspace.endpoints.ensure("ep-batch")
+    workspace.endpoints.create_deployment("ep-batch", "blue", registered, "local-cpu")
+    workspace.endpoints.set_traffic("ep-batch", {"blue": 100})
+    credentials = workspace.endpoints.credentials("ep-batch")
     key = {"Authorization": f"Bearer {credentials.key.get_secret_value()}"}
     conversations = [
         [{"role": "user", "content": "What is the capital of France?"}],
@@ -392,7 +395,7 @@ def test_every_conversation_is_answered_in_one_batch_as_it_would_be_alone(worksp
     assert together.json()["output"] == alone[0]["output"]
     too_many = answer(conversations * 6)
     assert too_many.status_code == 422 and "at most 16" in too_many.text
-    workspace.delete_endpoint("ep-batch")
+    workspace.endpoints.delete("ep-batch")
 
 
 def test_profile_limits_reach_the_server_and_extra_requests_wait_then_get_429(workspace, registered):
@@ -402,10 +405,10 @@ def test_profile_limits_reach_the_server_and_extra_requests_wait_then_get_429(wo
 
     tight = EndpointLimits(max_concurrent_requests=1, max_queue_wait_s=0.05, max_new_tokens=300)
     narrow = LocalWorkspace(workspace.root, tight)
-    narrow.ensure_endpoint("ep-limits")
-    narrow.create_deployment("ep-limits", "blue", registered, "local-cpu")
-    narrow.set_traffic("ep-limits", {"blue": 100})
-    credentials = narrow.endpoint_credentials("ep-limits")
+    narrow.endpoints.ensure("ep-limits")
+    narrow.endpoints.create_deployment("ep-limits", "blue", registered, "local-cpu")
+    narrow.endpoints.set_traffic("ep-limits", {"blue": 100})
+    credentials = narrow.endpoints.credentials("ep-limits")
     key = {"Authorization": f"Bearer {credentials.key.get_secret_value()}"}
     # each request keeps the server busy for a while whatever the model answers (a trained model may end its reply
     # at once): 16 long conversations to read in; eight such requests at the same moment, one scored at a time
@@ -432,22 +435,22 @@ def test_profile_limits_reach_the_server_and_extra_requests_wait_then_get_429(wo
     # the profile changes a limit: the running server takes it on the next ensure, no restart
     pid = json.loads((workspace.root / "endpoints" / "ep-limits" / "server.json").read_text())["pid"]
     LocalWorkspace(workspace.root, EndpointLimits(max_new_tokens=16)).ensure_endpoint("ep-limits")
-    over = narrow.invoke(
+    over = narrow.endpoints.invoke(
         "ep-limits", ScoringRequest(messages=HI.messages, parameters=ScoringParameters(max_new_tokens=32))
     )
     assert over.status_code == 422 and "limit 16" in (over.error or "")
     assert json.loads((workspace.root / "endpoints" / "ep-limits" / "server.json").read_text())["pid"] == pid
-    workspace.delete_endpoint("ep-limits")
+    workspace.endpoints.delete("ep-limits")
 
 
 # ---------------------------------------------------------------- a hostile user (issue 21)
 
 
 def _bare(workspace, name, registered):
-    workspace.ensure_endpoint(name)
-    workspace.create_deployment(name, "blue", registered, "local-cpu")
-    workspace.set_traffic(name, {"blue": 100})
-    return workspace.endpoint_credentials(name)
+    workspace.endpoints.ensure(name)
+    workspace.endpoints.create_deployment(name, "blue", registered, "local-cpu")
+    workspace.endpoints.set_traffic(name, {"blue": 100})
+    return workspace.endpoints.credentials(name)
 
 
 def test_text_no_tokenizer_can_take_a_temperature_that_overflows_and_a_bare_key_are_4xx(workspace, registered):
@@ -474,7 +477,7 @@ def test_text_no_tokenizer_can_take_a_temperature_that_overflows_and_a_bare_key_
     assert post(ok, {"Authorization": f"bearer {key}", "Content-Type": "application/json"}).status_code == 200
     health = httpx.get(credentials.scoring_uri.replace("/score", "/health"), headers={"Authorization": key}).json()
     assert health == {"status": "ok"}  # a bare key shows nothing more either
-    workspace.delete_endpoint("ep-input")
+    workspace.endpoints.delete("ep-input")
 
 
 def test_clients_that_never_finish_their_bodies_hold_no_scoring_slot(workspace, registered):
@@ -500,7 +503,7 @@ def test_clients_that_never_finish_their_bodies_hold_no_scoring_slot(workspace, 
         )
         stalled.append(client)
     time.sleep(0.5)
-    answered = workspace.invoke("ep-slow", HI, timeout_s=120)  # not 429 after 30 s: they hold no slot
+    answered = workspace.endpoints.invoke("ep-slow", HI, timeout_s=120)  # not 429 after 30 s: they hold no slot
     assert answered.error is None, answered.error
     for client in stalled:  # nothing for them yet: the answer above came while they still held their connections
         client.settimeout(0.01)
@@ -510,7 +513,7 @@ def test_clients_that_never_finish_their_bodies_hold_no_scoring_slot(workspace, 
         client.settimeout(60)
         assert client.recv(200).startswith(b"HTTP/1.1 408"), "a stalled body must get 408"
         client.close()
-    workspace.delete_endpoint("ep-slow")
+    workspace.endpoints.delete("ep-slow")
 
 
 def _stranger() -> subprocess.Popen:
@@ -528,7 +531,7 @@ def test_a_pid_on_disk_that_is_not_ours_is_never_signalled(workspace, registered
     stranger = _stranger()
     try:
         (directory / "server.json").write_text(json.dumps({"pid": stranger.pid, "port": 1}))
-        assert not workspace.get_endpoint("ep-pid").running  # the record does not name a server of this endpoint
+        assert not workspace.endpoints.get("ep-pid").running  # the record does not name a server of this endpoint
         gone = tunegate("teardown", "--endpoint", "ep-pid", "--set", state_dir)
         assert gone.returncode == 0, gone.stderr
         assert stranger.poll() is None, "teardown killed a process that is not tunegate's"
@@ -543,7 +546,7 @@ def test_a_pid_on_disk_that_is_not_ours_is_never_signalled(workspace, registered
         cancel = tunegate("jobs", "--cancel", "tunegate-forged", "--set", state_dir)
         assert cancel.returncode == 0 and stranger.poll() is None, cancel.stderr
         assert "already ended failed" in cancel.stdout  # the trainer on record is gone: the job died
-        assert workspace.job_status(JobRef(name="tunegate-forged")).message.count("not tunegate's") == 1
+        assert workspace.jobs.status(JobRef(name="tunegate-forged")).message.count("not tunegate's") == 1
     finally:
         stranger.kill()
         shutil.rmtree(workspace.root / "jobs" / "tunegate-forged", ignore_errors=True)
@@ -564,7 +567,7 @@ def test_damaged_state_files_are_named_and_teardown_still_stops_the_server(works
     started = tunegate("endpoint", "start", "ep-torn", "--set", state_dir)
     assert started.returncode == 0, started.stderr
     assert not pid_alive(pid)  # one server per endpoint: the one whose record was lost is stopped
-    assert workspace.invoke("ep-torn", HI).error is None
+    assert workspace.endpoints.invoke("ep-torn", HI).error is None
 
     # a truncated secrets.json: named, with what to do
     secrets = (directory / "secrets.json").read_text()

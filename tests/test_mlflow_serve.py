@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from workspaces.base import ModelVersion
 from workspaces.local.workspace import LocalWorkspace
+from workspaces.ports import ModelVersion
 
 pytestmark = pytest.mark.slow
 
@@ -35,10 +35,10 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     workspace = LocalWorkspace(tmp_path_factory.mktemp("serve") / "workspace")
-    workspace.get_foundation_model(FOUNDATION)  # built and registered as version 1, as every local run does
+    workspace.registry.get_foundation_model(FOUNDATION)  # built and registered as version 1, as every local run does
     yield workspace
     for endpoint in workspace.inventory().endpoints:
-        workspace.delete_endpoint(endpoint)
+        workspace.endpoints.delete(endpoint)
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +68,12 @@ def mlflow_server(workspace):
 
 @pytest.fixture(scope="module")
 def endpoint(workspace):
-    workspace.ensure_endpoint("serve-compare")
-    workspace.create_deployment("serve-compare", "blue", ModelVersion(name=FOUNDATION, version="1"), "local-cpu")
-    workspace.set_traffic("serve-compare", {"blue": 100})
-    credentials = workspace.endpoint_credentials("serve-compare")
+    workspace.endpoints.ensure("serve-compare")
+    workspace.endpoints.create_deployment(
+        "serve-compare", "blue", ModelVersion(name=FOUNDATION, version="1"), "local-cpu"
+    )
+    workspace.endpoints.set_traffic("serve-compare", {"blue": 100})
+    credentials = workspace.endpoints.credentials("serve-compare")
     return credentials.scoring_uri, {"Authorization": f"Bearer {credentials.key.get_secret_value()}"}
 
 

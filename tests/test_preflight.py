@@ -10,7 +10,7 @@ import time
 from data.sources import source_problem
 from flows.params import load_profile
 from tasks.preflight import problems
-from workspaces.base import Sku
+from workspaces.ports import Sku
 
 CPU_ONLY = [Sku(name="local-cpu", gpus=0)]
 WITH_GPU = [*CPU_ONLY, Sku(name="local-cuda", gpus=1)]

@@ -65,7 +65,7 @@ def kept(pf_home, tmp_path_factory):
     yield SimpleNamespace(
         summary=json.loads(summary_path.read_text()), state=state, workspace=workspace, outputs=outputs
     )
-    workspace.delete_endpoint(ENDPOINT)
+    workspace.endpoints.delete(ENDPOINT)
 
 
 def ask(kept, *args: str) -> subprocess.CompletedProcess:
@@ -109,7 +109,7 @@ def test_the_guides_own_flow_runs_unchanged_against_a_local_endpoint(kept, tmp_p
     """The E2E guide's flow.dag.yml and integrate_with_promptflow.py, byte for byte, with its config.py pointing at
     the local endpoint: the text-generation request shape in, `response.json()[0]` out."""
     flow = shutil.copytree(GUIDE_FLOW, tmp_path / "guide")
-    credentials = kept.workspace.endpoint_credentials(ENDPOINT)
+    credentials = kept.workspace.endpoints.credentials(ENDPOINT)
     (flow / "config.py").write_text(  # the guide's way (a key in a file): here only in a temporary folder
         f"AZURE_ML_ENDPOINT = {credentials.scoring_uri!r}\nAZURE_ML_API_KEY = {credentials.key.get_secret_value()!r}\n"
     )
@@ -193,7 +193,7 @@ def wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout_s: float
 
 def test_the_key_is_in_no_file_and_no_output(kept, pf_home):
     """Last in this module: every command above has run, every file they wrote is there to search."""
-    key = kept.workspace.endpoint_credentials(ENDPOINT).key.get_secret_value()
+    key = kept.workspace.endpoints.credentials(ENDPOINT).key.get_secret_value()
     assert len(key) >= 16
     said = "\n".join(kept.outputs)
     assert "Prompt flow connection" in said and key not in said

@@ -9,7 +9,7 @@ import io
 from flows.summary import RunSummary
 from tasks.curves import loss_curve_png, markdown_image
 from tasks.progress import LogPacer, clock, describe, eta_s, fraction, listening, tell_listeners
-from workspaces.base import JobProgress, JobRef, JobState, LossHistory
+from workspaces.ports import JobProgress, JobRef, JobState, LossHistory
 
 
 def running(step=None, total=None, started=None, **more) -> JobProgress:
@@ -158,7 +158,7 @@ def test_the_terminal_bar_prints_log_lines_above_itself_and_gives_the_stream_bac
     from rich.console import Console
 
     from flows.cli import AboveTheBar, TrainingBar
-    from workspaces.base import JobProgress, JobRef, JobState
+    from workspaces.ports import JobProgress, JobRef, JobState
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

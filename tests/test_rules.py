@@ -14,10 +14,10 @@ from tasks.compute import ComputeRejected, check_provisioning, check_size_allowe
 from tasks.deploy import DeploymentRefused, check_instance_type, deployment_name
 from tasks.errors import is_transient
 from tasks.finetune import NOTEBOOK_DEFAULTS, merge_finetune_parameters, pipeline_display_name
-from tasks.metrics import evaluate_gate
+from tasks.gate import beats_champion, evaluate_gate
 from tasks.model import TagError, allow_list, model_specific_defaults, parse_literal_tag
 from tasks.settings import ApprovalSettings, FinetuneSettings, GateSettings
-from workspaces.base import Compute, FoundationModel, ModelVersion, Sku, TransientWorkspaceError, WorkspaceError
+from workspaces.ports import Compute, FoundationModel, ModelVersion, Sku, TransientWorkspaceError, WorkspaceError
 
 
 def model(**tags: str) -> FoundationModel:
@@ -218,8 +218,8 @@ def test_gate_passes_when_better_than_base_and_no_champion():
 @pytest.mark.parametrize(
     ("metrics", "settings", "why"),
     [
-        ({"eval_loss": 2.1, "base_eval_loss": 2.0}, GateSettings(), "beats base"),
-        ({"eval_loss": 1.9, "base_eval_loss": 2.0}, GateSettings(min_improvement_over_base=0.5), "beats base"),
+        ({"eval_loss": 2.1, "base_eval_loss": 2.0}, GateSettings(), "does not beat base"),
+        ({"eval_loss": 1.9, "base_eval_loss": 2.0}, GateSettings(min_improvement_over_base=0.5), "does not beat base"),
         ({"eval_loss": 1.0, "base_eval_loss": 2.0}, GateSettings(max_eval_loss=0.5), "max_eval_loss"),
         (
             {"eval_loss": 1.0, "base_eval_loss": 2.0, "train_loss": 3.0},
@@ -235,6 +235,34 @@ def test_gate_passes_when_better_than_base_and_no_champion():
 def test_gate_failures_say_why(metrics, settings, why):
     result = evaluate_gate(metrics, settings)
     assert not result.passed and any(why in r for r in result.failures), result.reasons
+
+
+def test_gate_checks_are_typed_and_a_failed_one_reads_as_a_failure():
+    champion = ModelVersion(name="m-ft", version="1", tags={"eval_loss": "0.6900", "eval_fingerprint": "fp"})
+    metrics = {"eval_loss": 0.6976, "base_eval_loss": 2.0, "train_loss": 0.5}
+    result = evaluate_gate(metrics, GateSettings(max_eval_loss=0.5), champion, eval_fingerprint="fp")
+    by_name = {check.name: check for check in result.checks}
+    assert set(by_name) == {"max_eval_loss", "beats_base", "beats_champion"}
+    lost = by_name["beats_champion"]
+    assert not lost.passed and lost.observed == 0.6976 and lost.threshold == pytest.approx(0.69)
+    assert lost.message.startswith("eval_loss 0.6976 does not beat champion m-ft:1 (0.6900")
+    assert not by_name["max_eval_loss"].passed and "is above max_eval_loss 0.5" in by_name["max_eval_loss"].message
+    assert by_name["beats_base"].passed and by_name["beats_base"].message.startswith("eval_loss 0.6976 beats base")
+    # the summary's reasons keep their spelling, derived from the checks
+    assert result.reasons == [("ok: " if c.passed else "fail: ") + c.message for c in result.checks]
+    assert result.failures == [by_name["max_eval_loss"].message, lost.message]
+
+
+def test_one_rule_decides_better_for_the_gate_and_the_approval_policy():
+    champion = ModelVersion(name="m-ft", version="1", tags={"eval_loss": "1.0", "eval_fingerprint": "fp"})
+    gate = evaluate_gate({"eval_loss": 0.9, "base_eval_loss": 2.0}, GateSettings(), champion, eval_fingerprint="fp")
+    assert gate.passed and beats_champion(gate, 0.05) and not beats_champion(gate, 0.1)  # 0.9 < 1.0 - 0.1 is false
+    auto = ApprovalSettings(policy="auto-if-better", margin=0.1)
+    assert policy_decision(auto, gate) is None  # not by the policy's margin: a person decides
+    other_data = evaluate_gate(
+        {"eval_loss": 0.1, "base_eval_loss": 2.0}, GateSettings(), champion, eval_fingerprint="x"
+    )
+    assert not other_data.comparable and not beats_champion(other_data, 0.0)
 
 
 def test_gate_compares_with_a_champion_measured_on_the_same_eval_data():

@@ -1,23 +1,29 @@
-"""The one place a backend is chosen: `open_workspace(settings)` keyed by `workspace.kind`.
+"""The one place a backend is chosen: the table of workspace kinds, keyed by `workspace.kind`.
 
-Tests hand the flow an in-memory workspace with `use_workspace(fake)`, the way Dagster picks resources
-by deployment name: an explicit seam, not a patch.
+`KINDS` holds one `WorkspaceKind` per backend: its settings model (a section of the profile, a choice in the
+Prefect form) and how to open it. The profile's union, the form and `open_workspace` are all derived from it;
+adding a workspace is one `register_kind` (ARCHITECTURE.md, "Adding a workspace"). Tests register the in-memory
+fake the same way, and hand the flow one instance with `use_workspace(fake)`, the way Dagster picks resources by
+deployment name: an explicit seam, not a patch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+import functools
+import operator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import ConfigDict, Field, model_validator
 
 from workspaces.azure.settings import AzureSettings
-from workspaces.base import ChatFlows, Workspace
 from workspaces.forms import FormModel, as_choice
 from workspaces.local.settings import LocalSettings
+from workspaces.ports import ChatFlows, Workspace, WorkspaceError
 
 T = TypeVar("T")
 STATE_DIR_HELP = "Where runs, sampled data and the local workspace are kept on this machine."
@@ -71,13 +77,71 @@ class AzureWorkspaceSettings(FormModel):
         return self
 
 
-# the profile's `workspace` section: `kind` picks the backend (the UI form shows it as a choice of two)
-WorkspaceSettings = Annotated[
-    LocalWorkspaceSettings | AzureWorkspaceSettings,
-    Field(
-        discriminator="kind", description="Where the flow runs: this machine, or Azure ML.", json_schema_extra=as_choice
-    ),
-]
+def _open_local(settings: LocalWorkspaceSettings) -> Workspace:
+    from workspaces.local.workspace import LocalWorkspace
+
+    return LocalWorkspace(
+        Path(settings.state_dir) / "workspace", settings.local.endpoint_limits, settings.local.mlflow_ui_url
+    )
+
+
+def _open_azure(settings: AzureWorkspaceSettings) -> Workspace:
+    from workspaces.azure.workspace import AzureWorkspace  # azure-ai-ml is imported only when it is chosen
+
+    return AzureWorkspace.from_settings(settings)
+
+
+@dataclass(frozen=True)
+class WorkspaceKind:
+    """One backend: `settings` is its profile section (a pydantic model whose `kind` is a Literal of `name`)."""
+
+    name: str
+    settings: type[FormModel]
+    open: Callable[[Any], Workspace]
+    # it runs on this machine: the preflight checks the machine's own sizes (a GPU size without a GPU)
+    on_this_machine: bool = False
+    # `tunegate model import` can fill its registry from a folder
+    imports_models: bool = False
+
+
+KINDS: dict[str, WorkspaceKind] = {}
+
+
+def register_kind(kind: WorkspaceKind) -> WorkspaceKind:
+    """Add a backend. Profiles and forms built after this call offer it (flows.params builds them at import)."""
+    field = kind.settings.model_fields.get("kind")
+    if field is None or field.default != kind.name:
+        raise ValueError(f"{kind.settings.__name__} needs a field kind: Literal[{kind.name!r}] = {kind.name!r}")
+    KINDS[kind.name] = kind
+    return kind
+
+
+register_kind(WorkspaceKind("local", LocalWorkspaceSettings, _open_local, on_this_machine=True, imports_models=True))
+register_kind(WorkspaceKind("azure", AzureWorkspaceSettings, _open_azure))
+
+
+def workspace_kind(name: str) -> WorkspaceKind:
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise WorkspaceError(f"workspace.kind {name!r} is not one of {', '.join(KINDS)}") from None
+
+
+def workspace_settings_type() -> Any:
+    """The profile's `workspace` section: `kind` picks the backend (the UI form shows it as a choice)."""
+    union = functools.reduce(operator.or_, (kind.settings for kind in KINDS.values()))  # A | B | ...
+    titles = [str(kind.settings.model_config.get("title", kind.name)) for kind in KINDS.values()]
+    return Annotated[
+        union,
+        Field(
+            discriminator="kind",
+            description="Where the flow runs: " + ", or ".join(titles) + ".",
+            json_schema_extra=as_choice,
+        ),
+    ]
+
+
+WorkspaceSettings = workspace_settings_type()
 
 
 _override: contextvars.ContextVar[Workspace | None] = contextvars.ContextVar("tunegate_workspace", default=None)
@@ -104,19 +168,11 @@ def use_chat_flows(chat_flows: ChatFlows) -> contextlib.AbstractContextManager[C
     return _overriding(_chat_flows_override, chat_flows)
 
 
-def open_workspace(settings: LocalWorkspaceSettings | AzureWorkspaceSettings) -> Workspace:
+def open_workspace(settings: Any) -> Workspace:
     override = _override.get()
     if override is not None:
         return override
-    if settings.kind == "local":
-        from workspaces.local.workspace import LocalWorkspace
-
-        return LocalWorkspace(
-            Path(settings.state_dir) / "workspace", settings.local.endpoint_limits, settings.local.mlflow_ui_url
-        )
-    from workspaces.azure.workspace import AzureWorkspace
-
-    return AzureWorkspace.from_settings(settings)
+    return workspace_kind(settings.kind).open(settings)
 
 
 def open_chat_flows() -> ChatFlows:

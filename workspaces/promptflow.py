@@ -22,8 +22,8 @@ import time
 import uuid
 from pathlib import Path
 
-from workspaces.base import ChatBatch, ChatBatchRow
 from workspaces.errors import WorkspaceError
+from workspaces.ports import ChatBatch, ChatBatchRow
 from workspaces.scoring import Credentials, ScoringParameters
 
 CONNECTION = "tunegate_endpoint"  # the connection promptflows/chat/flow.dag.yaml names

@@ -21,7 +21,8 @@ from tasks.settings import DataSettings, FinetuneSettings
 from tests.azure_replay import ENDPOINT_KEY, RG, SUB, WS, FakeAzureML, FakeCredential
 from tests.fakes import FAKE_KEY, FakeWorkspace, ScoringServer
 from workspaces.azure.workspace import AzureWorkspace
-from workspaces.base import (
+from workspaces.local.workspace import LocalWorkspace
+from workspaces.ports import (
     ComputeSpec,
     DataRef,
     FinetuneSpec,
@@ -31,7 +32,6 @@ from workspaces.base import (
     Workspace,
     WorkspaceError,
 )
-from workspaces.local.workspace import LocalWorkspace
 
 
 class Harness:
@@ -48,13 +48,13 @@ class Harness:
 
     def wait(self, job: JobRef, timeout_s: float = 300) -> None:
         deadline = time.monotonic() + timeout_s
-        while not self.workspace.job_status(job).state.terminal:
+        while not self.workspace.jobs.status(job).state.terminal:
             assert time.monotonic() < deadline, f"job {job.name} did not end in {timeout_s} s"
             time.sleep(0.2)
 
     def completed_job(self) -> JobRef:
         if not hasattr(self, "_completed"):
-            self._completed = submit_or_reattach(self.workspace, self.spec(), f"contract-done-{self.name}")
+            self._completed = submit_or_reattach(self.workspace.jobs, self.spec(), f"contract-done-{self.name}")
             self.wait(self._completed)
         return self._completed
 
@@ -75,18 +75,18 @@ class MemoryHarness(Harness):
 
     def spec(self, long: bool = False) -> FinetuneSpec:
         self.fake.job_states = [JobState.RUNNING] if long else [JobState.RUNNING, JobState.COMPLETED]
-        foundation = self.workspace.get_foundation_model(self.foundation)
+        foundation = self.workspace.registry.get_foundation_model(self.foundation)
         data = DataRef(train="mem://train", test="mem://test", fingerprint="fp")
         compute = ValidatedCompute(name="gpu", size="Standard_NC24ads_A100_v4", gpus_per_node=1)
         return build_spec(foundation, compute, data, FinetuneSettings(), "contract")
 
     def transient_failure(self) -> Callable[[], object]:
-        self.fake.faults["get_endpoint"].append(TransientWorkspaceError("503 from the fake"))
-        return lambda: self.workspace.get_endpoint("any")
+        self.fake.faults["endpoints.get"].append(TransientWorkspaceError("503 from the fake"))
+        return lambda: self.workspace.endpoints.get("any")
 
     def permanent_failure(self) -> Callable[[], object]:
-        self.fake.faults["get_endpoint"].append(WorkspaceError("403 from the fake"))
-        return lambda: self.workspace.get_endpoint("any")
+        self.fake.faults["endpoints.get"].append(WorkspaceError("403 from the fake"))
+        return lambda: self.workspace.endpoints.get("any")
 
 
 class AzureHarness(Harness):
@@ -105,18 +105,18 @@ class AzureHarness(Harness):
 
     def spec(self, long: bool = False) -> FinetuneSpec:
         self.replay.job_status_sequence = ["Running"] if long else ["Running", "Completed"]
-        foundation = self.workspace.get_foundation_model(self.foundation)
-        data = self.workspace.upload_data(self.data_dir / "train_sft.jsonl", self.data_dir / "test_sft.jsonl", "fp")
+        foundation = self.workspace.registry.get_foundation_model(self.foundation)
+        data = self.workspace.data.upload(self.data_dir / "train_sft.jsonl", self.data_dir / "test_sft.jsonl", "fp")
         compute = ValidatedCompute(name="gpu", size="Standard_NC24ads_A100_v4", gpus_per_node=1)
         return build_spec(foundation, compute, data, FinetuneSettings(num_train_epochs=1), "contract")
 
     def transient_failure(self) -> Callable[[], object]:
         self.replay.faults["GET /onlineEndpoints/"] = [503] * 4  # more than the SDK's own retries
-        return lambda: self.workspace.get_endpoint("any")
+        return lambda: self.workspace.endpoints.get("any")
 
     def permanent_failure(self) -> Callable[[], object]:
         self.replay.faults["GET /onlineEndpoints/"] = [403] * 4
-        return lambda: self.workspace.get_endpoint("any")
+        return lambda: self.workspace.endpoints.get("any")
 
 
 class LocalHarness(Harness):
@@ -125,13 +125,13 @@ class LocalHarness(Harness):
     def __init__(self, root: Path) -> None:
         self.workspace = self.local = LocalWorkspace(root / "workspace")
         sampled = sample_to_directory(DataSettings(percent=10, synthetic_rows=1000), root / "run", root / "cache")
-        foundation = self.workspace.get_foundation_model(self.foundation)
+        foundation = self.workspace.registry.get_foundation_model(self.foundation)
         compute = validate(
-            self.workspace.ensure_compute(ComputeSpec(name="local", size="local-cpu")),
+            self.workspace.compute.ensure(ComputeSpec(name="local", size="local-cpu")),
             foundation,
-            self.workspace.list_sizes(),
+            self.workspace.compute.list_sizes(),
         )
-        data = self.workspace.upload_data(
+        data = self.workspace.data.upload(
             Path(sampled.files["train_sft"]), Path(sampled.files["test_sft"]), sampled.fingerprint
         )
         self._spec = build_spec(foundation, compute, data, FinetuneSettings(), "contract")
@@ -143,14 +143,14 @@ class LocalHarness(Harness):
 
     def transient_failure(self) -> Callable[[], object]:
         # an endpoint whose server died: the workspace can bring it back, so it is worth a retry
-        self.workspace.ensure_endpoint("contract-dead")
+        self.workspace.endpoints.ensure("contract-dead")
         info = json.loads((self.local.root / "endpoints" / "contract-dead" / "server.json").read_text())
         os.killpg(info["pid"], signal.SIGKILL)
         time.sleep(0.3)
-        return lambda: self.workspace.set_traffic("contract-dead", {})
+        return lambda: self.workspace.endpoints.set_traffic("contract-dead", {})
 
     def permanent_failure(self) -> Callable[[], object]:
-        return lambda: self.workspace.ensure_compute(ComputeSpec(name="x", size="Standard_NC6"))
+        return lambda: self.workspace.compute.ensure(ComputeSpec(name="x", size="Standard_NC6"))
 
 
 @pytest.fixture(scope="session")
@@ -165,9 +165,9 @@ def local_harness(tmp_path_factory) -> Iterator[LocalHarness]:
     harness = LocalHarness(tmp_path_factory.mktemp("contract-local"))
     yield harness
     for job in harness.local.inventory().running_jobs:
-        harness.local.cancel_job(JobRef(name=job))
+        harness.local.jobs.cancel(JobRef(name=job))
     for endpoint in harness.local.inventory().endpoints:
-        harness.local.delete_endpoint(endpoint)
+        harness.local.endpoints.delete(endpoint)
 
 
 @pytest.fixture(params=["memory", "azure", pytest.param("local", marks=pytest.mark.slow)])

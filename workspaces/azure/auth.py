@@ -9,7 +9,7 @@ from typing import Any
 from azure.ai.ml import MLClient
 
 from workspaces.azure.settings import AzureSettings
-from workspaces.base import WorkspaceError
+from workspaces.ports import WorkspaceError
 
 MANAGEMENT_SCOPE = "https://management.azure.com/.default"
 

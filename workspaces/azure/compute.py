@@ -9,9 +9,22 @@ from azure.ai.ml import MLClient
 from azure.ai.ml.entities import AmlCompute
 
 from workspaces.azure.errors import get_or_none, translated
-from workspaces.base import Compute, ComputeSpec, Sku, TransientWorkspaceError, WorkspaceError
+from workspaces.ports import Compute, ComputeSpec, Sku, TransientWorkspaceError, WorkspaceError
 
 logger = logging.getLogger(__name__)
+
+
+class AzureCompute:
+    """The workspace's AmlCompute clusters as the compute role."""
+
+    def __init__(self, ml: MLClient) -> None:
+        self.ml = ml
+
+    def ensure(self, spec: ComputeSpec) -> Compute:
+        return ensure_compute(self.ml, spec)
+
+    def list_sizes(self) -> list[Sku]:
+        return list_sizes(self.ml)
 
 
 def ensure_compute(ml: MLClient, spec: ComputeSpec) -> Compute:

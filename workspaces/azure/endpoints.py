@@ -20,7 +20,15 @@ from pydantic import SecretStr
 
 from workspaces.azure.errors import get_or_none, gone_is_fine, translated
 from workspaces.azure.settings import AzureSettings
-from workspaces.base import ConflictError, Credentials, Deployment, Endpoint, ModelVersion, NotFoundError
+from workspaces.ports import (
+    ConflictError,
+    Credentials,
+    Deployment,
+    Endpoint,
+    ModelVersion,
+    NotFoundError,
+    ScoredOverHttp,
+)
 
 CREATED_BY = {"created_by": "tunegate"}
 
@@ -38,7 +46,7 @@ _LOCKS: dict[str, threading.RLock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
-class AzureEndpoints:
+class AzureEndpoints(ScoredOverHttp):
     def __init__(self, ml: MLClient, settings: AzureSettings) -> None:
         self.ml = ml
         self.settings = settings
@@ -67,7 +75,7 @@ class AzureEndpoints:
                 self.ml.online_endpoints.begin_create_or_update(endpoint).result()
         return self.get(name)  # type: ignore[return-value]
 
-    def lock(self, name: str) -> AbstractContextManager[None]:
+    def lock(self, name: str) -> AbstractContextManager[Any]:
         """Serialises this process's changes to one endpoint. Azure ML has no lease on an endpoint: two machines
         deploying to one endpoint at once are not serialised here (README: run keep-mode deployments of one
         endpoint from one Prefect deployment with a concurrency limit of 1)."""

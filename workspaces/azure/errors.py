@@ -18,7 +18,7 @@ from azure.core.exceptions import (
 )
 
 from workspaces.azure.pipeline import ComponentParameterError
-from workspaces.base import RETRYABLE_STATUS, ConflictError, NotFoundError, TransientWorkspaceError, WorkspaceError
+from workspaces.ports import RETRYABLE_STATUS, ConflictError, NotFoundError, TransientWorkspaceError, WorkspaceError
 
 T = TypeVar("T")
 

@@ -3,6 +3,7 @@ and the finetune step's metrics from the workspace's MLflow tracking server."""
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from workspaces.azure.auth import MANAGEMENT_SCOPE
 from workspaces.azure.errors import get_or_none, translated
 from workspaces.azure.pipeline import build_command_job, build_pipeline_job
 from workspaces.azure.settings import AzureSettings
-from workspaces.base import (
+from workspaces.ports import (
     RETRYABLE_STATUS,
     ConflictError,
     FinetuneSpec,
@@ -57,7 +58,7 @@ class AzureJobs:
         self.settings = settings
         self.credential = credential
 
-    def get_job(self, name: str) -> JobRef | None:
+    def get(self, name: str) -> JobRef | None:
         job = get_or_none(f"job {name}", lambda: self.ml.jobs.get(name))
         if job is None:
             return None
@@ -65,7 +66,7 @@ class AzureJobs:
 
     def submit(self, spec: FinetuneSpec, name: str, idempotency_key: str) -> JobRef:
         # create_or_update would overwrite a job of that name: a GPU job costs real money, never replace one
-        if self.get_job(name) is not None:
+        if self.get(name) is not None:
             raise ConflictError(f"job {name} exists already in the workspace")
         job = self._build(spec, name)
         job.tags = {**(job.tags or {}), **CREATED_BY, KEY_TAG: idempotency_key}
@@ -114,9 +115,9 @@ class AzureJobs:
         return f"Azure ML job {name} {status}. {said}"
 
     @staticmethod
-    def _failed_leaves(runs: Any, name: str, depth: int = 0) -> list[tuple[str, str]]:
+    def _failed_leaves(runs: Any, name: str, depth: int = 0) -> builtins.list[tuple[str, str]]:
         """(step name, run id) of the deepest failed runs under `name` (pipeline node -> component steps)."""
-        found: list[tuple[str, str]] = []
+        found: builtins.list[tuple[str, str]] = []
         for child in runs.get_run_children(name):
             if child is None or str(getattr(child.status, "value", child.status)).lower() != "failed":
                 continue
@@ -131,7 +132,7 @@ class AzureJobs:
         with translated(f"cancel job {job.name}"):
             self.ml.jobs.begin_cancel(job.name)  # cancellation completes on Azure's side; status follows it
 
-    def list(self) -> list[JobInfo]:
+    def list(self) -> builtins.list[JobInfo]:
         """The jobs tunegate submitted (tag created_by), newest first; what the service says of each."""
         with translated("list jobs"):
             jobs = [job for job in self.ml.jobs.list() if (job.tags or {}).get("created_by") == "tunegate"]
@@ -148,7 +149,7 @@ class AzureJobs:
         ]
         return sorted(found, key=lambda info: info.created or 0, reverse=True)
 
-    def running(self) -> list[str]:
+    def running(self) -> builtins.list[str]:
         """Jobs tunegate submitted (tag created_by) that the service still runs: whoever submitted them, so a job
         left by a crashed run is seen too."""
         with translated("list jobs"):
@@ -182,7 +183,7 @@ class AzureJobs:
 
         return RestStore(host_creds)
 
-    def _run_tree(self, store: Any, name: str) -> list[Any]:
+    def _run_tree(self, store: Any, name: str) -> builtins.list[Any]:
         """Every MLflow run of the job: the job's run, the pipeline-component node's run, the component's steps."""
         from mlflow.entities import ViewType
 
@@ -202,7 +203,9 @@ class AzureJobs:
             if not token:
                 return runs
 
-    def _training_runs(self, job: JobRef, store: Any = None) -> tuple[list[Any], list[Any], list[Any]]:
+    def _training_runs(
+        self, job: JobRef, store: Any = None
+    ) -> tuple[builtins.list[Any], builtins.list[Any], builtins.list[Any]]:
         """(every run of the job, its finetune steps oldest first, the runs holding its training metrics): the
         pipeline's finetune step wherever it sits in the run tree (Azure does not copy step metrics up to the
         job); a command job logs on its own run."""
@@ -267,6 +270,12 @@ class AzureJobs:
             )
         return metrics
 
+    def attach(self, job: JobRef, filename: str, content: bytes) -> str | None:
+        """Not on Azure: adding a file to a finished job's run needs azureml-mlflow's artifact upload (its own
+        credential chain); the picture stays in the run directory and the Prefect artifact, and Studio draws the
+        step's own metric charts on the job page."""
+        return None
+
     def command_model_path(self, job: JobRef) -> str:
         """Where a command job's script logged its model (the guide registers it from there), after checking that
         an MLflow model (its MLmodel file) is there: an empty path registers nothing usable."""
@@ -282,7 +291,7 @@ class AzureJobs:
             )
         return f"azureml://jobs/{job.name}/outputs/artifacts/paths/{path}"
 
-    def run_files(self, job: JobRef) -> list[str]:
+    def run_files(self, job: JobRef) -> builtins.list[str]:
         """Every file the job's run logged, as run history lists them: the client azureml-mlflow's artifact
         repository (MLflow's list_artifacts on an azureml:// run) lists them with, authenticated with our
         credential (its own would build a credential chain of its own), on the workspace's API host."""
@@ -335,7 +344,7 @@ def _error_text(details: Any) -> str:
 
 def _created(job: Any) -> float | None:
     created = getattr(getattr(job, "creation_context", None), "created_at", None)
-    return created.timestamp() if hasattr(created, "timestamp") else None
+    return created.timestamp() if created is not None and hasattr(created, "timestamp") else None
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from azure.ai.ml import Input, command
 from azure.ai.ml.dsl import pipeline
 
 from workspaces.azure.settings import CommandJobSettings
-from workspaces.base import FinetuneSpec
+from workspaces.ports import FinetuneSpec
 
 # inputs the adapter wires itself, as the notebook does; a parameter may not override them
 WIRED_INPUTS = (

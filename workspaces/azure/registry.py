@@ -3,6 +3,7 @@ from the job's `trained_model` output, as the notebook does), their tags, and th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from azure.ai.ml import MLClient
@@ -10,7 +11,7 @@ from azure.ai.ml.constants import AssetTypes
 from azure.ai.ml.entities import Model
 
 from workspaces.azure.errors import get_or_none, translated
-from workspaces.base import ConflictError, FoundationModel, JobRef, ModelVersion, WorkspaceError
+from workspaces.ports import ConflictError, FoundationModel, JobRef, ModelVersion, WorkspaceError
 
 CHAMPION_TAG = "tunegate.champion"
 JOB_TAG = "finetune_job"
@@ -33,9 +34,11 @@ def as_version(model: Any) -> ModelVersion:
 
 
 class AzureRegistry:
-    def __init__(self, ml: MLClient, registry: MLClient) -> None:
+    def __init__(self, ml: MLClient, registry: MLClient, model_path_of: Callable[[JobRef], str] | None = None) -> None:
         self.ml = ml
         self.registry = registry
+        # command mode: where the job's script logged its model (the jobs role reads the run's files)
+        self.model_path_of = model_path_of
 
     def get_foundation_model(self, name: str, version: str | None = None, label: str = "latest") -> FoundationModel:
         with translated(f"registry model {name}"):
@@ -52,12 +55,13 @@ class AzureRegistry:
         found = [model for model in self._versions(name) if (model.tags or {}).get(JOB_TAG) == job.name]
         return as_version(min(found, key=lambda model: str(model.version))) if found else None
 
-    def register_model(self, job: JobRef, name: str, tags: dict[str, str], path: str | None = None) -> ModelVersion:
-        """From the pipeline's `trained_model` output (the notebook), or from `path` (a command job's artifacts).
+    def register_model(self, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion:
+        """From the pipeline's `trained_model` output (the notebook), or where a command job's script logged it.
 
         No version is given: the SDK reads the container's nextVersion, then PUTs that version. Two runs finishing
         together read the same number; the second PUT then meets the first's version ("Asset paths cannot be
         updated"). That is a race, not an error: read the next number again and register under it."""
+        path = self.model_path_of(job) if self.model_path_of is not None else None
         for attempt in range(1, VERSION_ATTEMPTS + 1):
             model = Model(  # a new one each time: the SDK writes the version it picked into the object
                 path=path or f"azureml://jobs/{job.name}/outputs/trained_model",

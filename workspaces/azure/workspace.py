@@ -8,8 +8,8 @@
     online_endpoints / online_deployments, get_keys, begin_delete  endpoints.py
     POST scoring_uri with the key                                   ../scoring.py invoke
 
-Errors are translated once, in errors.py. `AzureWorkspace` assembles the roles into the Workspace port
-(workspaces/assembled.py).
+Errors are translated once, in errors.py. `AzureWorkspace` is the bundle of those roles (the Workspace port,
+workspaces/ports/).
 """
 
 from __future__ import annotations
@@ -19,19 +19,26 @@ from typing import Any
 
 from azure.ai.ml import MLClient
 
-from workspaces.assembled import AssembledWorkspace
-from workspaces.azure import compute
 from workspaces.azure.auth import make_credential, registry_client, workspace_client
+from workspaces.azure.compute import AzureCompute
 from workspaces.azure.endpoints import AzureEndpoints
 from workspaces.azure.jobs import AzureJobs
 from workspaces.azure.registry import AzureRegistry
 from workspaces.azure.settings import AzureSettings
-from workspaces.base import Compute, ComputeSpec, DataRef, Inventory, JobRef, ModelVersion, Sku
+from workspaces.ports import DataRef, Inventory, JobRef, ModelVersion
 
 STUDIO = "https://ml.azure.com"
 
 
-class AzureWorkspace(AssembledWorkspace):
+class AzureData:
+    """uri_file inputs: the SDK uploads each local file at submission under a content hash (LocalUpload/<md5>/), so
+    an identical sample is stored once; the fingerprint goes on the model as a lineage tag."""
+
+    def upload(self, train: Path, test: Path, fingerprint: str) -> DataRef:
+        return DataRef(train=str(train.resolve()), test=str(test.resolve()), fingerprint=fingerprint)
+
+
+class AzureWorkspace:
     kind = "azure"
 
     def __init__(
@@ -44,9 +51,14 @@ class AzureWorkspace(AssembledWorkspace):
         self.ml = workspace_client
         self.settings = settings or AzureSettings()
         credential = credential or workspace_client._credential
-        self.registry = AzureRegistry(workspace_client, registry_client)
         self.jobs = AzureJobs(workspace_client, registry_client, self.settings, credential)
+        # a command job's model is where its script logged it (checked non-empty first), not a job output
+        model_path_of = self.jobs.command_model_path if self.settings.finetune_mode == "command" else None
+        self.registry = AzureRegistry(workspace_client, registry_client, model_path_of)
         self.endpoints = AzureEndpoints(workspace_client, self.settings)
+        self.compute = AzureCompute(workspace_client)
+        self.data = AzureData()
+        self.imports = None  # register a folder with the SDK or `az ml model create`
 
     @classmethod
     def from_settings(cls, workspace: Any) -> AzureWorkspace:
@@ -55,28 +67,6 @@ class AzureWorkspace(AssembledWorkspace):
         return cls(
             workspace_client(workspace, credential), registry_client(workspace, credential), workspace.azure, credential
         )
-
-    def ensure_compute(self, spec: ComputeSpec) -> Compute:
-        return compute.ensure_compute(self.ml, spec)
-
-    def list_sizes(self) -> list[Sku]:
-        return compute.list_sizes(self.ml)
-
-    def upload_data(self, train: Path, test: Path, fingerprint: str) -> DataRef:
-        # uri_file inputs: the SDK uploads each local file at submission under a content hash (LocalUpload/<md5>/),
-        # so an identical sample is stored once; the fingerprint goes on the model as a lineage tag.
-        return DataRef(train=str(train.resolve()), test=str(test.resolve()), fingerprint=fingerprint)
-
-    def register_model(self, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion:
-        # a command job's model is where its script logged it (checked non-empty first), not a job output
-        path = self.jobs.command_model_path(job) if self.settings.finetune_mode == "command" else None
-        return self.registry.register_model(job, name, tags, path=path)
-
-    def attach_to_job(self, job: JobRef, filename: str, content: bytes) -> str | None:
-        """Not on Azure: adding a file to a finished job's run needs azureml-mlflow's artifact upload (its own
-        credential chain); the picture stays in the run directory and the Prefect artifact, and Studio draws the
-        step's own metric charts on the job page."""
-        return None
 
     def links(
         self, job: JobRef | None = None, model: ModelVersion | None = None, endpoint: str | None = None

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from workspaces.base import Compute, ComputeSpec, Sku, WorkspaceError
 from workspaces.local.registry import LOCAL_SIZES
+from workspaces.ports import Compute, ComputeSpec, Sku, WorkspaceError
+
+
+class LocalCompute:
+    """This machine as the compute role: nothing to create, sizes from what torch sees."""
+
+    def list_sizes(self) -> list[Sku]:
+        return list_sizes()
+
+    def ensure(self, spec: ComputeSpec) -> Compute:
+        return ensure_compute(spec)
 
 
 def list_sizes() -> list[Sku]:

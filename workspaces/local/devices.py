@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from workspaces.base import parameter_bool
 from workspaces.errors import WorkspaceError
+from workspaces.ports import parameter_bool
+
+Precision = Literal["fp32", "bf16", "fp16"]
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,7 @@ class DeviceFacts:
 class TrainingPlan:
     device: Literal["cpu", "cuda"]
     processes: int  # > 1: data-parallel, one process per GPU (torchrun)
-    precision: Literal["fp32", "bf16", "fp16"]
+    precision: Precision
     gradient_checkpointing: bool
 
     @property
@@ -65,7 +67,7 @@ def training_plan(facts: DeviceFacts, gpus: int, params: dict[str, Any]) -> Trai
     # the pipeline's `precision` input ("32" | "16"): half precision unless full is asked for; bf16 where the GPU
     # has it (fp16 needs loss scaling and overflows more easily)
     full = str(params.get("precision", "16")).strip() == "32"
-    precision = "fp32" if full else ("bf16" if facts.bf16 else "fp16")
+    precision: Precision = "fp32" if full else ("bf16" if facts.bf16 else "fp16")
     return TrainingPlan(
         device="cuda",
         processes=min(gpus, facts.cuda_devices),

@@ -27,16 +27,6 @@ import httpx
 from filelock import FileLock, Timeout
 from pydantic import SecretStr
 
-from workspaces.base import (
-    ConflictError,
-    Credentials,
-    Deployment,
-    Endpoint,
-    ModelVersion,
-    NotFoundError,
-    TransientWorkspaceError,
-    WorkspaceError,
-)
 from workspaces.local.compute import list_sizes
 from workspaces.local.processes import (
     DamagedStateFile,
@@ -55,6 +45,17 @@ from workspaces.local.processes import (
 from workspaces.local.registry import LOCAL_SIZES, MlflowRegistry
 from workspaces.local.settings import EndpointLimits
 from workspaces.names import checked_name
+from workspaces.ports import (
+    ConflictError,
+    Credentials,
+    Deployment,
+    Endpoint,
+    ModelVersion,
+    NotFoundError,
+    ScoredOverHttp,
+    TransientWorkspaceError,
+    WorkspaceError,
+)
 
 logger = logging.getLogger("tunegate")
 SERVER_MODULE = "workspaces.local.server"
@@ -62,7 +63,7 @@ SERVER_START_TIMEOUT_S = 90
 LOCK_TIMEOUT_S = 1800  # another run's deploy, smoke (with its retries) and promote fit well inside this
 
 
-class EndpointServers:
+class EndpointServers(ScoredOverHttp):
     def __init__(self, root: Path, registry: MlflowRegistry, limits: EndpointLimits | None = None) -> None:
         self.root = root
         self.registry = registry
@@ -115,11 +116,11 @@ class EndpointServers:
         port = info.get("port")
         if why is None and not (isinstance(port, int) and 0 < port < 65536):
             why = f"its port {port!r} is not a port"
-        if why is not None:
+        if why is not None or not isinstance(port, int):
             raise TransientWorkspaceError(
                 f"endpoint {name}'s server is not running ({why}); log tail:\n{tail(directory / 'server.log')}"
             )
-        return info["pid"], port
+        return int(info["pid"]), port
 
     def server_pids(self) -> list[int]:
         return sorted({pid for name in self.names() for pid in self._pids_serving(self._dir(name))})
@@ -325,7 +326,8 @@ class EndpointServers:
         with self.lock(endpoint):
             record = read_json_or_empty(directory / "server.json")  # damaged or not: what can be identified stops
             why = not_ours(record, SERVER_MODULE, directory) if record else None
-            if why is not None and pid_alive(record.get("pid") if isinstance(record.get("pid"), int) else 0):
+            recorded_pid = record.get("pid")
+            if why is not None and pid_alive(recorded_pid if isinstance(recorded_pid, int) else 0):
                 logger.warning(
                     "not stopping pid %s that %s names: %s", record.get("pid"), directory / "server.json", why
                 )

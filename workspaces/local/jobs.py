@@ -10,23 +10,12 @@ by its name. A trainer that died without writing a final state is reported as fa
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import time
 from pathlib import Path
 
-from workspaces.base import (
-    ConflictError,
-    FinetuneSpec,
-    JobInfo,
-    JobProgress,
-    JobRef,
-    JobState,
-    JobStatus,
-    LossHistory,
-    NotFoundError,
-    WorkspaceError,
-)
 from workspaces.local.processes import (
     DamagedStateFile,
     identity,
@@ -41,6 +30,18 @@ from workspaces.local.processes import (
 )
 from workspaces.local.registry import MlflowRegistry
 from workspaces.names import checked_name
+from workspaces.ports import (
+    ConflictError,
+    FinetuneSpec,
+    JobInfo,
+    JobProgress,
+    JobRef,
+    JobState,
+    JobStatus,
+    LossHistory,
+    NotFoundError,
+    WorkspaceError,
+)
 
 logger = logging.getLogger("tunegate")
 TRAINER_MODULE = "workspaces.local.trainer"
@@ -85,7 +86,7 @@ class TrainerJobs:
         """None while the recorded pid is provably this job's trainer; else why it is not."""
         return not_ours(status, TRAINER_MODULE, self._dir(name))
 
-    def get_job(self, name: str) -> JobRef | None:
+    def get(self, name: str) -> JobRef | None:
         return self._ref(name) if (self._dir(name) / "status.json").exists() else None
 
     def submit(self, spec: FinetuneSpec, name: str, idempotency_key: str) -> JobRef:
@@ -246,7 +247,7 @@ class TrainerJobs:
         run_id = self.mlflow_run_id(job)
         return self.registry.log_artifact(run_id, path) if run_id else str(path)
 
-    def list(self) -> list[JobInfo]:
+    def list(self) -> builtins.list[JobInfo]:
         found = []
         for job_dir in (self.root / "jobs").glob("*") if (self.root / "jobs").exists() else []:
             if not (job_dir / "status.json").exists():
@@ -269,7 +270,7 @@ class TrainerJobs:
             )
         return sorted(found, key=lambda info: info.created or 0, reverse=True)
 
-    def problems(self) -> list[str]:
+    def problems(self) -> builtins.list[str]:
         """Jobs whose state files are damaged, named with what to do."""
         found = []
         for job_dir in sorted((self.root / "jobs").glob("*")) if (self.root / "jobs").exists() else []:
@@ -280,7 +281,7 @@ class TrainerJobs:
                 found.append(str(exc))
         return found
 
-    def running(self) -> list[tuple[str, int]]:
+    def running(self) -> builtins.list[tuple[str, int]]:
         """(name, pid) of every job whose trainer still runs."""
         found = []
         for job_dir in sorted((self.root / "jobs").glob("*")) if (self.root / "jobs").exists() else []:

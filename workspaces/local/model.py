@@ -184,7 +184,7 @@ def generate(
 def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
     """Where a reply ends: the model's own end-of-turn tokens (generation_config), the tokenizer's eos, and Phi-3's
     `<|end|>` where the vocabulary has it; an imported model without `<|end|>` must not stop on the unknown token."""
-    ids: list[int] = []
+    ids: list[Any] = []
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids += configured if isinstance(configured, list) else [configured]
     ids.append(tokenizer.eos_token_id)

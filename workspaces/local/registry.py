@@ -11,12 +11,14 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
-from workspaces.base import (
+from workspaces.names import checked_name
+from workspaces.ports import (
     FoundationModel,
     JobRef,
     ModelVersion,
@@ -25,7 +27,6 @@ from workspaces.base import (
     WorkspaceError,
     per_step,
 )
-from workspaces.names import checked_name
 
 LOCAL_FOUNDATION = "tiny-phi3-chat"
 LOCAL_SIZES = ("local-cpu", "local-cuda")
@@ -47,8 +48,10 @@ JOB_TAG = "finetune_job"
 
 
 class MlflowRegistry:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, run_of: Callable[[JobRef], str | None] | None = None) -> None:
         self.root = root
+        # the trainer's MLflow run of a job (the trained model is an artifact of it): the jobs role knows
+        self.run_of = run_of
         self.tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
         self._client: Any = None
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in run logs
@@ -84,7 +87,10 @@ class MlflowRegistry:
         except MlflowException as exc:  # another run created it a moment ago
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-            return mlflow.get_experiment_by_name(name).experiment_id
+            existing = mlflow.get_experiment_by_name(name)
+            if existing is None:  # created and deleted again meanwhile: a real conflict, say it
+                raise
+            return existing.experiment_id
 
     def _versions(self, name: str) -> list[Any]:
         return list(self.client.search_model_versions(f"name = '{name}'"))
@@ -240,9 +246,10 @@ class MlflowRegistry:
         found = [mv for mv in versions if mv.tags.get(JOB_TAG) == job.name]
         return self._as_version(min(found, key=lambda mv: int(mv.version))) if found else None
 
-    def register_model(self, job: JobRef, run_id: str | None, name: str, tags: dict[str, str]) -> ModelVersion:
+    def register_model(self, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion:
         from mlflow.exceptions import MlflowException
 
+        run_id = self.run_of(job) if self.run_of is not None else None
         if not run_id:
             raise WorkspaceError(f"job {job.name} has no MLflow run to register a model from")
         try:

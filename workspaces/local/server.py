@@ -21,6 +21,7 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,7 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
         mlflow_shape = isinstance(body, dict) and not {"inputs", "dataframe_records"}.isdisjoint(body)
         text_shape = isinstance(body, dict) and isinstance(body.get("input_data"), list)
         texts = None
+        given: Sequence[Sequence[Any]]
         if mlflow_shape:  # `mlflow models serve`'s request; answered in its shape below
             served = MlflowServingBody.model_validate(body)
             given, parameters = served.conversations, served.parameters()

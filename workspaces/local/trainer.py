@@ -15,9 +15,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from workspaces.base import parameter_bool
 from workspaces.local.devices import DeviceFacts, TrainingPlan, device_facts, training_plan
 from workspaces.local.processes import identity, read_json_or_empty, write_json
+from workspaces.ports import parameter_bool
 
 # every linear layer but the output head (Phi-3: qkv_proj, o_proj, gate_up_proj, down_proj), whatever the
 # architecture an imported model has

@@ -6,7 +6,7 @@
     <root>/jobs/<job>/                 a trainer process's spec, status, log, outputs    jobs.py, trainer.py
     <root>/endpoints/<name>/           an endpoint server's state, secrets and log       endpoints.py, server.py
 
-`LocalWorkspace` assembles those roles into the Workspace port (workspaces/assembled.py).
+`LocalWorkspace` is the bundle of those roles (the Workspace port, workspaces/ports/).
 """
 
 from __future__ import annotations
@@ -15,16 +15,31 @@ import os
 import shutil
 from pathlib import Path
 
-from workspaces.assembled import AssembledWorkspace
-from workspaces.base import Compute, ComputeSpec, DataRef, Inventory, JobRef, ModelVersion, Sku, WorkspaceError
-from workspaces.local import compute
+from workspaces.local.compute import LocalCompute
 from workspaces.local.endpoints import EndpointServers
 from workspaces.local.jobs import TrainerJobs
 from workspaces.local.registry import MlflowRegistry
 from workspaces.local.settings import EndpointLimits
+from workspaces.ports import DataRef, Inventory, JobRef, ModelVersion, WorkspaceError
 
 
-class LocalWorkspace(AssembledWorkspace):
+class LocalData:
+    """Uploaded training files under <root>/data/<fingerprint>/."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def upload(self, train: Path, test: Path, fingerprint: str) -> DataRef:
+        target = self.root / "data" / fingerprint
+        target.mkdir(parents=True, exist_ok=True)
+        for source in (train, test):  # atomically: another run's trainer may be reading the same files
+            partial = target / f".{source.name}.{os.getpid()}.partial"
+            shutil.copyfile(source, partial)
+            os.replace(partial, target / source.name)
+        return DataRef(train=str(target / train.name), test=str(target / test.name), fingerprint=fingerprint)
+
+
+class LocalWorkspace:
     kind = "local"
 
     def __init__(
@@ -35,26 +50,11 @@ class LocalWorkspace(AssembledWorkspace):
         self.root.mkdir(parents=True, exist_ok=True)
         self.registry = MlflowRegistry(self.root)
         self.jobs = TrainerJobs(self.root, self.registry)
+        self.registry.run_of = self.jobs.mlflow_run_id  # the trained model is an artifact of the trainer's run
+        self.compute = LocalCompute()
+        self.imports = self.registry  # `tunegate model import` fills the MLflow registry
+        self.data = LocalData(self.root)
         self.endpoints = EndpointServers(self.root, self.registry, endpoint_limits or EndpointLimits())
-
-    def list_sizes(self) -> list[Sku]:
-        return compute.list_sizes()
-
-    def ensure_compute(self, spec: ComputeSpec) -> Compute:
-        return compute.ensure_compute(spec)
-
-    def upload_data(self, train: Path, test: Path, fingerprint: str) -> DataRef:
-        target = self.root / "data" / fingerprint
-        target.mkdir(parents=True, exist_ok=True)
-        for source in (train, test):  # atomically: another run's trainer may be reading the same files
-            partial = target / f".{source.name}.{os.getpid()}.partial"
-            shutil.copyfile(source, partial)
-            os.replace(partial, target / source.name)
-        return DataRef(train=str(target / train.name), test=str(target / test.name), fingerprint=fingerprint)
-
-    def register_model(self, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion:
-        # the trained model is an artifact of the trainer's MLflow run
-        return self.registry.register_model(job, self.jobs.mlflow_run_id(job), name, tags)
 
     def links(
         self, job: JobRef | None = None, model: ModelVersion | None = None, endpoint: str | None = None

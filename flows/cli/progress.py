@@ -1,0 +1,97 @@
+"""The terminal's training bar for `tunegate run`, with log lines printed above it."""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+
+if TYPE_CHECKING:
+    pass
+
+from flows.cli.common import (
+    err,
+)
+
+
+class AboveTheBar(io.TextIOBase):
+    """A stream whose lines are printed through a live display's console, so they appear above the display.
+    (rich's own FileProxy unwraps itself when set as another console's file.)"""
+
+    def __init__(self, console, original) -> None:
+        self.console, self.original, self.pending = console, original, ""
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            self.console.print(Text.from_ansi(line), soft_wrap=True)
+        return len(text)
+
+    def isatty(self) -> bool:
+        return self.original.isatty()
+
+    def fileno(self) -> int:
+        return self.original.fileno()
+
+
+class TrainingBar:
+    """One progress bar on stderr for the fine-tune job while the flow waits for it (tasks/progress listeners):
+    steps done of all, the latest losses, time left. It appears at the first poll and stays, finished, after."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None  # a rich Progress while shown
+        self.task: Any = None
+        self.rerouted: list = []  # (a log handler's console, the stream it had) while the bar shows
+
+    def show(self, job, progress) -> None:
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+        from tasks.progress import describe
+
+        if self.bar is None:
+            self.bar = Progress(
+                TextColumn("fine-tune [bold]{task.fields[job]}[/bold]"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[words]}"),
+                console=err,
+            )
+            self.bar.start()
+            self._route_prefect_logs_through(self.bar.console)
+            self.task = self.bar.add_task("fine-tune", total=progress.total_steps, job=job.name, words="")
+        losses = describe(progress.model_copy(update={"step": None, "started": None}), time.time())
+        total = progress.total_steps or None
+        done = progress.total_steps if progress.state.value == "completed" and total else progress.step or 0
+        self.bar.update(self.task, total=total, completed=done, words=losses)
+        if progress.state.terminal:
+            self.close()
+
+    def _route_prefect_logs_through(self, console) -> None:
+        """Prefect's console log lines go through the bar's console while it shows, so each is printed above the
+        bar instead of being glued to it (Prefect's handlers write to the stream they were given at start)."""
+        import logging
+
+        loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+        for logger in loggers:
+            for handler in getattr(logger, "handlers", []):
+                handler_console = getattr(handler, "console", None)
+                if handler_console is not None and handler_console is not console:
+                    self.rerouted.append((handler_console, handler_console.file))
+                    handler_console.file = AboveTheBar(console, handler_console.file)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+        for handler_console, file in self.rerouted:
+            handler_console.file = file
+        self.rerouted = []
+
+    def __enter__(self) -> TrainingBar:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

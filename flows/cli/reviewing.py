@@ -1,0 +1,89 @@
+"""The approver's commands: `approve`, `reject`, `pending`, and `serve` for a laptop."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    pass
+
+from flows.cli.common import (
+    _fail,
+    app,
+    console,
+    exit_code,
+)
+
+
+def _decide(run_id: str, approved: bool, approver: str, comment: str) -> None:
+    from tasks.reviews import ReviewError, decide
+
+    try:
+        decision = decide(run_id, approved, approver, comment)
+    except ReviewError as exc:
+        _fail(exc, exit_code(exc))
+    console.print(f"{'approved' if approved else 'rejected'} run {run_id} as {decision.approver}", markup=False)
+
+
+RunOption = Annotated[
+    str, typer.Argument(help="The waiting run: its id, a unique start of the id, or its name (`tunegate pending`).")
+]
+
+
+ApproverOption = Annotated[str, typer.Option("--approver", "-a", help="Your name, recorded on the model version.")]
+
+
+CommentOption = Annotated[str, typer.Option("--comment", "-c", help="Why; recorded with the decision.")]
+
+
+@app.command()
+def approve(run_id: RunOption, approver: ApproverOption, comment: CommentOption = "") -> None:
+    """Approve the model a paused run is waiting on: the run goes on to deploy it."""
+    _decide(run_id, True, approver, comment)
+
+
+@app.command()
+def reject(run_id: RunOption, approver: ApproverOption, comment: CommentOption = "") -> None:
+    """Reject the model a paused run is waiting on: nothing is deployed, the version is tagged rejected."""
+    _decide(run_id, False, approver, comment)
+
+
+@app.command()
+def pending() -> None:
+    """Runs waiting for an approval decision, with the summary a reviewer decides from."""
+    from rich.markdown import Markdown
+
+    from tasks.reviews import ReviewError, describe_timeout, pending_reviews
+
+    try:
+        reviews = pending_reviews()
+    except ReviewError as exc:
+        _fail(exc, exit_code(exc))
+    if not reviews:
+        console.print("no runs are waiting for approval")
+        return
+    for review in reviews:
+        console.rule(f"{review.run_id}  {review.run_name}")
+        # on a line of its own: a rule is cut at the terminal's width
+        console.print(f"times out {describe_timeout(review.times_out)}", markup=False, soft_wrap=True)
+        console.print(Markdown(review.review or "(no summary)"))
+        console.print(
+            f"tunegate approve {review.run_id} --approver NAME   |   "
+            f"tunegate reject {review.run_id} --approver NAME --comment WHY",
+            markup=False,
+        )
+
+
+@app.command()
+def serve() -> None:
+    """Serve the deployments of prefect.yaml from this process, without a work pool (for a laptop)."""
+    from flows.deployments import serve_all
+    from tasks.reviews import ReviewError, server_url
+
+    try:
+        server_url()
+    except ReviewError as exc:
+        _fail(exc, 2)
+    serve_all()

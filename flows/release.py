@@ -1,0 +1,100 @@
+"""The release phase: deploy the approved candidate next to the live model at 0%, smoke it, then promote it (100%
+in one update, champion label, old deployments retired) or roll it back. A kept endpoint is shared: another run's
+release waits for this one's (the endpoint lock), and this one's gate is checked again against whatever champion
+that run left."""
+
+from __future__ import annotations
+
+from prefect.logging import get_run_logger
+
+from flows.run import Run, RunStatus, RunStopped
+from tasks.deploy import deployment_name
+from tasks.gate import model_id
+from workspaces.factory import open_chat_flows
+from workspaces.ports import ModelVersion
+
+
+def release(run: Run) -> None:
+    candidate = run.candidate_()
+    if candidate.already_champion:
+        keep_serving_champion(run, candidate.version)
+        return
+    run.state.endpoint = run.endpoint_name
+    with run.workspace.endpoints.lock(run.endpoint_name):
+        if run.keep:
+            recheck_gate_after_waiting(run, candidate.champion)
+            reconcile(run, run.endpoint_name, run.registered_name)
+        deploy_smoke_promote(run, run.endpoint_name, candidate.version)
+
+
+def reconcile(run: Run, endpoint_name: str, model_name: str) -> None:
+    run.stage("reconcile_endpoint", run.workspace.endpoints, run.workspace.registry, endpoint_name, model_name)
+
+
+def recheck_gate_after_waiting(run: Run, champion: ModelVersion | None) -> None:
+    """While this run trained or waited for approval, another may have promoted a new champion: the candidate must
+    beat that one too, or it does not go live."""
+    now, error = run.champion_or_error()
+    if error is None and model_id(now) == model_id(champion):
+        return
+    gate = run.gate(now, error, run.trained_().evaluated_champion)
+    became = f"{model_id(now)} became champion while this run waited"
+    if not gate.passed:
+        raise RunStopped(RunStatus.GATE_FAILED, f"Gate failed: {became}; {'; '.join(gate.failures)}")
+    if not gate.comparable and run.config.approval.policy != "auto":  # approved against another champion than this
+        raise RunStopped(
+            RunStatus.GATE_FAILED,
+            f"Gate failed: {became} and this model cannot be compared with it; run again to compare",
+        )
+
+
+def keep_serving_champion(run: Run, champion: ModelVersion) -> None:
+    """The champion is this job's model, promoted by an earlier run: check the endpoint serves it, and make it when
+    it does not."""
+    endpoint = run.config.endpoint.name
+    run.state.endpoint = endpoint
+    with run.workspace.endpoints.lock(endpoint):
+        reconcile(run, endpoint, champion.name)
+        serving = run.stage("read_endpoint", run.workspace.endpoints, endpoint)
+        if serving is not None and serving.live == [model_id(champion)]:
+            live = next(name for name, share in sorted(serving.traffic.items()) if share > 0)
+            run.observe("deployment", (endpoint, live))
+            run.note_links(endpoint=endpoint)
+            return
+        get_run_logger().warning("%s is champion but not live on %s: deploying it again", model_id(champion), endpoint)
+        deploy_smoke_promote(run, endpoint, champion)
+
+
+def deploy_smoke_promote(run: Run, endpoint_name: str, version: ModelVersion) -> None:
+    config, endpoints = run.config, run.workspace.endpoints
+    # named before it exists: a deploy that fails half-way still has its candidate taken down (if it serves nothing)
+    run.state.deployment = deployment_name(config.endpoint.deployment_prefix, version)
+    foundation = run.prepared_().foundation
+    ephemeral = config.teardown.mode == "ephemeral"
+    deployed = run.stage(
+        "deploy_candidate", endpoints, config.endpoint, endpoint_name, version, foundation, ephemeral=ephemeral
+    )
+    run.state.deployment = deployed.deployment
+
+    test_gen = run.prepared_().sampled.files["test_gen"]
+    smoke = run.stage("smoke_invoke", endpoints, deployed, config.smoke, test_gen)
+    if smoke.ok and config.smoke.promptflow:
+        batch = run.stage(
+            "smoke_promptflow", open_chat_flows(), endpoints, run.workspace.kind, deployed, config.smoke, test_gen
+        )
+        if not batch.ok:
+            smoke = smoke.model_copy(update={"ok": False, "error": f"through Prompt flow: {batch.error}"})
+            run.observe("smoke_invoke", smoke)
+    if not smoke.ok:
+        run.stage("roll_back", endpoints, deployed)
+        raise RunStopped(
+            RunStatus.SMOKE_FAILED,
+            f"Smoke failed, rolled back: {deployed.deployment} on {endpoint_name}: {smoke.error}",
+        )
+
+    run.note_links(endpoint=endpoint_name)
+    retired = run.stages.promote(endpoints, run.workspace.registry, deployed, version, set_champion=run.keep)
+    get_run_logger().info(
+        "%s now takes 100%% of %s; retired %s", deployed.deployment, endpoint_name, retired or "nothing"
+    )
+    run.stage("read_endpoint", endpoints, endpoint_name)

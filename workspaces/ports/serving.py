@@ -1,0 +1,83 @@
+"""The serving role: online endpoints, their deployments, the traffic split between them, and scoring."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import Field
+
+from workspaces import scoring
+from workspaces.ports.models import ModelVersion
+from workspaces.ports.values import Value
+from workspaces.scoring import Credentials, ScoreResult, ScoringRequest
+
+
+class Endpoint(Value):
+    name: str
+    traffic: dict[str, int] = Field(default_factory=dict)
+    deployments: tuple[str, ...] = ()
+    running: bool = True  # False: it exists but nothing answers (local: its server died); ensure restarts it
+
+
+class Deployment(Value):
+    endpoint: str
+    name: str
+    model: str  # "name:version"
+    instance_type: str
+
+
+@runtime_checkable
+class ServingEndpoints(Protocol):
+    def ensure(self, name: str, description: str = "", ephemeral: bool = False) -> Endpoint:
+        """Create the endpoint when missing. ephemeral: it belongs to this run only (local: its server dies with
+        the run's process)."""
+        ...
+
+    def get(self, name: str) -> Endpoint | None: ...
+
+    def lock(self, name: str) -> AbstractContextManager[Any]:
+        """Held while a run changes the endpoint (deploy, smoke, promote or roll back): another run's changes to it
+        wait until it is released, so two runs never interleave their promotions."""
+        ...
+
+    def create_deployment(
+        self, endpoint: str, name: str, model: ModelVersion, instance_type: str, instance_count: int = 1
+    ) -> Deployment: ...
+
+    def get_deployment(self, endpoint: str, name: str) -> Deployment | None:
+        """The deployment (with the model version it serves), or None when the endpoint or it does not exist."""
+        ...
+
+    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> Endpoint:
+        """Percentages >= 0 that sum to 100 (or all 0) over deployments of the endpoint; deployments left out get 0.
+        NotFoundError for a deployment the endpoint does not have, WorkspaceError for bad percentages."""
+        ...
+
+    def credentials(self, endpoint: str) -> Credentials: ...
+
+    def invoke(
+        self, endpoint: str, request: ScoringRequest, deployment: str | None = None, timeout_s: float = 120
+    ) -> ScoreResult:
+        """POST the scoring contract to the endpoint (one deployment when named); never raises for an HTTP answer."""
+        ...
+
+    def delete_deployment(self, endpoint: str, name: str) -> None:
+        """ConflictError while it takes traffic; a deployment that is already gone is not an error."""
+        ...
+
+    def delete(self, endpoint: str) -> None:
+        """Delete with all deployments; an endpoint that is already gone is not an error."""
+        ...
+
+
+class ScoredOverHttp:
+    """`invoke` for a serving role whose endpoints answer the scoring contract over HTTP (local and Azure alike)."""
+
+    def credentials(self, endpoint: str) -> Credentials:
+        raise NotImplementedError
+
+    def invoke(
+        self, endpoint: str, request: ScoringRequest, deployment: str | None = None, timeout_s: float = 120
+    ) -> ScoreResult:
+        return scoring.score(self.credentials(endpoint), request, deployment, timeout_s)
