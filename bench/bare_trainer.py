@@ -16,7 +16,7 @@ import random
 import time
 from pathlib import Path
 
-from workspaces.local.trainer import lora_config, torch_threads, train_tokens
+from workspaces.local.training_parts import lora_config, torch_threads, train_tokens
 from workspaces.ports import parameter_bool
 
 

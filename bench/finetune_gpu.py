@@ -45,7 +45,7 @@ def build_model(size: str, seq: int, device: str) -> Any:
 def lora(model: Any) -> Any:
     from peft import get_peft_model
 
-    from workspaces.local.trainer import lora_config
+    from workspaces.local.training_parts import lora_config
 
     return get_peft_model(model, lora_config({"lora_r": 16, "lora_alpha": 32}))
 

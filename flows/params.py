@@ -27,9 +27,11 @@ from tasks.settings import (
     SmokeSettings,
     TeardownSettings,
 )
-from workspaces.factory import KINDS, LocalWorkspaceSettings, WorkspaceSettings
+from workspaces.factory import KINDS, LocalWorkspaceSettings, workspace_settings_type
 from workspaces.forms import FormModel
 
+# the kinds registered when this module is imported (workspaces/factory.KINDS): the profile's and the form's choice
+WorkspaceSettings = workspace_settings_type()
 DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "deployments" / "local.yaml"
 
 

@@ -22,20 +22,21 @@ from data.sources import source_problem
 from flows.release import release
 from flows.results import Candidate, Prepared, Trained
 from flows.run import Run, RunStatus, RunStopped
-from tasks import approval, finetune, preflight, register
+from tasks import approval, finetune, preflight, register, training
 from tasks.approval import ApprovalRecord
 from tasks.deploy import check_instance_type
 from tasks.gate import GateCheck, model_id
 from tasks.model import INFERENCE_ALLOW_LIST, allow_list
 from tasks.register import JOB_TAG
-from workspaces.factory import open_chat_flows, workspace_kind
+from workspaces.factory import KINDS, open_chat_flows
 from workspaces.ports import JobRef, ModelVersion
 
 
 def prepare_data(run: Run) -> None:
     config, workspace = run.config, run.workspace
     # before any work: a missing data folder, a GPU size without a GPU
-    machine_sizes = workspace.compute.list_sizes() if workspace_kind(workspace.kind).on_this_machine else None
+    kind = KINDS.get(workspace.kind)  # None: a workspace handed in (use_workspace) that the table does not name
+    machine_sizes = workspace.compute.list_sizes() if kind is not None and kind.on_this_machine else None
     preflight.check(config, machine_sizes, source_problem)
     if config.smoke.promptflow:  # before hours of training, not after
         open_chat_flows().check()
@@ -174,7 +175,7 @@ def draw_loss_curve(run: Run, job: JobRef) -> bytes | None:
         get_run_logger().warning("no loss curve for this run: %s", exc)
         run.observe("loss_curve", (None, None, f"{type(exc).__name__}: {exc}"))
         return None
-    path = run.store.write_report(run.run_id, finetune.LOSS_CURVE, report.png)
+    path = run.store.write_report(run.run_id, training.LOSS_CURVE, report.png)
     run.observe("loss_curve", (str(path.resolve()), report.stored_at, None))
     return report.png
 

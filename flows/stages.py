@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from tasks import approval, chatflow, compute, data, deploy, finetune, metrics, model, register, teardown
+from tasks import approval, chatflow, compute, data, deploy, finetune, metrics, model, register, teardown, training
+from tasks import promote as promotion
 from tasks.settings import RetrySettings
 
 
@@ -16,8 +17,8 @@ class Stages:
     validate_compute: Any = compute.validate_compute
     upload_data: Any = finetune.upload_data
     submit_finetune: Any = finetune.submit_finetune
-    wait_for_finetune: Any = finetune.wait_for_finetune
-    report_training: Any = finetune.report_training
+    wait_for_finetune: Any = training.wait_for_finetune
+    report_training: Any = training.report_training
     read_champion: Any = metrics.read_champion
     check_metrics: Any = metrics.check_metrics
     register_model: Any = register.register_model
@@ -25,10 +26,10 @@ class Stages:
     deploy_candidate: Any = deploy.deploy_candidate
     smoke_invoke: Any = deploy.smoke_invoke
     smoke_promptflow: Any = chatflow.smoke_promptflow
-    roll_back: Any = deploy.roll_back
-    promote: Any = deploy.promote
-    read_endpoint: Any = deploy.read_endpoint
-    reconcile_endpoint: Any = deploy.reconcile_endpoint
+    roll_back: Any = promotion.roll_back
+    promote: Any = promotion.promote
+    read_endpoint: Any = promotion.read_endpoint
+    reconcile_endpoint: Any = promotion.reconcile_endpoint
     teardown: Any = teardown.teardown
 
     @classmethod

@@ -1,9 +1,23 @@
 import os
+import tempfile
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import pytest
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker is a process of its own: the newcomer's Prefect home of the end-to-end runs is
+    one per worker (two temporary servers never migrate one database at once), and the fault matrix's rows go to
+    one file the controller prints."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:  # the controller (or a run without xdist): workers inherit what it sets here
+        rows = tempfile.NamedTemporaryFile(prefix="tunegate-fault-matrix-", suffix=".jsonl", delete=False)
+        rows.close()
+        os.environ["TUNEGATE_FAULT_MATRIX_ROWS"] = rows.name
+    elif "PREFECT_HOME_E2E" not in os.environ:
+        os.environ["PREFECT_HOME_E2E"] = os.path.join(os.environ.get("HOME", "/tmp"), f".prefect-e2e-{worker}")
 
 
 @pytest.fixture(scope="session")
@@ -28,9 +42,11 @@ def prefect_server(tmp_path_factory):
 
 def pytest_terminal_summary(terminalreporter):
     """The fault matrix (tests/test_fault_matrix.py) as a table, when it ran."""
-    import sys
+    rows = os.environ.get("TUNEGATE_FAULT_MATRIX_ROWS")
+    if rows and os.path.getsize(rows) > 0:
+        from tests.test_fault_matrix import matrix_markdown
 
-    matrix = sys.modules.get("tests.test_fault_matrix")
-    if matrix is not None and matrix.ROWS:
         terminalreporter.section("fault matrix")
-        terminalreporter.write_line(matrix.matrix_markdown())
+        terminalreporter.write_line(matrix_markdown())
+    if rows:
+        os.unlink(rows)

@@ -492,4 +492,10 @@ def open_memory(settings: MemoryWorkspaceSettings) -> FakeWorkspace:
         raise WorkspaceError(f"no fake workspace named {settings.name!r}; put one in tests.fakes.FAKES") from None
 
 
-MEMORY = register_kind(WorkspaceKind("memory", MemoryWorkspaceSettings, open_memory))
+# registered by a process that wants profiles to name it (tests/test_kinds.py), before flows.params is imported:
+# the tests' own process keeps the table as users have it (local, azure), which the form tests check
+MEMORY_KIND = WorkspaceKind("memory", MemoryWorkspaceSettings, open_memory)
+
+
+def register_memory_kind() -> WorkspaceKind:
+    return register_kind(MEMORY_KIND)

@@ -415,7 +415,8 @@ def test_a_deployment_name_serving_another_model_is_refused(tmp_path, workspace)
 
 
 def test_rollback_refuses_to_delete_a_deployment_that_takes_traffic(workspace):
-    from tasks.deploy import DeploymentRefused, DeployResult, roll_back
+    from tasks.deploy import DeploymentRefused, DeployResult
+    from tasks.promote import roll_back
 
     workspace.endpoints.ensure("chat")
     workspace.endpoints.create_deployment("chat", "ft-fc-1", ModelVersion(name="fc", version="1"), "Standard_NC6s_v3")
@@ -654,7 +655,7 @@ def test_a_run_after_a_promotion_killed_half_way_puts_live_and_champion_back_tog
 
 
 def test_repair_rule_for_live_and_champion():
-    from tasks.deploy import ServingState, repair_for
+    from tasks.promote import ServingState, repair_for
 
     v1, v2 = (ModelVersion(name="m", version=v) for v in ("1", "2"))
     both = ServingState(name="e", traffic={"d1": 0, "d2": 100}, models={"d1": "m:1", "d2": "m:2"})

@@ -262,7 +262,7 @@ def test_two_creations_of_one_endpoint_at_once_start_one_server_and_teardown_lea
 
     code = (
         "import sys; from pathlib import Path; from workspaces.local.workspace import LocalWorkspace; "
-        f"LocalWorkspace(Path({str(workspace.root)!r})).ensure_endpoint('ep-twice')"
+        f"LocalWorkspace(Path({str(workspace.root)!r})).endpoints.ensure('ep-twice')"
     )
     with ThreadPoolExecutor(2) as pool:
         done = list(pool.map(lambda _: subprocess.run([sys.executable, "-c", code], timeout=180), range(2)))
@@ -287,7 +287,7 @@ def test_two_creations_of_one_endpoint_at_once_start_one_server_and_teardown_lea
 def test_an_ephemeral_endpoint_dies_with_the_process_that_made_it(workspace):
     code = (
         "import sys; from pathlib import Path; from workspaces.local.workspace import LocalWorkspace; "
-        f"LocalWorkspace(Path({str(workspace.root)!r})).ensure_endpoint('ep-orphan', ephemeral=True)"
+        f"LocalWorkspace(Path({str(workspace.root)!r})).endpoints.ensure('ep-orphan', ephemeral=True)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     pid = json.loads((workspace.root / "endpoints" / "ep-orphan" / "server.json").read_text())["pid"]
@@ -434,7 +434,7 @@ def test_profile_limits_reach_the_server_and_extra_requests_wait_then_get_429(wo
 
     # the profile changes a limit: the running server takes it on the next ensure, no restart
     pid = json.loads((workspace.root / "endpoints" / "ep-limits" / "server.json").read_text())["pid"]
-    LocalWorkspace(workspace.root, EndpointLimits(max_new_tokens=16)).ensure_endpoint("ep-limits")
+    LocalWorkspace(workspace.root, EndpointLimits(max_new_tokens=16)).endpoints.ensure("ep-limits")
     over = narrow.endpoints.invoke(
         "ep-limits", ScoringRequest(messages=HI.messages, parameters=ScoringParameters(max_new_tokens=32))
     )
@@ -605,7 +605,7 @@ def test_the_endpoint_of_an_ephemeral_run_that_died_is_deleted_not_revived(works
     state_dir = f"workspace.state_dir={workspace.root.parent}"
     code = (
         "import sys; from pathlib import Path; from workspaces.local.workspace import LocalWorkspace; "
-        f"LocalWorkspace(Path({str(workspace.root)!r})).ensure_endpoint('ep-died', ephemeral=True)"
+        f"LocalWorkspace(Path({str(workspace.root)!r})).endpoints.ensure('ep-died', ephemeral=True)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=180)  # the "run" ends without its teardown
     directory = workspace.root / "endpoints" / "ep-died"

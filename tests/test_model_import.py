@@ -166,7 +166,7 @@ def test_model_import_registers_the_folder_with_its_tags(llama, tmp_path):
     assert "run it: tunegate run --set model.name=tiny-llama --set compute.size=local-cpu" in done.stdout
     from workspaces.local.workspace import LocalWorkspace
 
-    model = LocalWorkspace(tmp_path / "state" / "workspace").get_foundation_model("tiny-llama")
+    model = LocalWorkspace(tmp_path / "state" / "workspace").registry.get_foundation_model("tiny-llama")
     assert model.version == "1" and model.tags["note"] == "mine" and model.tags["architecture"] == "LlamaForCausalLM"
     assert ast.literal_eval(model.tags["finetune_compute_allow_list"]) == ["local-cpu", "local-cuda"]
 
@@ -183,7 +183,7 @@ def test_model_import_registers_the_folder_with_its_tags(llama, tmp_path):
 def test_a_model_that_pads_with_its_end_of_turn_token_still_learns_to_end_replies(llama):
     from transformers import AutoTokenizer
 
-    from workspaces.local.trainer import causal_collator
+    from workspaces.local.training_parts import causal_collator
 
     tokenizer = AutoTokenizer.from_pretrained(llama)
     assert tokenizer.pad_token is None  # as many chat models ship

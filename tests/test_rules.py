@@ -430,7 +430,7 @@ def test_the_form_text_is_short_and_links_the_full_review():
 
 
 def test_trainer_threads_leave_a_core_free_and_count_busy_cores_out(monkeypatch):
-    from workspaces.local.trainer import torch_threads
+    from workspaces.local.training_parts import torch_threads
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)

@@ -141,9 +141,6 @@ def workspace_settings_type() -> Any:
     ]
 
 
-WorkspaceSettings = workspace_settings_type()
-
-
 _override: contextvars.ContextVar[Workspace | None] = contextvars.ContextVar("tunegate_workspace", default=None)
 _chat_flows_override: contextvars.ContextVar[ChatFlows | None] = contextvars.ContextVar(
     "tunegate_chat_flows", default=None

@@ -75,7 +75,7 @@ def inventory(
 
 def _serving_problems(workspace, found) -> list[str]:
     """Kept endpoints whose live model is not the registry's champion (a promotion killed half-way)."""
-    from tasks.deploy import repair_for, serving_state
+    from tasks.promote import repair_for, serving_state
 
     problems = []
     for name in found.endpoints:

@@ -161,9 +161,10 @@ def _preflight(config) -> None:
     """What can be checked before anything starts, one line per problem, exit 2 (tasks/preflight.py)."""
     from data.sources import source_problem
     from tasks.preflight import problems
+    from workspaces.factory import workspace_kind
 
     local_sizes = None
-    if config.workspace.kind == "local":
+    if workspace_kind(config.workspace.kind).on_this_machine:
         from workspaces.local.compute import list_sizes
 
         local_sizes = list_sizes()

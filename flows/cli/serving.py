@@ -193,7 +193,7 @@ def endpoint_start(
 
 def _reconcile(workspace, name: str) -> str | None:
     """Live model and champion of a kept endpoint made to agree (tasks/deploy.reconcile); what was done."""
-    from tasks.deploy import reconcile, serving_state
+    from tasks.promote import reconcile, serving_state
 
     serving = serving_state(workspace.endpoints, name)
     if serving is None or not serving.live:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import builtins
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,9 +13,17 @@ from azure.ai.ml import MLClient
 from workspaces.azure.auth import MANAGEMENT_SCOPE
 from workspaces.azure.errors import get_or_none, translated
 from workspaces.azure.pipeline import build_command_job, build_pipeline_job
+from workspaces.azure.runs import (
+    created_at,
+    failure,
+    is_finetune_step,
+    job_state,
+    mlflow_translated,
+    run_name,
+    status_words,
+)
 from workspaces.azure.settings import AzureSettings
 from workspaces.ports import (
-    RETRYABLE_STATUS,
     ConflictError,
     FinetuneSpec,
     JobInfo,
@@ -27,28 +33,12 @@ from workspaces.ports import (
     JobStatus,
     LossHistory,
     MetricsNotFound,
-    NotFoundError,
-    TransientWorkspaceError,
     WorkspaceError,
     per_step,
 )
 
-STATES = {
-    "completed": JobState.COMPLETED,
-    "failed": JobState.FAILED,
-    "notresponding": JobState.FAILED,
-    "canceled": JobState.CANCELED,
-    "running": JobState.RUNNING,
-    "finalizing": JobState.RUNNING,
-    "cancelrequested": JobState.RUNNING,  # not over until Azure says Canceled
-}
 KEY_TAG = "tunegate.idempotency_key"
 CREATED_BY = {"created_by": "tunegate"}
-
-
-def job_state(status: Any) -> JobState:
-    status = getattr(status, "value", status)  # the SDK gives a JobStatus enum or a string
-    return STATES.get(str(status or "").lower(), JobState.QUEUED)
 
 
 class AzureJobs:
@@ -97,33 +87,10 @@ class AzureJobs:
         state = job_state(current.status)
         message = ""
         if state is JobState.FAILED:
-            message = f"{self.failure(job.name, _words(current.status))}\nDetails in Studio: {current.studio_url}"
+            message = (
+                f"{failure(self.ml, job.name, status_words(current.status))}\nDetails in Studio: {current.studio_url}"
+            )
         return JobStatus(state=state, message=message)
-
-    def failure(self, name: str, status: str) -> str:
-        """Why the job failed, in the service's own words: the error run history records on each failed step (what
-        `ml_client.jobs.stream` prints), found by walking the job's run tree; else the job run's own error."""
-        runs = self.ml.jobs._runs_operations  # run history, as jobs.stream reads it; the SDK has no public call
-        try:
-            failed_steps = self._failed_leaves(runs, name)
-            errors = [(step, _error_text(runs.get_run_details(run_id))) for step, run_id in failed_steps]
-            if not errors:
-                errors = [("job", _error_text(runs.get_run_details(name)))]
-        except Exception as exc:  # noqa: BLE001 - the failure itself must be reported even if its details are not
-            return f"Azure ML job {name} {status} (its error could not be read from run history: {exc})"
-        said = "; ".join(f"{step}: {text}" for step, text in errors)
-        return f"Azure ML job {name} {status}. {said}"
-
-    @staticmethod
-    def _failed_leaves(runs: Any, name: str, depth: int = 0) -> builtins.list[tuple[str, str]]:
-        """(step name, run id) of the deepest failed runs under `name` (pipeline node -> component steps)."""
-        found: builtins.list[tuple[str, str]] = []
-        for child in runs.get_run_children(name):
-            if child is None or str(getattr(child.status, "value", child.status)).lower() != "failed":
-                continue
-            deeper = AzureJobs._failed_leaves(runs, child.name, depth + 1) if depth < 3 else []
-            found.extend(deeper or [(child.display_name or child.name, child.name)])
-        return found
 
     def cancel(self, job: JobRef) -> None:
         current = get_or_none(f"job {job.name}", lambda: self.ml.jobs.get(job.name))
@@ -142,7 +109,7 @@ class AzureJobs:
                 state=job_state(job.status),
                 display_name=job.display_name or "",
                 idempotency_key=(job.tags or {}).get(KEY_TAG, ""),
-                created=_created(job),
+                created=created_at(job),
                 url=job.studio_url,
             )
             for job in jobs
@@ -220,7 +187,7 @@ class AzureJobs:
         with translated(f"job {job.name}"):
             current = self.ml.jobs.get(job.name)
         state = job_state(current.status)
-        progress = JobProgress(state=state, status_text=_words(current.status))
+        progress = JobProgress(state=state, status_text=status_words(current.status))
         try:
             _, _, picked = self._training_runs(job)
         except WorkspaceError:  # no run yet (queued, preparing): the status is all there is
@@ -317,46 +284,3 @@ class AzureJobs:
             with translated("workspace"):
                 uri = self.ml.workspaces.get(self.ml.workspace_name).mlflow_tracking_uri
         return "https://" + urlsplit(uri).netloc
-
-
-FINETUNE_STEP = re.compile(r"(^|_)finetune$")  # chat_completion_finetune, text_generation_finetune, finetune
-
-
-def run_name(run: Any) -> str:
-    return run.data.tags.get("azureml.nodeid") or run.info.run_name or run.data.tags.get("mlflow.runName", "")
-
-
-def is_finetune_step(run: Any) -> bool:
-    names = {run.info.run_name or "", run.data.tags.get("azureml.nodeid", ""), run.data.tags.get("mlflow.runName", "")}
-    return bool(run.data.tags.get("mlflow.parentRunId")) and any(FINETUNE_STEP.search(n.lower()) for n in names)
-
-
-def _words(status: Any) -> str:
-    return str(getattr(status, "value", status) or "unknown")
-
-
-def _error_text(details: Any) -> str:
-    error = getattr(getattr(details, "error", None), "error", None)
-    if error is None:
-        return "no error recorded on the run; see its logs"
-    return f"{error.code or 'Error'}: {error.message}" if error.message else str(error.code)
-
-
-def _created(job: Any) -> float | None:
-    created = getattr(getattr(job, "creation_context", None), "created_at", None)
-    return created.timestamp() if created is not None and hasattr(created, "timestamp") else None
-
-
-@contextmanager
-def mlflow_translated(what: str) -> Iterator[None]:
-    """MLflow's errors as the port's: a missing run is NotFoundError, a 429/5xx transient, the rest permanent."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        yield
-    except MlflowException as exc:
-        if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
-            raise NotFoundError(f"{what}: {exc.message}") from exc
-        code = getattr(exc, "get_http_status_code", lambda: 500)()
-        error = TransientWorkspaceError if code in RETRYABLE_STATUS else WorkspaceError
-        raise error(f"{what}: {exc.message}") from exc

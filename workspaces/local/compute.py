@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from workspaces.local.registry import LOCAL_SIZES
 from workspaces.ports import Compute, ComputeSpec, Sku, WorkspaceError
+
+LOCAL_SIZES = ("local-cpu", "local-cuda")
 
 
 class LocalCompute:

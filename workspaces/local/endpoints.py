@@ -18,7 +18,6 @@ import logging
 import os
 import secrets
 import shutil
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +26,8 @@ import httpx
 from filelock import FileLock, Timeout
 from pydantic import SecretStr
 
-from workspaces.local.compute import list_sizes
+from workspaces.local.compute import LOCAL_SIZES, list_sizes
+from workspaces.local.endpoint_process import SERVER_MODULE, pids_serving, server_of, start_server
 from workspaces.local.processes import (
     DamagedStateFile,
     identity,
@@ -36,13 +36,10 @@ from workspaces.local.processes import (
     process_matches,
     read_json,
     read_json_or_empty,
-    start_detached,
     stop_process_group,
-    tail,
-    tunegate_processes,
     write_json,
 )
-from workspaces.local.registry import LOCAL_SIZES, MlflowRegistry
+from workspaces.local.registry import MlflowRegistry
 from workspaces.local.settings import EndpointLimits
 from workspaces.names import checked_name
 from workspaces.ports import (
@@ -58,8 +55,6 @@ from workspaces.ports import (
 )
 
 logger = logging.getLogger("tunegate")
-SERVER_MODULE = "workspaces.local.server"
-SERVER_START_TIMEOUT_S = 90
 LOCK_TIMEOUT_S = 1800  # another run's deploy, smoke (with its retries) and promote fit well inside this
 
 
@@ -106,33 +101,16 @@ class EndpointServers(ScoredOverHttp):
         return tokens
 
     def _server(self, name: str) -> tuple[int, int]:
-        """(pid, port) of the endpoint's running server, or an error that says why there is none: no record, a
-        damaged one, or a pid that is not this endpoint's server (dead, reused, or a stranger's)."""
-        directory = self._dir(name)
-        info = read_json(directory / "server.json", f"`tunegate endpoint start {name}` starts its server again")
-        if not info:
-            raise NotFoundError(f"endpoint {name} has no server")
-        why = not_ours(info, SERVER_MODULE, directory)
-        port = info.get("port")
-        if why is None and not (isinstance(port, int) and 0 < port < 65536):
-            why = f"its port {port!r} is not a port"
-        if why is not None or not isinstance(port, int):
-            raise TransientWorkspaceError(
-                f"endpoint {name}'s server is not running ({why}); log tail:\n{tail(directory / 'server.log')}"
-            )
-        return int(info["pid"]), port
+        return server_of(name, self._dir(name))
+
+    def _pids_serving(self, directory: Path) -> list[int]:
+        return pids_serving(directory)
+
+    def _start_server(self, name: str, owner_pid: int | None) -> None:
+        start_server(name, self._dir(name), self._secrets(name), owner_pid)
 
     def server_pids(self) -> list[int]:
         return sorted({pid for name in self.names() for pid in self._pids_serving(self._dir(name))})
-
-    def _pids_serving(self, directory: Path) -> list[int]:
-        """Servers of the endpoint in `directory`: the one server.json names when it provably is one, and any other
-        process serving that directory (one a crashed creation left, or one whose record was damaged)."""
-        pids = set(self._server_processes(directory))
-        record = read_json_or_empty(directory / "server.json")
-        if record and not_ours(record, SERVER_MODULE, directory) is None:
-            pids.add(record["pid"])
-        return sorted(pids)
 
     def problems(self) -> list[str]:
         """What a person must look at: damaged state files, endpoints left by runs that ended."""
@@ -166,33 +144,6 @@ class EndpointServers(ScoredOverHttp):
     def names(self) -> list[str]:
         folder = self.root / "endpoints"
         return sorted(d.name for d in folder.glob("*") if (d / "endpoint.json").exists()) if folder.exists() else []
-
-    def _start_server(self, name: str, owner_pid: int | None) -> None:
-        directory = self._dir(name)
-        for stale in self._pids_serving(directory):  # one server per endpoint: a stale one (lost record) goes
-            stop_process_group(stale)
-        (directory / "server.json").unlink(missing_ok=True)
-        tokens = self._secrets(name)
-        # keys through the environment, never argv (argv shows in `ps`)
-        env = {"TUNEGATE_ENDPOINT_KEY": tokens["key"], "TUNEGATE_ADMIN_TOKEN": tokens["admin"]}
-        args = [str(directory)] + (["--owner-pid", str(owner_pid)] if owner_pid else [])
-        process = start_detached(SERVER_MODULE, args, directory / "server.log", env=env)
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if process.poll() is not None:  # crashed at start: say why, do not wait out the timeout
-                raise WorkspaceError(
-                    f"endpoint {name}'s server exited with {process.returncode}:\n{tail(directory / 'server.log')}"
-                )
-            port = read_json(directory / "server.json").get("port")
-            if port:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.1)
-        stop_process_group(process.pid)
-        raise TransientWorkspaceError(f"endpoint {name}'s server did not answer /health in {SERVER_START_TIMEOUT_S} s")
 
     def ensure(self, name: str, description: str = "", ephemeral: bool = False) -> Endpoint:
         with self.lock(name):  # of two processes creating it at once, the second finds the first's server
@@ -334,12 +285,3 @@ class EndpointServers(ScoredOverHttp):
             for pid in self._pids_serving(directory):
                 stop_process_group(pid)
             shutil.rmtree(directory, ignore_errors=True)
-
-    @staticmethod
-    def _server_processes(directory: Path) -> list[int]:
-        here = str(directory.resolve())
-        return [
-            found.pid
-            for found in tunegate_processes()
-            if found.kind == "endpoint server" and str(Path(found.argument).resolve()) == here
-        ]

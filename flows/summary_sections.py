@@ -1,0 +1,74 @@
+"""The sections of a run summary (flows/summary.py), each what one part of the run found."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from tasks.chatflow import ChatFlowSmoke
+from tasks.gate import GateCheck
+
+
+class DataSummary(BaseModel):
+    rows: dict[str, int] = Field(default_factory=dict)
+    dropped_invalid: int = 0
+    fingerprint: str | None = None
+
+
+class ModelSummary(BaseModel):
+    foundation: str | None = None
+    name: str | None = None
+    version: str | None = None
+
+
+class GateSummary(BaseModel):
+    passed: bool | None = None
+    reasons: list[str] = Field(default_factory=list)  # "ok: ..." / "fail: ...", one per check
+    checks: list[GateCheck] = Field(default_factory=list)  # the same checks, typed
+
+
+class ApprovalSummary(BaseModel):
+    decision: str | None = None
+    approver: str | None = None
+    comment: str | None = None
+
+
+class EndpointSummary(BaseModel):
+    name: str | None = None
+    deployment: str | None = None  # the candidate's deployment (None once rolled back)
+    traffic: dict[str, int] = Field(default_factory=dict)  # read back from the workspace
+    models: dict[str, str] = Field(default_factory=dict)  # deployment -> "name:version", read back
+    live: list[str] = Field(default_factory=list)  # model versions that take traffic, read back
+
+
+class SmokeSummary(BaseModel):
+    ok: bool | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+    sample_output: str | None = None
+    promptflow: ChatFlowSmoke | None = None  # smoke.promptflow: the batch run's prompts and answers
+
+
+class TeardownSummary(BaseModel):
+    mode: str | None = None
+    done: bool = False
+    deleted: list[str] = Field(default_factory=list)
+
+
+class JobSummary(BaseModel):
+    name: str | None = None
+    url: str | None = None
+    display_name: str | None = None
+    reattached: bool = False
+    reused: bool = False  # completed before this run: nothing was trained
+
+    @property
+    def how(self) -> str:
+        if self.reused:
+            return "reused: completed earlier with the same inputs, not trained again"
+        return "re-attached: started earlier with the same inputs" if self.reattached else "submitted by this run"
+
+
+class LossCurveSummary(BaseModel):
+    path: str | None = None  # the PNG in the run's directory
+    stored_at: str | None = None  # the copy with the job's tracking run (MLflow artifact URI)
+    error: str | None = None  # why there is none
