@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator
@@ -27,11 +27,15 @@ from tasks.settings import (
     SmokeSettings,
     TeardownSettings,
 )
-from workspaces.factory import KINDS, LocalWorkspaceSettings, workspace_settings_type
+from workspaces.factory import KINDS, LocalWorkspaceSettings, WorkspaceSection, workspace_settings_type
 from workspaces.forms import FormModel
 
-# the kinds registered when this module is imported (workspaces/factory.KINDS): the profile's and the form's choice
-WorkspaceSettings = workspace_settings_type()
+# the kinds registered when this module is imported (workspaces/factory.KINDS): the profile's and the form's choice;
+# the type checker sees what every kind's settings has
+if TYPE_CHECKING:
+    WorkspaceSettings = WorkspaceSection
+else:
+    WorkspaceSettings = workspace_settings_type()
 DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "deployments" / "local.yaml"
 
 

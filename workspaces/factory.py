@@ -16,7 +16,7 @@ import operator
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -89,6 +89,19 @@ def _open_azure(settings: AzureWorkspaceSettings) -> Workspace:
     from workspaces.azure.workspace import AzureWorkspace  # azure-ai-ml is imported only when it is chosen
 
     return AzureWorkspace.from_settings(settings)
+
+
+class WorkspaceSection(Protocol):
+    """What every kind's settings has (the profile's `workspace` section), whichever kind it is."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def state_dir(self) -> str: ...
+    @property
+    def model_compute_rules(self) -> bool:
+        """The model's fine-tune allow/deny lists apply to this workspace's jobs."""
+        ...
 
 
 @dataclass(frozen=True)
