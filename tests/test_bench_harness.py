@@ -7,6 +7,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the benchmarks' harness (subprocesses, a tiny training), not the product's logic
+
 
 def test_bench_quick_prints_the_sampling_rows_with_their_anchors(tmp_path):
     out = tmp_path / "bench.md"

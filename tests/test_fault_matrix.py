@@ -151,6 +151,7 @@ CASES = (
 )
 
 
+@pytest.mark.slow  # end to end, cell by cell; the policy test above is the fast loop's
 @pytest.mark.parametrize(("mode", "method", "fault"), CASES, ids=["-".join(case) for case in CASES])
 def test_fault(tmp_path, scoring, mode, method, fault):
     workspace = FakeWorkspace(scoring)
