@@ -17,6 +17,7 @@ from tasks.errors import stage
 from tasks.model import INFERENCE_ALLOW_LIST, allow_list
 from tasks.settings import EndpointSettings, SmokeSettings
 from workspaces.ports import (
+    DEPLOYMENT_NAME_MAX,
     FoundationModel,
     ModelVersion,
     ScoreResult,
@@ -30,7 +31,7 @@ class DeploymentRefused(ValueError):
     """Deploy was asked for something it must not do."""
 
 
-MAX_DEPLOYMENT_NAME = 32  # Azure: 3-32 chars, letters, digits and dashes, starting with a letter
+MAX_DEPLOYMENT_NAME = DEPLOYMENT_NAME_MAX  # the strictest service's rule, so a name is valid on every workspace
 
 
 def deployment_name(prefix: str, model: ModelVersion) -> str:

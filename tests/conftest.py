@@ -20,6 +20,27 @@ def pytest_configure(config):
         os.environ["PREFECT_HOME_E2E"] = os.path.join(os.environ.get("HOME", "/tmp"), f".prefect-e2e-{worker}")
 
 
+# the modules that take longest (real trainer, servers, CLI runs) go out first: under pytest-xdist a long module
+# started last would run alone while the other workers are idle
+LONGEST_FIRST = (
+    "test_local_keep_mode.py",
+    "test_approval_server.py",
+    "test_cli_e2e.py",
+    "test_local_workspace.py",
+    "test_promptflow.py",
+    "test_approval_ui.py",
+    "test_model_import.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def rank(item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: within a module, and among the rest, the order stays as collected
+
+
 @pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory):
     """One temporary Prefect server (sqlite) for the whole session: starting one per test costs ~8 s."""

@@ -469,3 +469,32 @@ def test_an_approval_timeout_reads_as_local_time_and_time_left():
     assert describe_timeout(now + timedelta(minutes=5), now).endswith("(in 5 min)")
     assert describe_timeout(now - timedelta(minutes=1), now).endswith("(passed)")
     assert describe_timeout(None, now) == "no timeout"
+
+
+def test_one_approval_deadline_holds_across_invalid_answers():
+    from pydantic import ValidationError
+
+    from tasks.approval.asking import Decision, answer_within
+
+    now = [0.0]
+    asked: list[tuple[int, int]] = []
+    invalid: list[str] = []
+
+    def ask(round_: int, left_s: int) -> Decision:
+        asked.append((round_, left_s))
+        now[0] += 40  # the reviewer took 40 s to send an answer the form should not have let through
+        Decision.model_validate({"decision": "approve", "approver": " "})  # raises: no name
+        raise AssertionError("unreachable")
+
+    def on_invalid(error: ValidationError) -> None:
+        invalid.append(error.errors()[0]["msg"])
+
+    assert answer_within(100, ask, on_invalid, clock=lambda: now[0]) is None  # the deadline passed: a reject
+    assert asked == [(1, 100), (2, 60), (3, 20)] and len(invalid) == 3  # never a fresh 100 s
+
+
+def test_a_valid_answer_within_the_deadline_is_the_decision():
+    from tasks.approval.asking import Decision, answer_within
+
+    answer = Decision(decision="reject", approver="ana", comment="too slow")
+    assert answer_within(100, lambda round_, left: answer, lambda error: None, clock=lambda: 0.0) is answer

@@ -147,7 +147,9 @@ class MlflowServingBody(BaseModel):
 
     @property
     def records(self) -> list[ScoringInput]:
-        return self.dataframe_records or [self.inputs]  # type: ignore[list-item]
+        if self.dataframe_records is not None:
+            return self.dataframe_records
+        return [self.inputs] if self.inputs is not None else []  # _one_input: one of the two is given
 
     @property
     def conversations(self) -> list[list[ChatMessage]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -152,6 +153,30 @@ def label_waiter() -> None:
         get_run_logger().info("could not label the run with its process: %s", exc)
 
 
+def answer_within(
+    timeout_s: float,
+    ask: Callable[[int, int], Decision],
+    on_invalid: Callable[[ValidationError], None],
+    clock: Callable[[], float] = time.monotonic,
+) -> Decision | None:
+    """Ask (round number, whole seconds left) until a valid answer comes; None once the deadline passes. One
+    deadline over every round: an invalid answer does not give the reviewer more time."""
+    from prefect.exceptions import FlowPauseTimeout
+
+    deadline = clock() + timeout_s
+    for round_ in range(1, 100):
+        left_s = deadline - clock()
+        if left_s < 1:
+            return None
+        try:
+            return ask(round_, int(left_s))
+        except FlowPauseTimeout:
+            return None
+        except ValidationError as exc:  # an answer the form should not have let through: ask again
+            on_invalid(exc)
+    raise RuntimeError("no valid approval input after 99 rounds")
+
+
 def _wait_for_a_decision(
     model: ModelVersion,
     gate: GateResult,
@@ -162,42 +187,39 @@ def _wait_for_a_decision(
     artifact_id: object,
     timeout_s: int,
 ) -> ApprovalRecord:
-    from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import pause_flow_run
 
     logger = get_run_logger()
-    deadline = time.monotonic() + timeout_s  # one deadline: an invalid answer does not give the reviewer more time
-    for round_ in range(1, 100):
-        left_s = deadline - time.monotonic()
-        try:
-            if left_s < 1:
-                raise FlowPauseTimeout("the approval deadline passed")
-            answer = pause_flow_run(
-                wait_for_input=Decision.with_initial_data(description=description),
-                timeout=int(left_s),
-                poll_interval=poll_interval_s,
-                key=f"{key}-ask{round_}",
-            )
-        except FlowPauseTimeout:
-            return ApprovalRecord(
-                approved=False,
-                approver="timeout",
-                policy=settings.policy,
-                decided_at=now_iso(),
-                comment=f"no decision within {settings.timeout_hours} h: rejected",
-            )
-        except ValidationError as exc:  # an answer the form should not have let through: ask again
-            logger.warning("invalid approval input (%s); asking again", exc.errors()[0]["msg"])
-            description = (
-                "**The last answer was invalid (a decision and an approver's name are required); please answer "
-                "again.**\n\n" + form_description(model, gate, review_link(artifact_id))
-            )
-            continue
+    form = {"description": description}
+
+    def ask(round_: int, left_s: int) -> Decision:
+        return pause_flow_run(
+            wait_for_input=Decision.with_initial_data(description=form["description"]),
+            timeout=left_s,
+            poll_interval=poll_interval_s,
+            key=f"{key}-ask{round_}",
+        )
+
+    def invalid(error: ValidationError) -> None:
+        logger.warning("invalid approval input (%s); asking again", error.errors()[0]["msg"])
+        form["description"] = (
+            "**The last answer was invalid (a decision and an approver's name are required); please answer "
+            "again.**\n\n" + form_description(model, gate, review_link(artifact_id))
+        )
+
+    answer = answer_within(timeout_s, ask, invalid)
+    if answer is None:
         return ApprovalRecord(
-            approved=answer.approved,
-            approver=answer.approver,
-            comment=answer.comment,
+            approved=False,
+            approver="timeout",
             policy=settings.policy,
             decided_at=now_iso(),
+            comment=f"no decision within {settings.timeout_hours} h: rejected",
         )
-    raise RuntimeError("no valid approval input after 99 rounds")
+    return ApprovalRecord(
+        approved=answer.approved,
+        approver=answer.approver,
+        comment=answer.comment,
+        policy=settings.policy,
+        decided_at=now_iso(),
+    )

@@ -73,7 +73,7 @@ class AzureEndpoints(ScoredOverHttp):
             )
             with translated(f"create endpoint {name}"):
                 self.ml.online_endpoints.begin_create_or_update(endpoint).result()
-        return self.get(name)  # type: ignore[return-value]
+        return self.existing(name)
 
     def lock(self, name: str) -> AbstractContextManager[Any]:
         """Serialises this process's changes to one endpoint. Azure ML has no lease on an endpoint: two machines
@@ -90,6 +90,14 @@ class AzureEndpoints(ScoredOverHttp):
             deployments = tuple(sorted(d.name for d in self.ml.online_deployments.list(endpoint_name=name)))
         traffic = {key: int(value) for key, value in (endpoint.traffic or {}).items()}
         return Endpoint(name=name, traffic=traffic, deployments=deployments)
+
+    def existing(self, name: str) -> Endpoint:
+        """The endpoint, which must be there (just created or changed): NotFoundError when another process deleted it
+        meanwhile."""
+        found = self.get(name)
+        if found is None:
+            raise NotFoundError(f"endpoint {name} is gone (deleted while this run changed it)")
+        return found
 
     def created_by_tunegate(self) -> list[str]:
         with translated("list endpoints"):
@@ -127,14 +135,14 @@ class AzureEndpoints(ScoredOverHttp):
     def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> Endpoint:
         with translated(f"traffic of {endpoint}"):
             current = self.ml.online_endpoints.get(endpoint)
-        deployments = self.get(endpoint).deployments  # type: ignore[union-attr]
+        deployments = self.existing(endpoint).deployments
         unknown = sorted(set(traffic) - set(deployments))
         if unknown:  # the service refuses this too, after a long-running operation; say it at once
             raise NotFoundError(f"traffic of {endpoint}: no deployment(s) {unknown}; it has {list(deployments)}")
         current.traffic = {name: int(traffic.get(name, 0)) for name in deployments}
         with translated(f"traffic of {endpoint}"):
             self.ml.online_endpoints.begin_create_or_update(current).result()
-        return self.get(endpoint)  # type: ignore[return-value]
+        return self.existing(endpoint)
 
     def scoring_uri(self, endpoint: str) -> str | None:
         found = get_or_none(f"endpoint {endpoint}", lambda: self.ml.online_endpoints.get(endpoint))

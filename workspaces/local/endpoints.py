@@ -176,7 +176,7 @@ class EndpointServers(ScoredOverHttp):
         else:
             if read_json(directory / "endpoint.json").get("limits") != limits:  # the profile changed them
                 self._admin(name, "PUT", "/admin/limits", limits)
-        return self.get(name)  # type: ignore[return-value]
+        return self.existing(name)
 
     def _state(self, name: str) -> dict:
         return read_json(
@@ -195,6 +195,14 @@ class EndpointServers(ScoredOverHttp):
             deployments=tuple(state.get("deployments", {})),
             running=self.running(name),
         )
+
+    def existing(self, name: str) -> Endpoint:
+        """The endpoint, which must be there (just created or changed): NotFoundError when another process deleted it
+        meanwhile."""
+        found = self.get(name)
+        if found is None:
+            raise NotFoundError(f"endpoint {name} is gone (deleted while this run changed it)")
+        return found
 
     def get_deployment(self, endpoint: str, name: str) -> Deployment | None:
         checked_name("deployment", name)
@@ -253,7 +261,7 @@ class EndpointServers(ScoredOverHttp):
     def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> Endpoint:
         with self.lock(endpoint):
             self._admin(endpoint, "PUT", "/admin/traffic", traffic)
-            return self.get(endpoint)  # type: ignore[return-value]
+            return self.existing(endpoint)
 
     def credentials(self, endpoint: str) -> Credentials:
         if self.get(endpoint) is None:

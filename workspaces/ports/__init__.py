@@ -41,11 +41,12 @@ from workspaces.ports.jobs import (
 )
 from workspaces.ports.models import FoundationModel, ModelVersion
 from workspaces.ports.registry import ModelImports, ModelRegistry
-from workspaces.ports.serving import Deployment, Endpoint, ScoredOverHttp, ServingEndpoints
+from workspaces.ports.serving import DEPLOYMENT_NAME_MAX, Deployment, Endpoint, ScoredOverHttp, ServingEndpoints
 from workspaces.ports.workspace import Inventory, Workspace
 from workspaces.scoring import Credentials, ScoreResult, ScoringParameters, ScoringRequest
 
 __all__ = [
+    "DEPLOYMENT_NAME_MAX",
     "RETRYABLE_STATUS",
     "ChatBatch",
     "ChatBatchRow",

@@ -13,7 +13,6 @@ class ComputeSpec(Value):
     min_instances: int = 0
     max_instances: int = 1
     idle_seconds_before_scaledown: int = 120
-    tier: str = "dedicated"  # Azure's AmlCompute tier (dedicated | low_priority); other workspaces ignore it
 
 
 class Compute(Value):

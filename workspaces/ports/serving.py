@@ -12,6 +12,10 @@ from workspaces.ports.models import ModelVersion
 from workspaces.ports.values import Value
 from workspaces.scoring import Credentials, ScoreResult, ScoringRequest
 
+# deployment names are made once, in tasks/, for every workspace: they fit the strictest service's rule (Azure ML:
+# 3-32 characters, letters, digits and dashes, starting with a letter), so a name is valid wherever it goes
+DEPLOYMENT_NAME_MAX = 32
+
 
 class Endpoint(Value):
     name: str
