@@ -4,10 +4,12 @@
     train               submit (or find again) the fine-tune job, wait for it, draw its loss curve
     check_and_register  the metric gate against the champion of now, then register the model with its lineage
     decide              the approval policy, or a person on the paused run
-    release             deploy next to the live model at 0%, smoke it, promote it or roll it back
+    deploy_and_smoke    deploy next to the live model at 0%, smoke it (or roll it back)   flows/release.py
+    promote             all traffic to it in one update, the champion label, old deployments retired
 
 A phase reads what earlier phases left on the run (`run.prepared`, `run.trained`, `run.candidate`) and leaves its
-own; a new phase (an answer evaluation, a canary) is one more function in PHASES.
+own; a new phase (an answer evaluation between deploy_and_smoke and promote, a canary) is one more function in
+PHASES.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
 from data.sources import source_problem
-from flows.release import release
+from flows.release import deploy_and_smoke, promote
 from flows.results import Candidate, Prepared, Trained
 from flows.run import Run, RunStatus, RunStopped
 from tasks import approval, finetune, preflight, register, training
@@ -180,4 +182,4 @@ def draw_loss_curve(run: Run, job: JobRef) -> bytes | None:
     return report.png
 
 
-PHASES: tuple[Callable[[Run], None], ...] = (prepare_data, train, check_and_register, decide, release)
+PHASES: tuple[Callable[[Run], None], ...] = (prepare_data, train, check_and_register, decide, deploy_and_smoke, promote)

@@ -1,7 +1,9 @@
-"""The release phase: deploy the approved candidate next to the live model at 0%, smoke it, then promote it (100%
-in one update, champion label, old deployments retired) or roll it back. A kept endpoint is shared: another run's
-release waits for this one's (the endpoint lock), and this one's gate is checked again against whatever champion
-that run left."""
+"""The release, in two phases: `deploy_and_smoke` puts the approved candidate next to the live model at 0% and smokes
+it (or rolls it back); `promote` gives it all traffic in one update, the champion label, and retires the old
+deployments. Between them a candidate serves nothing and can be judged (a phase added there sees `run.deployed`).
+A kept endpoint is shared: the endpoint lock is taken by deploy_and_smoke and held on the run until promote is done
+(or the run ends), so another run's release waits for this one's, and this one's gate is checked again against
+whatever champion that run left."""
 
 from __future__ import annotations
 
@@ -14,17 +16,31 @@ from workspaces.factory import open_chat_flows
 from workspaces.ports import ModelVersion
 
 
-def release(run: Run) -> None:
+def deploy_and_smoke(run: Run) -> None:
     candidate = run.candidate_()
     if candidate.already_champion:
         keep_serving_champion(run, candidate.version)
         return
     run.state.endpoint = run.endpoint_name
-    with run.workspace.endpoints.lock(run.endpoint_name):
-        if run.keep:
-            recheck_gate_after_waiting(run, candidate.champion)
-            reconcile(run, run.endpoint_name, run.registered_name)
-        deploy_smoke_promote(run, run.endpoint_name, candidate.version)
+    run.hold(run.workspace.endpoints.lock(run.endpoint_name))
+    if run.keep:
+        recheck_gate_after_waiting(run, candidate.champion)
+        reconcile(run, run.endpoint_name, run.registered_name)
+    deploy_candidate_and_smoke(run, run.endpoint_name, candidate.version)
+
+
+def promote(run: Run) -> None:
+    """All traffic to the smoked candidate; nothing to do when the champion already serves (keep_serving_champion)."""
+    deployed = run.deployed
+    if deployed is None:
+        return
+    version = run.candidate_().version
+    retired = run.stages.promote(run.workspace.endpoints, run.workspace.registry, deployed, version, run.keep)
+    get_run_logger().info(
+        "%s now takes 100%% of %s; retired %s", deployed.deployment, deployed.endpoint, retired or "nothing"
+    )
+    run.stage("read_endpoint", run.workspace.endpoints, deployed.endpoint)
+    run.release_held()
 
 
 def reconcile(run: Run, endpoint_name: str, model_name: str) -> None:
@@ -53,19 +69,20 @@ def keep_serving_champion(run: Run, champion: ModelVersion) -> None:
     it does not."""
     endpoint = run.config.endpoint.name
     run.state.endpoint = endpoint
-    with run.workspace.endpoints.lock(endpoint):
-        reconcile(run, endpoint, champion.name)
-        serving = run.stage("read_endpoint", run.workspace.endpoints, endpoint)
-        if serving is not None and serving.live == [model_id(champion)]:
-            live = next(name for name, share in sorted(serving.traffic.items()) if share > 0)
-            run.observe("deployment", (endpoint, live))
-            run.note_links(endpoint=endpoint)
-            return
-        get_run_logger().warning("%s is champion but not live on %s: deploying it again", model_id(champion), endpoint)
-        deploy_smoke_promote(run, endpoint, champion)
+    run.hold(run.workspace.endpoints.lock(endpoint))
+    reconcile(run, endpoint, champion.name)
+    serving = run.stage("read_endpoint", run.workspace.endpoints, endpoint)
+    if serving is not None and serving.live == [model_id(champion)]:
+        live = next(name for name, share in sorted(serving.traffic.items()) if share > 0)
+        run.observe("deployment", (endpoint, live))
+        run.note_links(endpoint=endpoint)
+        run.release_held()
+        return
+    get_run_logger().warning("%s is champion but not live on %s: deploying it again", model_id(champion), endpoint)
+    deploy_candidate_and_smoke(run, endpoint, champion)
 
 
-def deploy_smoke_promote(run: Run, endpoint_name: str, version: ModelVersion) -> None:
+def deploy_candidate_and_smoke(run: Run, endpoint_name: str, version: ModelVersion) -> None:
     config, endpoints = run.config, run.workspace.endpoints
     # named before it exists: a deploy that fails half-way still has its candidate taken down (if it serves nothing)
     run.state.deployment = deployment_name(config.endpoint.deployment_prefix, version)
@@ -93,8 +110,4 @@ def deploy_smoke_promote(run: Run, endpoint_name: str, version: ModelVersion) ->
         )
 
     run.note_links(endpoint=endpoint_name)
-    retired = run.stages.promote(endpoints, run.workspace.registry, deployed, version, set_champion=run.keep)
-    get_run_logger().info(
-        "%s now takes 100%% of %s; retired %s", deployed.deployment, endpoint_name, retired or "nothing"
-    )
-    run.stage("read_endpoint", endpoints, endpoint_name)
+    run.deployed = deployed  # promote (or a phase before it) takes it from here

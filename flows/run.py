@@ -6,6 +6,7 @@ summary in one place (`RunSummary.observe`), so no phase writes summary fields b
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -16,6 +17,7 @@ from flows.params import TunegateConfig
 from flows.results import Candidate, Prepared, Trained
 from flows.stages import Stages
 from flows.summary import RunStatus, RunSummary
+from tasks.deploy import DeployResult
 from tasks.gate import GateResult
 from workspaces.ports import JobRef, ModelVersion, Workspace, WorkspaceError
 
@@ -70,6 +72,16 @@ class Run:
     prepared: Prepared | None = None
     trained: Trained | None = None
     candidate: Candidate | None = None
+    deployed: DeployResult | None = None  # the smoked candidate at 0%, until promote
+    # what a phase holds for the ones after it (the endpoint lock from deploy to promote); released at the latest
+    # when the run ends, before teardown
+    held: ExitStack = field(default_factory=ExitStack)
+
+    def hold(self, context: AbstractContextManager[Any]) -> None:
+        self.held.enter_context(context)
+
+    def release_held(self) -> None:
+        self.held.close()
 
     def prepared_(self) -> Prepared:
         return _after(self.prepared, "prepare_data")

@@ -133,6 +133,7 @@ def tunegate(
         raise
     finally:
         if run is not None:
+            run.release_held()  # the endpoint lock, when a phase still held it: teardown takes it itself
             run_teardown(run)
         _finish(config, summary, run_id, started)
     if stopped is not None:
