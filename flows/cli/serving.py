@@ -24,6 +24,7 @@ from flows.cli.common import (
     exit_code,
 )
 
+EMPTY_ANSWER = "(an empty answer: the model ended its turn at once)"  # said, not a blank line
 CHAT_HELP = "/help this help, /reset start a new conversation, /quit leave (or Ctrl-D)"
 
 
@@ -87,7 +88,11 @@ def chat(
             continue
         history.append({"role": "assistant", "content": result.output or ""})
         console.print(
-            Text.assemble(("model> ", "bold cyan"), result.output or "", (f"  ({result.latency_ms:.0f} ms)", "dim"))
+            Text.assemble(
+                ("model> ", "bold cyan"),
+                result.output if (result.output or "").strip() else (EMPTY_ANSWER, "dim"),
+                (f"  ({result.latency_ms:.0f} ms)", "dim"),
+            )
         )
     if failed:  # a failed answer makes a failed command, scripted or not
         raise typer.Exit(1)
