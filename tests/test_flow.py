@@ -571,15 +571,21 @@ def test_two_keep_mode_runs_at_once_end_with_one_champion_that_is_live(tmp_path,
     workspace.metrics = {"train_loss": 1.0, "eval_loss": 1.2, "base_eval_loss": 2.5}
     results = {}
 
+    errors = {}
+
     def one(seed: int) -> None:
         config = make_config(tmp_path, teardown={"mode": "keep"}, data={"seed": seed})
-        results[seed] = run(workspace, config)
+        try:
+            results[seed] = run(workspace, config)
+        except BaseException as exc:  # noqa: BLE001 - said by the assertion below, not lost in a thread
+            errors[seed] = f"{type(exc).__name__}: {exc}"
 
     threads = [threading.Thread(target=one, args=(seed,)) for seed in (1, 2)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=300)
+        thread.join(timeout=600)
+    assert not errors and len(results) == 2, (errors, sorted(results), [t.is_alive() for t in threads])
     statuses = sorted(read_summary(make_config(tmp_path), state)["status"] for state in results.values())
     # the second to deploy waited for the first and must beat its champion: equal metrics do not
     assert statuses == ["gate_failed", "succeeded"], statuses
