@@ -5,33 +5,9 @@ from __future__ import annotations
 from prefect.logging import get_run_logger
 
 from tasks.errors import stage
-from tasks.gate import (  # the gate's names, for callers that import them from here
-    BASE_EVAL_LOSS,
-    CHAMPION_EVAL_LOSS,
-    EVAL_FINGERPRINT,
-    EVAL_LOSS,
-    TRAIN_LOSS,
-    GateCheck,
-    GateResult,
-    evaluate_gate,
-    model_id,
-)
+from tasks.gate import GateResult, evaluate_gate
 from tasks.settings import GateSettings
 from workspaces.ports import JobRef, MetricsNotFound, ModelRegistry, ModelVersion, TrainingJobs
-
-__all__ = [
-    "BASE_EVAL_LOSS",
-    "CHAMPION_EVAL_LOSS",
-    "EVAL_FINGERPRINT",
-    "EVAL_LOSS",
-    "TRAIN_LOSS",
-    "GateCheck",
-    "GateResult",
-    "check_metrics",
-    "evaluate_gate",
-    "model_id",
-    "read_champion",
-]
 
 
 @stage("read champion")

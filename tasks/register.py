@@ -9,7 +9,7 @@ from __future__ import annotations
 from prefect.logging import get_run_logger
 
 from tasks.errors import stage
-from tasks.metrics import EVAL_FINGERPRINT, GateResult
+from tasks.gate import EVAL_FINGERPRINT, GateResult
 from workspaces.ports import FoundationModel, JobRef, ModelRegistry, ModelVersion
 
 JOB_TAG = "finetune_job"  # the job a version was registered from

@@ -27,7 +27,7 @@ from workspaces.ports import (
     Endpoint,
     ModelVersion,
     NotFoundError,
-    ScoredOverHttp,
+    ServingBase,
 )
 
 CREATED_BY = {"created_by": "tunegate"}
@@ -46,7 +46,7 @@ _LOCKS: dict[str, threading.RLock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
-class AzureEndpoints(ScoredOverHttp):
+class AzureEndpoints(ServingBase):
     def __init__(self, ml: MLClient, settings: AzureSettings) -> None:
         self.ml = ml
         self.settings = settings
@@ -90,14 +90,6 @@ class AzureEndpoints(ScoredOverHttp):
             deployments = tuple(sorted(d.name for d in self.ml.online_deployments.list(endpoint_name=name)))
         traffic = {key: int(value) for key, value in (endpoint.traffic or {}).items()}
         return Endpoint(name=name, traffic=traffic, deployments=deployments)
-
-    def existing(self, name: str) -> Endpoint:
-        """The endpoint, which must be there (just created or changed): NotFoundError when another process deleted it
-        meanwhile."""
-        found = self.get(name)
-        if found is None:
-            raise NotFoundError(f"endpoint {name} is gone (deleted while this run changed it)")
-        return found
 
     def created_by_tunegate(self) -> list[str]:
         with translated("list endpoints"):

@@ -49,7 +49,7 @@ from workspaces.ports import (
     Endpoint,
     ModelVersion,
     NotFoundError,
-    ScoredOverHttp,
+    ServingBase,
     TransientWorkspaceError,
     WorkspaceError,
 )
@@ -58,7 +58,7 @@ logger = logging.getLogger("tunegate")
 LOCK_TIMEOUT_S = 1800  # another run's deploy, smoke (with its retries) and promote fit well inside this
 
 
-class EndpointServers(ScoredOverHttp):
+class EndpointServers(ServingBase):
     def __init__(self, root: Path, registry: MlflowRegistry, limits: EndpointLimits | None = None) -> None:
         self.root = root
         self.registry = registry
@@ -195,14 +195,6 @@ class EndpointServers(ScoredOverHttp):
             deployments=tuple(state.get("deployments", {})),
             running=self.running(name),
         )
-
-    def existing(self, name: str) -> Endpoint:
-        """The endpoint, which must be there (just created or changed): NotFoundError when another process deleted it
-        meanwhile."""
-        found = self.get(name)
-        if found is None:
-            raise NotFoundError(f"endpoint {name} is gone (deleted while this run changed it)")
-        return found
 
     def get_deployment(self, endpoint: str, name: str) -> Deployment | None:
         checked_name("deployment", name)

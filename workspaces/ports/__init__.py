@@ -41,7 +41,7 @@ from workspaces.ports.jobs import (
 )
 from workspaces.ports.models import FoundationModel, ModelVersion
 from workspaces.ports.registry import ModelImports, ModelRegistry
-from workspaces.ports.serving import DEPLOYMENT_NAME_MAX, Deployment, Endpoint, ScoredOverHttp, ServingEndpoints
+from workspaces.ports.serving import DEPLOYMENT_NAME_MAX, Deployment, Endpoint, ServingBase, ServingEndpoints
 from workspaces.ports.workspace import Inventory, Workspace
 from workspaces.scoring import Credentials, ScoreResult, ScoringParameters, ScoringRequest
 
@@ -76,7 +76,7 @@ __all__ = [
     "ModelVersion",
     "NotFoundError",
     "ScoreResult",
-    "ScoredOverHttp",
+    "ServingBase",
     "ScoringParameters",
     "ScoringRequest",
     "ServingEndpoints",

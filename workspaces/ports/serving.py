@@ -8,6 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic import Field
 
 from workspaces import scoring
+from workspaces.errors import NotFoundError
 from workspaces.ports.models import ModelVersion
 from workspaces.ports.values import Value
 from workspaces.scoring import Credentials, ScoreResult, ScoringRequest
@@ -75,11 +76,23 @@ class ServingEndpoints(Protocol):
         ...
 
 
-class ScoredOverHttp:
-    """`invoke` for a serving role whose endpoints answer the scoring contract over HTTP (local and Azure alike)."""
+class ServingBase:
+    """What every HTTP-scored serving adapter shares (local and Azure alike): `invoke` through the one scoring client,
+    and `existing`, the endpoint that must be there."""
+
+    def get(self, name: str) -> Endpoint | None:
+        raise NotImplementedError
 
     def credentials(self, endpoint: str) -> Credentials:
         raise NotImplementedError
+
+    def existing(self, name: str) -> Endpoint:
+        """The endpoint, which must be there (just created or changed): NotFoundError when another process deleted it
+        meanwhile."""
+        found = self.get(name)
+        if found is None:
+            raise NotFoundError(f"endpoint {name} is gone (deleted while this run changed it)")
+        return found
 
     def invoke(
         self, endpoint: str, request: ScoringRequest, deployment: str | None = None, timeout_s: float = 120
