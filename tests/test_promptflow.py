@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.test_approval_ui import OUTPUT, ROOT, browser  # noqa: F401 - browser is a fixture used below
 from tests.test_cli_e2e import tunegate
@@ -158,12 +159,18 @@ def test_pf_flow_serve_chats_in_the_browser(kept, browser):  # noqa: F811 - the 
 
         page = browser.new_page(viewport={"width": 1100, "height": 700})
         page.goto(f"http://localhost:{port}/")
+        page.wait_for_load_state("networkidle", timeout=120_000)  # the chat app's handlers are attached
         question = page.get_by_label("question")
         for turn, text in enumerate(["What is the capital of France?", "And of Italy?"], start=1):
-            question.fill(text)
-            question.press("Enter")
+            ask_in_page(page, question, text)
             # each answer ends with its duration; the second turn carries the first in its chat history
-            page.wait_for_function(f"document.body.innerText.split('Duration:').length > {turn}", timeout=120_000)
+            try:
+                page.wait_for_function(f"document.body.innerText.split('Duration:').length > {turn}", timeout=300_000)
+            except PlaywrightTimeout:
+                raise AssertionError(
+                    f"turn {turn} not answered in 300 s; the page says {page.inner_text('body')[-1500:]!r}; "
+                    f"the server logged {log.read_text()[-2000:]}"
+                ) from None
         assert page.get_by_text("And of Italy?").count() >= 1
         OUTPUT.mkdir(exist_ok=True)
         page.screenshot(path=str(OUTPUT / "promptflow-chat.png"))
@@ -176,6 +183,19 @@ def test_pf_flow_serve_chats_in_the_browser(kept, browser):  # noqa: F811 - the 
     served = log.read_text()
     kept.outputs.append(served)
     assert f"chat page: http://localhost:{port}/" in served
+
+
+def ask_in_page(page, question, text: str) -> None:
+    """Type and send a question; Enter is pressed again while the box still holds it (a page still starting can
+    drop the first key press)."""
+    question.fill(text)
+    question.press("Enter")
+    for _ in range(30):
+        if question.input_value() != text:
+            return
+        page.wait_for_timeout(2000)
+        question.press("Enter")
+    raise AssertionError(f"the chat page did not take the question {text!r}: {page.inner_text('body')[-1500:]!r}")
 
 
 def wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
