@@ -3,11 +3,13 @@
 <state_dir>/runs/<flow run id>/data/       train_sft.jsonl, test_sft.jsonl, test_gen.jsonl, FINGERPRINT
 <state_dir>/runs/<flow run id>/summary.json
 <state_dir>/datasets/                      generated and downloaded datasets (cached)
+<state_dir>/evaluations/<hash of model>.json a model's answers to its last evaluation's prompts
 <state_dir>/workspace/                     the local workspace
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -53,6 +55,27 @@ class RunStore:
         partial.write_bytes(content)
         partial.replace(path)
         return path
+
+    def evaluation_path(self, model: str) -> Path:
+        # a hash, not the name: a model name never becomes a path, whatever it holds
+        return self.root / "evaluations" / f"{hashlib.sha256(model.encode()).hexdigest()[:24]}.json"
+
+    def write_evaluation(self, model: str, record: dict) -> Path:
+        """A model's evaluation answers ("name:version"), written whole or not at all."""
+        path = self.evaluation_path(model)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps({**record, "model": model}))
+        partial.replace(path)
+        return path
+
+    def read_evaluation(self, model: str) -> dict | None:
+        """The record of `model`, or None when there is none or it cannot be read as one (damaged, another's)."""
+        try:
+            record = json.loads(self.evaluation_path(model).read_text())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) and record.get("model") == model else None
 
     def read_summary(self, run_id: str) -> str | None:
         path = self.summary_path(run_id)

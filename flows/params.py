@@ -19,6 +19,7 @@ from tasks.settings import (
     ComputeSettings,
     DataSettings,
     EndpointSettings,
+    EvaluateSettings,
     FinetuneSettings,
     GateSettings,
     JobSettings,
@@ -54,6 +55,7 @@ class TunegateConfig(FormModel):
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
     endpoint: EndpointSettings = Field(default_factory=EndpointSettings)
     smoke: SmokeSettings = Field(default_factory=SmokeSettings)
+    evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     teardown: TeardownSettings = Field(default_factory=TeardownSettings)
     retries: RetrySettings = Field(default_factory=RetrySettings)
 

@@ -3,8 +3,10 @@
     prepare_data        sample the data, pick the foundation model, validate the compute, upload the files
     train               submit (or find again) the fine-tune job, wait for it, draw its loss curve
     check_and_register  the metric gate against the champion of now, then register the model with its lineage
-    decide              the approval policy, or a person on the paused run
+    decide_before_deploy     the approval, when approval.when is before-deploy
     deploy_and_smoke    deploy next to the live model at 0%, smoke it (or roll it back)   flows/release.py
+    evaluate_answers    candidate and champion answer held-out prompts; the scores gate   flows/evaluation.py
+    decide_after_evaluation  the approval policy, or a person on the paused run, with the answers in view
     promote             all traffic to it in one update, the champion label, old deployments retired
 
 A phase reads what earlier phases left on the run (`run.prepared`, `run.trained`, `run.candidate`) and leaves its
@@ -21,6 +23,7 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
 from data.sources import source_problem
+from flows.evaluation import evaluate_answers
 from flows.release import deploy_and_smoke, promote
 from flows.results import Candidate, Prepared, Trained
 from flows.run import Run, RunStatus, RunStopped
@@ -117,6 +120,26 @@ def already_champion(run: Run, champion: ModelVersion) -> None:
     run.candidate = Candidate(gate=gate, version=champion, champion=champion, already_champion=True)
 
 
+def decide_before_deploy(run: Run) -> None:
+    """approval.when before-deploy: decided on the losses, and only an approved version is deployed."""
+    if run.config.approval.when == "before-deploy":
+        decide(run)
+
+
+def decide_after_evaluation(run: Run) -> None:
+    """approval.when after-evaluation: decided with the answers in view; the candidate waits at 0%, serving nothing,
+    and a reject (or a timeout) deletes it."""
+    if run.config.approval.when != "after-evaluation":
+        return
+    try:
+        decide(run)
+    except RunStopped:
+        if run.deployed is not None:
+            run.stage("roll_back", run.workspace.endpoints, run.deployed)
+            run.deployed = None
+        raise
+
+
 def decide(run: Run) -> None:
     candidate = run.candidate_()
     if candidate.already_champion:  # decided when it was promoted
@@ -138,7 +161,8 @@ def decide(run: Run) -> None:
 def approval_decision(run: Run, candidate: Candidate) -> ApprovalRecord:
     """The policy decides, or a person on the paused run; with no server to ask one, a needed person is a reject."""
     config, summary, version, gate = run.config, run.summary, candidate.version, candidate.gate
-    decision = approval.policy_decision(config.approval, gate)
+    evaluated = run.evaluation
+    decision = approval.policy_decision(config.approval, gate, evaluated)
     if decision is not None:
         return decision
     if not approval.has_prefect_server():
@@ -159,7 +183,7 @@ def approval_decision(run: Run, candidate: Candidate) -> ApprovalRecord:
         facts["loss curve"] = f"`{summary.loss_curve.path}` (also the run's **loss-curve** artifact)"
     run.observe("waiting", None)
     return approval.ask_a_person(
-        approval.review_markdown(version, gate, facts, run.trained_().loss_curve),
+        approval.review_markdown(version, gate, facts, run.trained_().loss_curve, evaluated, config.approval.when),
         version,
         gate,
         config.approval,
@@ -182,4 +206,13 @@ def draw_loss_curve(run: Run, job: JobRef) -> bytes | None:
     return report.png
 
 
-PHASES: tuple[Callable[[Run], None], ...] = (prepare_data, train, check_and_register, decide, deploy_and_smoke, promote)
+PHASES: tuple[Callable[[Run], None], ...] = (
+    prepare_data,
+    train,
+    check_and_register,
+    decide_before_deploy,
+    deploy_and_smoke,
+    evaluate_answers,
+    decide_after_evaluation,
+    promote,
+)

@@ -89,7 +89,14 @@ def deploy_candidate_and_smoke(run: Run, endpoint_name: str, version: ModelVersi
     foundation = run.prepared_().foundation
     ephemeral = config.teardown.mode == "ephemeral"
     deployed = run.stage(
-        "deploy_candidate", endpoints, config.endpoint, endpoint_name, version, foundation, ephemeral=ephemeral
+        "deploy_candidate",
+        endpoints,
+        config.endpoint,
+        endpoint_name,
+        version,
+        foundation,
+        ephemeral=ephemeral,
+        approved_first=config.approval.when == "before-deploy",
     )
     run.state.deployment = deployed.deployment
 

@@ -18,6 +18,7 @@ from flows.results import Candidate, Prepared, Trained
 from flows.stages import Stages
 from flows.summary import RunStatus, RunSummary
 from tasks.deploy import DeployResult
+from tasks.evaluation import Evaluation
 from tasks.gate import GateResult
 from workspaces.ports import JobRef, ModelVersion, Workspace, WorkspaceError
 
@@ -41,6 +42,7 @@ DELIBERATE_ENDS = {
     RunStatus.GATE_FAILED: "Gate failed",
     RunStatus.REJECTED: "Rejected",
     RunStatus.SMOKE_FAILED: "Smoke failed",
+    RunStatus.EVALUATION_FAILED: "Evaluation failed",
 }  # RunStopped.state_name, the start of its message
 
 
@@ -73,6 +75,7 @@ class Run:
     trained: Trained | None = None
     candidate: Candidate | None = None
     deployed: DeployResult | None = None  # the smoked candidate at 0%, until promote
+    evaluation: Evaluation | None = None  # its answers judged (evaluate_answers), for the decision after it
     # what a phase holds for the ones after it (the endpoint lock from deploy to promote); released at the latest
     # when the run ends, before teardown
     held: ExitStack = field(default_factory=ExitStack)

@@ -5,7 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from tasks import approval, chatflow, compute, data, deploy, finetune, metrics, model, register, teardown, training
+from tasks import (
+    approval,
+    chatflow,
+    compute,
+    data,
+    deploy,
+    evaluation,
+    evaluation_report,
+    finetune,
+    metrics,
+    model,
+    register,
+    teardown,
+    training,
+)
 from tasks import promote as promotion
 from tasks.settings import RetrySettings
 
@@ -26,6 +40,10 @@ class Stages:
     deploy_candidate: Any = deploy.deploy_candidate
     smoke_invoke: Any = deploy.smoke_invoke
     smoke_promptflow: Any = chatflow.smoke_promptflow
+    answer_prompts: Any = evaluation.answer_prompts
+    find_serving: Any = evaluation.find_serving
+    record_evaluation: Any = evaluation_report.record_evaluation
+    log_evaluation: Any = evaluation_report.log_evaluation
     roll_back: Any = promotion.roll_back
     promote: Any = promotion.promote
     read_endpoint: Any = promotion.read_endpoint

@@ -15,6 +15,7 @@ from flows.summary_sections import (
     ApprovalSummary,
     DataSummary,
     EndpointSummary,
+    EvaluationSummary,
     GateSummary,
     JobSummary,
     LossCurveSummary,
@@ -25,6 +26,7 @@ from flows.summary_sections import (
 from tasks.approval import ApprovalRecord
 from tasks.chatflow import ChatFlowSmoke
 from tasks.deploy import SmokeResult
+from tasks.evaluation import Evaluation
 from tasks.gate import GateResult
 from tasks.markdown import inline, link, table
 from tasks.promote import ServingState
@@ -42,6 +44,7 @@ class RunStatus(enum.StrEnum):
     GATE_FAILED = "gate_failed"
     REJECTED = "rejected"
     SMOKE_FAILED = "smoke_failed"
+    EVALUATION_FAILED = "evaluation_failed"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
@@ -59,6 +62,7 @@ class RunSummary(BaseModel):
     approval: ApprovalSummary = Field(default_factory=ApprovalSummary)
     endpoint: EndpointSummary = Field(default_factory=EndpointSummary)
     smoke: SmokeSummary = Field(default_factory=SmokeSummary)
+    evaluation: EvaluationSummary = Field(default_factory=EvaluationSummary)
     teardown: TeardownSummary = Field(default_factory=TeardownSummary)
     loss_curve: LossCurveSummary = Field(default_factory=LossCurveSummary)
     links: dict[str, str] = Field(default_factory=dict)  # label -> URL: job, MLflow run, model version, endpoint
@@ -108,6 +112,9 @@ class RunSummary(BaseModel):
 
     def record_promptflow(self, batch: ChatFlowSmoke) -> None:
         self.smoke.promptflow = batch
+
+    def record_evaluation(self, found: Evaluation) -> None:
+        self.evaluation = EvaluationSummary.of(found)
 
     def record_rollback(self) -> None:
         self.endpoint.deployment = None
@@ -198,6 +205,8 @@ class RunSummary(BaseModel):
             sections.append(f"## Smoke test\n\nThe endpoint answered a test prompt{latency}; {outcome}.{said}")
         if self.smoke.promptflow is not None:
             sections.append(self.promptflow_markdown(self.smoke.promptflow))
+        if self.evaluation.passed is not None:
+            sections.append(self.evaluation.markdown())
         if self.teardown.mode:
             deleted = ", ".join(f"`{name}`" for name in self.teardown.deleted) or "nothing"
             state = "done" if self.teardown.done else "**not done**: see the error and `tunegate inventory`"
@@ -244,6 +253,7 @@ OUTCOMES = {
     "gate_failed": "stopped: the metric gate failed",
     "rejected": "stopped: rejected",
     "smoke_failed": "stopped: the smoke test failed (rolled back)",
+    "evaluation_failed": "stopped: the answer evaluation failed (rolled back)",
     "failed": "failed",
     "cancelled": "cancelled",
     "running": "still running",
@@ -265,6 +275,7 @@ OBSERVERS: dict[str, Recorder] = {
     "deployment": lambda summary, found: summary.record_deployment(*found),
     "smoke_invoke": RunSummary.record_smoke,
     "smoke_promptflow": RunSummary.record_promptflow,
+    "record_evaluation": RunSummary.record_evaluation,
     "roll_back": lambda summary, _: summary.record_rollback(),
     "read_endpoint": RunSummary.record_endpoint,
     "teardown": RunSummary.record_teardown,

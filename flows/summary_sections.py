@@ -5,7 +5,10 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from tasks.chatflow import ChatFlowSmoke
+from tasks.evaluation import Evaluation
+from tasks.evaluation_report import evaluation_scores
 from tasks.gate import GateCheck
+from tasks.markdown import inline
 
 
 class DataSummary(BaseModel):
@@ -72,3 +75,35 @@ class LossCurveSummary(BaseModel):
     path: str | None = None  # the PNG in the run's directory
     stored_at: str | None = None  # the copy with the job's tracking run (MLflow artifact URI)
     error: str | None = None  # why there is none
+
+
+class EvaluationSummary(BaseModel):
+    """The answer evaluation's numbers (tasks/evaluation.Evaluation without its rows: those are the run's
+    evaluation-answers artifact)."""
+
+    passed: bool | None = None
+    samples: int = 0
+    candidate: str | None = None
+    champion: str | None = None
+    champion_source: str | None = None
+    degenerate_rate: dict[str, float] = Field(default_factory=dict)
+    similarity: dict[str, float] = Field(default_factory=dict)
+    win_rate: float | None = None
+    win_rate_ci: tuple[float, float] | None = None
+    latency_ms: dict[str, dict[str, float]] = Field(default_factory=dict)
+    judge: str | None = None
+    failures: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, found: Evaluation) -> EvaluationSummary:
+        return cls.model_validate(found.model_dump(exclude={"rows"}))
+
+    def markdown(self) -> str:
+        outcome = "passed" if self.passed else "failed"
+        said = "\n".join(f"- {inline(text)}" for text in [*self.failures, *self.notes])
+        return (
+            f"## Answer evaluation: {outcome}\n\n{evaluation_scores(self)}"
+            + (f"\n\n{said}" if said else "")
+            + "\n\nEvery prompt with both answers: the **evaluation-answers** artifact of this run."
+        )

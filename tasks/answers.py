@@ -4,16 +4,19 @@
   replacement characters, runaway repetition, speaking as the user or leaking role markers, cut off at the limit);
 - `win_rate` of a candidate against the champion from per-prompt verdicts (a tie counts half), with a seeded
   percentile `bootstrap_interval`;
-- `percentile` for latencies.
+- `percentile` for latencies;
+- `similarity` to the reference reply (ROUGE-L) and `preference`, the per-prompt verdict without a judge.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import re
 import unicodedata
 from collections.abc import Sequence
+from typing import Any
 
 # what a chat template puts around turns: in a reply, the model is speaking as someone else or leaking the template
 ROLE_MARKERS = re.compile(
@@ -105,3 +108,41 @@ def percentile(values: Sequence[float], q: float) -> float:
     position = (len(ordered) - 1) * q / 100
     low, high = math.floor(position), math.ceil(position)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+SIMILARITY_TIE = 0.02  # reference similarities closer than this are a tie: the metric's noise, not a preference
+
+
+@functools.cache
+def _rouge_l() -> Any:
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"])
+
+
+def similarity(answer: str | None, reference: str) -> float:
+    """ROUGE-L F1 of the answer against the reference reply (rouge-score: lower-cased words, longest common
+    subsequence): 0 for no answer or nothing in common, 1 for the same words in the same order."""
+    if not answer or not answer.strip() or not reference.strip():
+        return 0.0
+    return float(_rouge_l().score(reference, answer)["rougeL"].fmeasure)
+
+
+def preference(candidate: str | None, champion: str | None, reference: str) -> float:
+    """The candidate's verdict against the champion on one prompt, without a judge: an answer that is no reply loses
+    to one that is; two replies, the closer to the reference wins (within SIMILARITY_TIE: a tie); two non-replies
+    tie."""
+    candidate_bad = degenerate_reason(candidate) is not None
+    champion_bad = degenerate_reason(champion) is not None
+    if candidate_bad or champion_bad:
+        return TIE if candidate_bad == champion_bad else (LOSS if candidate_bad else WIN)
+    ours, theirs = similarity(candidate, reference), similarity(champion, reference)
+    if abs(ours - theirs) < SIMILARITY_TIE:
+        return TIE
+    return WIN if ours > theirs else LOSS
+
+
+def judged(first_order: float, second_order: float) -> float:
+    """A judge asked twice, the candidate shown first then second (`second_order` already turned to the
+    candidate's side): the verdict stands when both agree, otherwise it was the position talking, a tie."""
+    return first_order if first_order == second_order else TIE

@@ -12,7 +12,7 @@ from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
 from data.runs import read_jsonl
-from tasks.approval import is_approved
+from tasks.approval import REJECTED, is_approved
 from tasks.errors import stage
 from tasks.model import INFERENCE_ALLOW_LIST, allow_list
 from tasks.settings import EndpointSettings, SmokeSettings
@@ -73,11 +73,15 @@ def deploy_candidate(
     model: ModelVersion,
     foundation: FoundationModel,
     ephemeral: bool = False,
+    approved_first: bool = True,
 ) -> DeployResult:
-    if not is_approved(model):
+    """The candidate next to what serves, at 0%. `approved_first`: only an approved version (approval.when
+    before-deploy); otherwise one not yet decided may be deployed to be evaluated, and promote checks the approval.
+    A rejected version is never deployed."""
+    decision = model.tags.get("decision")
+    if decision == REJECTED or (approved_first and not is_approved(model)):
         raise DeploymentRefused(
-            f"{model.name}:{model.version} has no recorded approval "
-            f"(decision={model.tags.get('decision')!r}); not deploying"
+            f"{model.name}:{model.version} has no recorded approval (decision={decision!r}); not deploying"
         )
     check_instance_type(settings.instance_type, allow_list(foundation, INFERENCE_ALLOW_LIST))
     endpoint = endpoints.ensure(

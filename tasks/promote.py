@@ -6,6 +6,7 @@ from __future__ import annotations
 from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
+from tasks.approval import is_approved
 from tasks.deploy import DeploymentRefused, DeployResult
 from tasks.errors import stage
 from workspaces.ports import (
@@ -54,6 +55,10 @@ def promote(
     The champion is always what serves: when it cannot be recorded, traffic goes back to where it was before the
     error is raised. A retirement that fails leaves an old deployment at 0%, which serves nothing."""
     wanted = f"{model.name}:{model.version}"
+    if not is_approved(model):  # the last door before traffic: whatever order the run decided in
+        raise DeploymentRefused(
+            f"{wanted} has no recorded approval (decision={model.tags.get('decision')!r}); not giving it traffic"
+        )
     endpoints.set_traffic(deployed.endpoint, {deployed.deployment: 100})
     try:
         serving = serving_state(endpoints, deployed.endpoint)

@@ -113,7 +113,15 @@ class FinetuneSettings(_Section):
 
     # None, not a default value: a run from the UI form sends every field it shows, so an untouched field must mean
     # "not decided here" (the model_specific_defaults tag or the notebook's default then applies)
-    num_train_epochs: int | None = Field(None, ge=1, description=_tuned("3", "Passes over the training data."))
+    num_train_epochs: int | float | None = Field(
+        None,
+        gt=0,
+        description=_tuned(
+            "3",
+            "Passes over the training data; on this machine a fraction (0.5) trains on part of it, Azure ML "
+            "takes whole passes.",
+        ),
+    )
     per_device_train_batch_size: int | None = Field(
         None, ge=1, description=_tuned("1", "Training conversations per step on each GPU.")
     )
@@ -186,6 +194,12 @@ class ApprovalSettings(_Section):
         "block-type/block-name, e.g. slack-webhook/approvers, ms-teams-webhook/ml-team or custom-webhook/pager "
         "(create them in the Prefect UI under Blocks).",
     )
+    when: Literal["after-evaluation", "before-deploy"] = Field(
+        "after-evaluation",
+        description="after-evaluation: the candidate is deployed at 0% (serving nothing) and evaluated first, so "
+        "the person sees its answers; before-deploy: decide on the losses alone and deploy only what is approved "
+        "(no idle deployment while a person decides).",
+    )
     remind_before_minutes: float = Field(
         60.0,
         ge=0,
@@ -237,6 +251,59 @@ class SmokeSettings(_Section, ScoringParameters):
 
     def scoring_parameters(self) -> ScoringParameters:
         return ScoringParameters.model_validate(self.model_dump(include=set(ScoringParameters.model_fields)))
+
+
+class EvaluateSettings(_Section):
+    """The candidate's answers judged before it takes traffic: held-out test_gen prompts answered by it and by the
+    champion, scored against the reference replies. A failed evaluation deletes the candidate."""
+
+    enabled: bool = Field(
+        True, description="Judge the answers before release; off: the metric gate (loss) alone decides."
+    )
+    samples: int = Field(16, ge=2, le=200, description="test_gen prompts answered, drawn with the seed below.")
+    seed: int = Field(0, description="Which prompts are drawn; the same seed and data give the same prompts.")
+    max_new_tokens: int = Field(64, ge=8, le=1024, description="Longest answer per prompt (greedy decoding).")
+    max_degenerate_rate: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="Fail when more of the candidate's answers than this are no reply at all: empty, control "
+        "characters, runaway repetition, speaking as the user or leaking the chat template.",
+    )
+    min_similarity: float = Field(
+        0.08,
+        ge=0,
+        le=1,
+        description="Fail when the candidate's mean ROUGE-L F1 against the reference replies is below this.",
+    )
+    min_win_rate: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Against a champion: fail when even the top of the candidate's win rate 95% interval is "
+        "below this (the champion answers clearly better); 0 turns it off.",
+    )
+    judge: bool = Field(
+        False,
+        description="Also ask a judge model which answer is better, in both orders; needs judge_url and judge_model.",
+    )
+    judge_url: str | None = Field(
+        None,
+        description="An OpenAI-compatible chat completions base URL, e.g. https://<resource>.openai.azure.com/"
+        "openai/v1 or http://localhost:8000/v1.",
+    )
+    judge_model: str | None = Field(None, description="The judge's model (or Azure OpenAI deployment) name.")
+    judge_key_block: str | None = Field(
+        None, description="Name of the Prefect Secret block that holds the judge's API key; empty: no key."
+    )
+
+    @model_validator(mode="after")
+    def _judge_named(self) -> EvaluateSettings:
+        if self.judge and not (self.judge_url and self.judge_model):
+            raise ValueError("evaluate.judge is on: set evaluate.judge_url and evaluate.judge_model")
+        if self.judge_url and not re.match(r"^https?://[^/\s]+", self.judge_url):
+            raise ValueError(f"evaluate.judge_url {self.judge_url!r} is not an http(s) URL")
+        return self
 
 
 class TeardownSettings(_Section):

@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Literal
@@ -49,6 +50,12 @@ from workspaces.ports import (
 FAKE_KEY = "fake-secret-key-0123456789"
 
 
+def fair_answer(prompt: str, deployment: str | None) -> str:
+    """A reply that reads as one and shares the prompt's words, as a trained model's does (the evaluation's
+    reference similarity passes it)."""
+    return f"Paris is the capital of France. You asked: {prompt}"
+
+
 class ScoringServer:
     """A real HTTP server on 127.0.0.1 speaking the scoring contract; `mode` picks how it answers."""
 
@@ -58,6 +65,8 @@ class ScoringServer:
         self.unreachable_first = 0  # answer this many requests with 502 first, as a fresh endpoint does
         self.deployment_header: str | None = None
         self.requests: list[dict] = []
+        # (the last user turn, the deployment header) -> the answer; tests give a deployment its own voice
+        self.answer: Callable[[str, str | None], str] = fair_answer
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -83,7 +92,11 @@ class ScoringServer:
                 elif server.mode == "bad-shape":
                     self._send(200, ["not", "an", "object"])
                 else:
-                    self._send(200, {"output": "Paris is the capital of France."})
+                    deployment = self.headers.get("azureml-model-deployment")
+                    conversations = body["input_data"]["input_string"]
+                    outputs = [server.answer(conversation[-1]["content"], deployment) for conversation in conversations]
+                    more = {"outputs": outputs} if len(outputs) > 1 else {}
+                    self._send(200, {"output": outputs[0], **more})
 
             def _send(self, code: int, payload: object) -> None:
                 data = json.dumps(payload).encode()
@@ -142,6 +155,7 @@ class FakeWorkspace:
         self.evaluates_champion = True  # False: like Azure's pipeline, the job cannot evaluate the champion
         self.champion_on_this_split: float | None = None
         self.attachments: dict[tuple[str, str], bytes] = {}
+        self.evaluations: dict[str, tuple[dict[str, float], list[dict[str, str]]]] = {}
 
         self.registry = FakeRegistry(self)
         self.compute = FakeCompute(self)
@@ -208,6 +222,13 @@ class FakeRegistry:
         versions = self.ws.models[model.name]
         versions[[v.version for v in versions].index(model.version)] = updated
         return updated
+
+    def record_evaluation(
+        self, model: ModelVersion, metrics: dict[str, float], answers: list[dict[str, str]]
+    ) -> str | None:
+        self.ws.enter("registry.record_evaluation")
+        self.ws.evaluations[f"{model.name}:{model.version}"] = (dict(metrics), list(answers))
+        return f"mem://models/{model.name}/{model.version}/evaluation"
 
     def champion(self, name: str) -> ModelVersion | None:
         self.ws.enter("registry.champion")
@@ -356,6 +377,8 @@ class FakeJobs:
 
 
 class FakeEndpoints:
+    batch_limit = 4  # answers several conversations per request, as a local endpoint does
+
     def __init__(self, ws: FakeWorkspace) -> None:
         self.ws = ws
 

@@ -193,3 +193,18 @@ def open_chat_flows() -> ChatFlows:
     from workspaces.promptflow import PromptflowChat
 
     return PromptflowChat()
+
+
+def open_judge(base_url: str, model: str, key_block: str | None = None) -> Callable[[str, str, str, str], float]:
+    """The evaluation's judge (evaluate.judge): an OpenAI-compatible chat endpoint, its key from a Prefect Secret."""
+    from pydantic import SecretStr
+
+    from workspaces.judge import OpenAIJudge
+
+    key = None
+    if key_block:
+        from prefect.blocks.system import Secret
+
+        block: Any = Secret.load(key_block)  # a sync call in a sync flow
+        key = SecretStr(str(block.get()))
+    return OpenAIJudge(base_url, model, key)

@@ -206,10 +206,12 @@ class ScoringRequest(BaseModel):
 
     messages: list[dict[str, str]]
     parameters: ScoringParameters = Field(default_factory=ScoringParameters)
+    # more conversations answered in the same request (an endpoint whose batch_limit is over 1): `outputs`
+    more: list[list[dict[str, str]]] = Field(default_factory=list)
 
     def body(self) -> dict:
         return {
-            "input_data": {"input_string": [self.messages], "parameters": self.parameters.model_dump()},
+            "input_data": {"input_string": [self.messages, *self.more], "parameters": self.parameters.model_dump()},
             "params": {},
         }
 

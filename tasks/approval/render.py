@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from tasks import curves
 from tasks.approval.policy import ApprovalRecord
+from tasks.evaluation import Evaluation
+from tasks.evaluation_report import evaluation_scores, side_by_side
 from tasks.gate import EVAL_LOSS, GateResult
 from tasks.markdown import link, table
 from workspaces.ports import ModelVersion
@@ -32,10 +34,15 @@ def decision_markdown(
 
 
 def review_markdown(
-    model: ModelVersion, gate: GateResult, facts: dict[str, str], loss_curve_png: bytes | None = None
+    model: ModelVersion,
+    gate: GateResult,
+    facts: dict[str, str],
+    loss_curve_png: bytes | None = None,
+    evaluation: Evaluation | None = None,
+    when: str = "after-evaluation",
 ) -> str:
-    """What a reviewer decides from: the model, its data, metrics vs base vs champion, the gate, the target, and
-    the loss curve (inline, so the review page shows it)."""
+    """What a reviewer decides from: the model, its data, metrics vs base vs champion, the gate, the target, the
+    answer evaluation with the answers side by side, and the loss curve (inline, so the review page shows it)."""
     metrics = gate.metrics
     champion = f"{gate.champion_eval_loss:.4f}" if gate.champion_eval_loss is not None else "-"
 
@@ -54,6 +61,7 @@ def review_markdown(
         f"| metric | candidate | base | champion ({gate.champion or 'none'}) |\n|---|---|---|---|\n{rows}\n\n"
         f"**Metric gate: {'passed' if gate.passed else 'FAILED'}**\n\n"
         + "\n".join(f"- {r}" for r in gate.reasons)
+        + f"\n\n{answers_markdown(evaluation, when)}"
         + (f"\n\n### Loss per step\n\n{curves.markdown_image(loss_curve_png, 'loss curve')}" if loss_curve_png else "")
         + "\n\nIn the run's Resume form, choose **approve** or **reject** as the decision and give your name as "
         "**approver**; or `tunegate approve|reject <run id> --approver <name>`."
@@ -86,3 +94,19 @@ def form_description(model: ModelVersion, gate: GateResult, review_url: str | No
         "Choose **approve** or **reject**, and give your name.",
     ]
     return "\n\n".join(line for line in lines if line)
+
+
+def answers_markdown(evaluation: Evaluation | None, when: str) -> str:
+    """The evaluation's scores and every prompt's answers side by side; or why there are none to show."""
+    if evaluation is None:
+        if when == "before-deploy":
+            return (
+                "### Answers\n\nNo answers to show: approval.when is before-deploy, so this decision comes before the "
+                "candidate is deployed and evaluated (its evaluation still gates the release afterwards)."
+            )
+        return "### Answers\n\nNo answers to show: evaluate.enabled is off, the losses alone are the evidence."
+    return (
+        f"### Answer evaluation: {'passed' if evaluation.passed else 'failed'}\n\n{evaluation_scores(evaluation)}"
+        + "".join(f"\n- {note}" for note in evaluation.notes)
+        + f"\n\n### Answers side by side\n\n{side_by_side(evaluation)}"
+    )

@@ -94,6 +94,13 @@ class AzureRegistry:
                 return as_version(model)
         return None
 
+    def record_evaluation(
+        self, model: ModelVersion, metrics: dict[str, float], answers: list[dict[str, str]]
+    ) -> str | None:
+        # the pipeline's run is closed once it completes and the model asset carries only lineage and decision
+        # tags: the scores and answers are the run's summary and artifacts
+        return None
+
     def set_champion(self, model: ModelVersion | None, name: str) -> None:
         previous = self.champion(name)
         if previous is not None and (model is None or previous.version != model.version):

@@ -64,6 +64,10 @@ class EndpointServers(ServingBase):
         self.registry = registry
         self.limits = limits or EndpointLimits()
 
+    @property
+    def batch_limit(self) -> int:
+        return self.limits.max_conversations  # a local endpoint answers one request's conversations as one batch
+
     def _dir(self, name: str) -> Path:
         return self.root / "endpoints" / checked_name("endpoint", name)
 

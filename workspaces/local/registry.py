@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from workspaces.ports import (
 
 CHAMPION = "champion"
 JOB_TAG = "finetune_job"
+EVALUATION_TABLE = "evaluation/answers.json"  # mlflow.log_table's format, shown in the run's Evaluation tab
 
 
 class MlflowRegistry:
@@ -260,6 +262,20 @@ class MlflowRegistry:
         for key, value in tags.items():
             self.client.set_model_version_tag(model.name, model.version, key, value)
         return self._as_version(self.client.get_model_version(model.name, model.version))
+
+    def record_evaluation(
+        self, model: ModelVersion, metrics: dict[str, float], answers: list[dict[str, str]]
+    ) -> str | None:
+        from mlflow.entities import Metric
+
+        run_id = self.client.get_model_version(model.name, model.version).run_id
+        if not run_id:
+            return None
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()])
+        columns = {key: [row.get(key, "") for row in answers] for key in (answers[0] if answers else {})}
+        self.client.log_table(run_id, data=columns, artifact_file=EVALUATION_TABLE)
+        return f"{self.client.get_run(run_id).info.artifact_uri}/{EVALUATION_TABLE}"
 
     def champion(self, name: str) -> ModelVersion | None:
         """None only when there definitely is no champion (no such model, or no alias on it); any other failure

@@ -33,6 +33,13 @@ class ModelRegistry(Protocol):
         """Move the champion label to `model` (None: no champion)."""
         ...
 
+    def record_evaluation(
+        self, model: ModelVersion, metrics: dict[str, float], answers: list[dict[str, str]]
+    ) -> str | None:
+        """The answer evaluation's scores as metrics of the model's training run and its answers as a table there;
+        where the table is, or None where this registry keeps no such record (the run's artifacts still do)."""
+        ...
+
 
 @runtime_checkable
 class ModelImports(Protocol):

@@ -61,6 +61,11 @@ class ServingEndpoints(Protocol):
 
     def credentials(self, endpoint: str) -> Credentials: ...
 
+    @property
+    def batch_limit(self) -> int:
+        """Conversations one scoring request may carry (1: one request per prompt)."""
+        ...
+
     def invoke(
         self, endpoint: str, request: ScoringRequest, deployment: str | None = None, timeout_s: float = 120
     ) -> ScoreResult:
@@ -79,6 +84,11 @@ class ServingEndpoints(Protocol):
 class ServingBase:
     """What every HTTP-scored serving adapter shares (local and Azure alike): `invoke` through the one scoring client,
     and `existing`, the endpoint that must be there."""
+
+    @property
+    def batch_limit(self) -> int:
+        """Azure's chat-completion contract answers one conversation per request."""
+        return 1
 
     def get(self, name: str) -> Endpoint | None:
         raise NotImplementedError
