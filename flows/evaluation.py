@@ -10,7 +10,7 @@ from prefect.logging import get_run_logger
 
 from flows.run import Run, RunStatus, RunStopped
 from tasks import evaluation
-from tasks.evaluation import AnswerSet, EvalPrompt, EvaluationRecord
+from tasks.evaluation import AnswerSet, EvalPrompt, Evaluation, EvaluationRecord
 from workspaces.factory import open_judge
 from workspaces.ports import ModelVersion, ScoringParameters
 
@@ -35,8 +35,8 @@ def evaluate_answers(run: Run) -> None:
     if settings.judge and settings.judge_url and settings.judge_model:
         judge = open_judge(settings.judge_url, settings.judge_model, settings.judge_key_block)
     found = evaluation.score(prompts, answered, champion, settings, judge, settings.judge_model, notes)
+    found = log_in_registry(run, candidate.version, found)
     found = run.stage("record_evaluation", found)
-    run.stage("log_evaluation", run.workspace.registry, candidate.version, found)
     run.evaluation = found
     if not found.passed:
         run.stage("roll_back", endpoints, deployed)
@@ -93,3 +93,16 @@ def recalled(run: Run, model: str) -> EvaluationRecord | None:
     except ValueError:  # damaged or of another version of tunegate: not evidence
         get_run_logger().warning("the evaluation record of %s cannot be read: not used", model)
         return None
+
+
+def log_in_registry(run: Run, version: ModelVersion, found: Evaluation) -> Evaluation:
+    """Scores and answers with the model's training run; a registry that cannot take them now is said in the
+    evaluation's notes, and the release goes on (the run's artifact and summary have them)."""
+    try:
+        where = run.stage("log_evaluation", run.workspace.registry, version, found)
+    except Exception as exc:  # noqa: BLE001 - a record for people; the evaluation itself is made
+        get_run_logger().warning("the evaluation is not recorded in the registry: %s", exc)
+        return found.model_copy(update={"notes": [*found.notes, f"not recorded in the registry: {exc}"]})
+    if where:
+        return found.model_copy(update={"notes": [*found.notes, f"scores and answers recorded at {where}"]})
+    return found

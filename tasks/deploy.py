@@ -12,6 +12,7 @@ from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
 from data.runs import read_jsonl
+from tasks.answers import degenerate_reason
 from tasks.approval import REJECTED, is_approved
 from tasks.errors import stage
 from tasks.model import INFERENCE_ALLOW_LIST, allow_list
@@ -191,6 +192,15 @@ def smoke_invoke(
                 latency_ms=result.latency_ms,
                 requests=len(requests),
                 error=f"latency {result.latency_ms:.0f} ms > smoke.max_latency_ms {settings.max_latency_ms:.0f}",
+            )
+        problem = degenerate_reason(result.output)
+        if problem is not None:  # an answer, but not a reply (tasks/answers.py): a model no one should be served
+            return SmokeResult(
+                ok=False,
+                latency_ms=result.latency_ms,
+                requests=len(requests),
+                error=f"the answer is no reply ({problem}): {(result.output or '')[:80]!r}",
+                sample_output=(result.output or "")[:200],
             )
         latencies.append(result.latency_ms)
         output = output or result.output

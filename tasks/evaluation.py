@@ -263,6 +263,8 @@ def first_problem(found: Evaluation) -> str:
 
 def latencies(found: Sequence[Answer]) -> dict[str, float]:
     values = [a.latency_ms for a in found]
+    if not values:
+        return {}
     return {"p50": round(answers.percentile(values, 50), 1), "p95": round(answers.percentile(values, 95), 1)}
 
 

@@ -113,7 +113,7 @@ class FinetuneSettings(_Section):
 
     # None, not a default value: a run from the UI form sends every field it shows, so an untouched field must mean
     # "not decided here" (the model_specific_defaults tag or the notebook's default then applies)
-    num_train_epochs: int | float | None = Field(
+    num_train_epochs: float | None = Field(
         None,
         gt=0,
         description=_tuned(
@@ -153,6 +153,12 @@ class FinetuneSettings(_Section):
     )
     num_nodes_finetune: int | None = Field(None, ge=1, description=_tuned("1", "Azure ML: machines that train."))
     seed: int | None = Field(None, description=_tuned("42", "Random seed of training."))
+
+    @field_validator("num_train_epochs")
+    @classmethod
+    def _whole_epochs_as_int(cls, value: float | None) -> float | None:
+        # 3, not 3.0: the job's parameters (and so its idempotency key) stay what they were for whole epochs
+        return int(value) if value is not None and value.is_integer() else value
 
     @field_validator("deepspeed_stage", mode="before")
     @classmethod
@@ -289,7 +295,7 @@ class EvaluateSettings(_Section):
     )
     judge_url: str | None = Field(
         None,
-        description="An OpenAI-compatible chat completions base URL, e.g. https://<resource>.openai.azure.com/"
+        description="An OpenAI-compatible chat completions base URL, e.g. https://myresource.openai.azure.com/"
         "openai/v1 or http://localhost:8000/v1.",
     )
     judge_model: str | None = Field(None, description="The judge's model (or Azure OpenAI deployment) name.")

@@ -130,6 +130,8 @@ class FakeWorkspace:
         foundation_tags: dict[str, str] | None = None,
     ) -> None:
         self.scoring = scoring
+        scoring.answer = self.answer_as_trained
+        self.trained_loss: dict[str, float] = {}  # "name:version" -> the eval_loss of the job that made it
         self.faults: dict[str, list[BaseException]] = defaultdict(list)
         self.locks: dict[str, threading.RLock] = {}
         self.calls: list[str] = []
@@ -177,6 +179,26 @@ class FakeWorkspace:
             found["scoring URL"] = self.scoring.url
         return found
 
+    def answer_as_trained(self, prompt: str, deployment: str | None) -> str:
+        """As real models do, the better trained answers better: the model with the lowest eval loss of all
+        registered ones replies in words that share the prompt's (fair_answer); any other says it does not know."""
+        model = next(
+            (
+                record["deployments"][deployment].model
+                for record in self.endpoint_records.values()
+                if deployment in record["deployments"]
+            ),
+            None,
+        )
+        losses = dict(self.trained_loss)
+        for champion in self.champions.values():  # measured again on this run's split, where the job did that
+            if self.champion_on_this_split is not None:
+                losses[f"{champion.name}:{champion.version}"] = self.champion_on_this_split
+        loss = losses.get(model or "")
+        if loss is None or loss <= min(losses.values()):
+            return fair_answer(prompt, deployment)
+        return "I do not know."
+
     def inventory(self) -> Inventory:
         running = tuple(
             name for name, rec in self.job_records.items() if not rec["canceled"] and not rec["last"].terminal
@@ -214,6 +236,7 @@ class FakeRegistry:
             name=name, version=str(len(self.ws.models[name]) + 1), tags={**tags, "finetune_job": job.name}
         )
         self.ws.models[name].append(version)
+        self.ws.trained_loss[f"{name}:{version.version}"] = self.ws.metrics.get("eval_loss", 0.0)
         return version
 
     def tag_model(self, model: ModelVersion, tags: dict[str, str]) -> ModelVersion:

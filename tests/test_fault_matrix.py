@@ -48,10 +48,11 @@ EPHEMERAL = [
     "jobs.progress",
     "jobs.loss_history",
     "jobs.attach",
+    "registry.record_evaluation",
 ]
 # what people read (progress, the loss curve): a permanent fault there is said in the run's log and summary, and the
 # run goes on
-INFORMATIONAL = {"jobs.progress", "jobs.loss_history", "jobs.attach"}
+INFORMATIONAL = {"jobs.progress", "jobs.loss_history", "jobs.attach", "registry.record_evaluation"}
 KEEP_ONLY = ["registry.set_champion", "endpoints.delete_deployment"]  # called when a champion is replaced
 # keep mode: the methods of the stages that touch a live endpoint and its champion (earlier ones fail alike)
 KEEP = [
@@ -182,7 +183,9 @@ def test_fault(tmp_path, scoring, mode, method, fault):
         assert summary["status"] == "gate_failed" and "failing closed" in summary["error"]
     elif method in INFORMATIONAL:
         assert summary["status"] == "succeeded", summary["error"]
-        if method != "jobs.progress":
+        if method == "registry.record_evaluation":
+            assert summary["evaluation"]["passed"] and "not recorded in the registry" in summary["evaluation"]["notes"][-1]
+        elif method != "jobs.progress":
             assert summary["loss_curve"]["error" if method == "jobs.loss_history" else "path"]
     elif method == "endpoints.delete":  # the run itself succeeded; the endpoint it could not delete is reported
         assert summary["status"] == "succeeded" and not summary["teardown"]["done"]

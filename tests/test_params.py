@@ -94,7 +94,7 @@ def test_config_schema_renders_as_a_form():
         "AzureWorkspaceSettings",
     ]
     epochs = schema["$defs"]["FinetuneSettings"]["properties"]["num_train_epochs"]
-    assert epochs["type"] == "integer" and "default" not in epochs and "else 3" in epochs["description"]
+    assert epochs["type"] == "number" and "default" not in epochs and "else 3" in epochs["description"]
     # an untouched form field is not sent: the model's own defaults still decide
     assert TunegateConfig.model_validate({"finetune": {}}).finetune.num_train_epochs is None
     assert "num_train_epochs" not in TunegateConfig().model_dump()["finetune"]

@@ -13,6 +13,7 @@ from tasks.approval import policy_decision
 from tasks.compute import ComputeRejected, check_provisioning, check_size_allowed, gpus_for_size, validate
 from tasks.deploy import DeploymentRefused, check_instance_type, deployment_name
 from tasks.errors import is_transient
+from tasks.evaluation import Evaluation
 from tasks.finetune import NOTEBOOK_DEFAULTS, merge_finetune_parameters, pipeline_display_name
 from tasks.gate import beats_champion, evaluate_gate
 from tasks.model import TagError, allow_list, model_specific_defaults, parse_literal_tag
@@ -333,11 +334,18 @@ def test_auto_policy_approves_as_policy():
 def test_auto_if_better_decides_only_when_clearly_better():
     settings = ApprovalSettings(policy="auto-if-better", margin=0.1)
     assert "no champion" in policy_decision(settings, gate_result(1.0, None)).comment
-    better = policy_decision(settings, gate_result(1.0, 1.2))
-    assert better.approved and "beats champion" in better.comment
+    # better on loss alone is not enough: the answers must win beyond chance too (the interval's lower end > 0.5)
+    assert policy_decision(settings, gate_result(1.0, 1.2)) is None
+    assert policy_decision(settings, gate_result(1.0, 1.2), evaluated(0.7, (0.45, 0.9))) is None
+    better = policy_decision(settings, gate_result(1.0, 1.2), evaluated(0.8, (0.6, 0.95)))
+    assert better.approved and "beats champion" in better.comment and "0.60-0.95" in better.comment
     assert policy_decision(settings, gate_result(1.15, 1.2)) is None  # inside the margin: a person decides
     # far better on paper, but the champion was measured on other rows: not comparable, a person decides
     assert policy_decision(settings, gate_result(0.1, 1.2, champion_eval_data="other-sample")) is None
+
+
+def evaluated(win_rate: float, interval: tuple[float, float]) -> Evaluation:
+    return Evaluation(passed=True, samples=16, candidate="m:2", champion="m:1", win_rate=win_rate, win_rate_ci=interval)
 
 
 def test_manual_policy_never_decides_alone():
