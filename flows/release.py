@@ -101,7 +101,10 @@ def deploy_candidate_and_smoke(run: Run, endpoint_name: str, version: ModelVersi
     run.state.deployment = deployed.deployment
 
     test_gen = run.prepared_().sampled.files["test_gen"]
-    smoke = run.stage("smoke_invoke", endpoints, deployed, config.smoke, test_gen)
+    # with an evaluation to follow, it judges replies on more prompts; without one, the smoke test is the last word
+    smoke = run.stage(
+        "smoke_invoke", endpoints, deployed, config.smoke, test_gen, fail_on_no_reply=not config.evaluate.enabled
+    )
     if smoke.ok and config.smoke.promptflow:
         batch = run.stage(
             "smoke_promptflow", open_chat_flows(), endpoints, run.workspace.kind, deployed, config.smoke, test_gen

@@ -107,6 +107,7 @@ class RunSummary(BaseModel):
             latency_ms=smoke.latency_ms,
             error=smoke.error,
             sample_output=smoke.sample_output,
+            no_reply=list(smoke.no_reply),
             promptflow=self.smoke.promptflow,
         )
 

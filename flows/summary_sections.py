@@ -48,6 +48,7 @@ class SmokeSummary(BaseModel):
     latency_ms: float | None = None
     error: str | None = None
     sample_output: str | None = None
+    no_reply: list[str] = Field(default_factory=list)  # degenerate answers, with why (the evaluation decides)
     promptflow: ChatFlowSmoke | None = None  # smoke.promptflow: the batch run's prompts and answers
 
 

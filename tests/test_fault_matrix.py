@@ -184,7 +184,9 @@ def test_fault(tmp_path, scoring, mode, method, fault):
     elif method in INFORMATIONAL:
         assert summary["status"] == "succeeded", summary["error"]
         if method == "registry.record_evaluation":
-            assert summary["evaluation"]["passed"] and "not recorded in the registry" in summary["evaluation"]["notes"][-1]
+            assert (
+                summary["evaluation"]["passed"] and "not recorded in the registry" in summary["evaluation"]["notes"][-1]
+            )
         elif method != "jobs.progress":
             assert summary["loss_curve"]["error" if method == "jobs.loss_history" else "path"]
     elif method == "endpoints.delete":  # the run itself succeeded; the endpoint it could not delete is reported

@@ -71,6 +71,9 @@ def _print_summary(summary: RunSummary) -> None:
         f"{smoke}{latency} {summary.smoke.error or ''}".strip()
         + (f"\n  sample: {summary.smoke.sample_output!r}" if summary.smoke.sample_output else ""),
     )
+    if summary.smoke.no_reply:
+        table.add_row("", f"  no reply: {'; '.join(summary.smoke.no_reply)} (left to the evaluation)")
+    table.add_row("evaluation", evaluation_words(summary))
     deleted = ", ".join(summary.teardown.deleted) or "nothing"
     state = "done" if summary.teardown.done else "NOT DONE: see the error and `tunegate inventory`"
     table.add_row("teardown", f"{summary.teardown.mode or '-'}: {state}; deleted {deleted}")
@@ -86,6 +89,25 @@ def _print_summary(summary: RunSummary) -> None:
             markup=False,
             soft_wrap=True,  # commands to copy: never cut by the terminal's width
         )
+
+
+def evaluation_words(summary: RunSummary) -> str:
+    found = summary.evaluation
+    if found.passed is None:
+        return "-"
+    words = [f"{'passed' if found.passed else 'failed'} on {found.samples} prompts"]
+    words.append(
+        f"no reply {found.degenerate_rate.get('candidate', 0):.0%}, ROUGE-L {found.similarity.get('candidate', 0):.3f}"
+        + (
+            f" (champion {found.degenerate_rate.get('champion', 0):.0%}, {found.similarity.get('champion', 0):.3f})"
+            if found.champion
+            else ""
+        )
+    )
+    if found.win_rate is not None and found.win_rate_ci is not None:
+        low, high = found.win_rate_ci
+        words.append(f"win rate {found.win_rate:.2f} ({low:.2f}-{high:.2f}) against {found.champion}")
+    return "\n  ".join([*words, *found.failures, *found.notes[:1]])
 
 
 @app.command()
