@@ -81,7 +81,10 @@ def _open_local(settings: LocalWorkspaceSettings) -> Workspace:
     from workspaces.local.workspace import LocalWorkspace
 
     return LocalWorkspace(
-        Path(settings.state_dir) / "workspace", settings.local.endpoint_limits, settings.local.mlflow_ui_url
+        Path(settings.state_dir) / "workspace",
+        settings.local.endpoint_limits,
+        settings.local.mlflow_ui_url,
+        assistant_only_loss=settings.local.assistant_only_loss,
     )
 
 

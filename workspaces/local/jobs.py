@@ -53,9 +53,10 @@ DAMAGED_ADVICE = (
 
 
 class TrainerJobs:
-    def __init__(self, root: Path, registry: MlflowRegistry) -> None:
+    def __init__(self, root: Path, registry: MlflowRegistry, assistant_only_loss: bool = True) -> None:
         self.root = root
         self.registry = registry
+        self.assistant_only_loss = assistant_only_loss
 
     def _dir(self, name: str) -> Path:
         return self.root / "jobs" / checked_name("job", name)
@@ -121,6 +122,7 @@ class TrainerJobs:
                 "gpus": spec.gpus_per_node,
                 "champion_model_dir": champion_dir,
                 "champion": f"{spec.compare_with.name}:{spec.compare_with.version}" if spec.compare_with else None,
+                "assistant_only_loss": self.assistant_only_loss,
             }
             write_json(job_dir / "spec.json", spec_file)
             self.registry.ensure_experiment(spec.experiment_name)

@@ -40,6 +40,12 @@ class LocalSettings(FormModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     endpoint_limits: EndpointLimits = Field(default_factory=EndpointLimits)
+    assistant_only_loss: bool = Field(
+        True,
+        description="The local trainer puts the loss on the assistant's replies only (the user's turns and the chat "
+        "template are context, not targets); base and champion are evaluated on the same tokens. Off: every token. "
+        "A job already trained with the other setting is reused unless job.fresh is on.",
+    )
     mlflow_ui_url: str | None = Field(
         None,
         pattern=r"^https?://",

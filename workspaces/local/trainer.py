@@ -19,6 +19,7 @@ from workspaces.local.devices import DeviceFacts, TrainingPlan, device_facts, tr
 from workspaces.local.processes import identity, read_json_or_empty, write_json
 from workspaces.local.training_parts import (
     causal_collator,
+    encode_conversations,
     evaluate_model,
     lora_config,
     read_rows,
@@ -66,10 +67,10 @@ def train(job_dir: Path) -> None:
     max_len = int(params.get("max_seq_length", -1))
     max_len = max_len if max_len > 0 else 256
 
+    assistant_only = bool(spec.get("assistant_only_loss", True))
+
     def encode(rows: list[dict]) -> Dataset:
-        texts = [tokenizer.apply_chat_template(row["messages"], tokenize=False) for row in rows]
-        encoded = tokenizer(texts, truncation=True, max_length=max_len, add_special_tokens=False)
-        return Dataset.from_dict({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
+        return Dataset.from_dict(encode_conversations(tokenizer, rows, max_len, assistant_only))
 
     train_set, eval_set = encode(read_rows(spec["train_file"])), encode(read_rows(spec["test_file"]))
 
@@ -157,6 +158,7 @@ def train(job_dir: Path) -> None:
         disable_tqdm=True,
         **plan.trainer_arguments(),
         dataloader_num_workers=0,
+        remove_unused_columns=False,  # the collator needs loss_mask, which the model does not take
     )
     trainer = Trainer(
         model=model,
@@ -180,7 +182,7 @@ def train(job_dir: Path) -> None:
         mlflow.log_metric("base_eval_loss", base_eval_loss)
         if spec.get("champion_model_dir"):
             champion_eval_loss = evaluate_model(
-                Path(spec["champion_model_dir"]), read_rows(spec["test_file"]), args, max_len
+                Path(spec["champion_model_dir"]), read_rows(spec["test_file"]), args, max_len, assistant_only
             )
             mlflow.log_metric("champion_eval_loss", champion_eval_loss)
             print(f"champion {spec['champion']} on this test split: eval_loss={champion_eval_loss:.4f}", flush=True)

@@ -46,6 +46,61 @@ def lora_config(params: dict[str, Any]) -> Any:
     )
 
 
+def assistant_spans(tokenizer: Any, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+    """The conversation as the chat template renders it, and the character spans of the assistant's turns (each
+    from after its generation prompt to the end of its turn, end-of-turn marker included: the model learns to stop).
+    A template whose prefixes do not render as prefixes of the whole gives no spans (then every token counts)."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    spans = []
+    for index, message in enumerate(messages):
+        if message.get("role") != "assistant":
+            continue
+        before = tokenizer.apply_chat_template(messages[:index], tokenize=False, add_generation_prompt=True)
+        through = tokenizer.apply_chat_template(messages[: index + 1], tokenize=False)
+        # a template may close the whole conversation (Phi-3 ends it with <|endoftext|>): the part shared with the
+        # whole is what the turn is
+        start, end = len(os.path.commonprefix([before, text])), len(os.path.commonprefix([through, text]))
+        if start != len(before) or end <= start or str(message.get("content", "")).strip() not in text[start:end]:
+            return text, []
+        spans.append((start, end))
+    return text, spans
+
+
+def encode_conversations(tokenizer: Any, rows: list[dict], max_len: int, assistant_only: bool) -> dict[str, list]:
+    """input_ids, attention_mask and loss_mask per row: with `assistant_only`, 1 only on the tokens of the assistant's
+    turns (TRL's assistant_only_loss, Axolotl's train_on_inputs: false), else 1 on every token."""
+    rendered = [assistant_spans(tokenizer, row["messages"]) if assistant_only else (None, []) for row in rows]
+    texts = [
+        text if text is not None else tokenizer.apply_chat_template(row["messages"], tokenize=False)
+        for (text, _), row in zip(rendered, rows, strict=True)
+    ]
+    encoded = tokenizer(
+        texts, truncation=True, max_length=max_len, add_special_tokens=False, return_offsets_mapping=assistant_only
+    )
+    masks = []
+    for index, ids in enumerate(encoded["input_ids"]):
+        spans = rendered[index][1]
+        if not assistant_only or not spans:
+            masks.append([1] * len(ids))
+            continue
+        offsets = encoded["offset_mapping"][index]
+        # a token counts when it lies inside a turn: the next turn's marker, cut where the turn ends, does not
+        masks.append([int(any(start <= first and last <= end for start, end in spans)) for first, last in offsets])
+    # a row cut before any reply (a prompt longer than max_seq_length) has nothing to learn: a batch of only such rows
+    # would have a loss over no tokens (NaN)
+    kept = [index for index, mask in enumerate(masks) if any(mask)]
+    if not kept:
+        raise ValueError(
+            f"no conversation keeps an assistant reply within max_seq_length {max_len}: raise finetune.max_seq_length "
+            "or turn workspace.local.assistant_only_loss off"
+        )
+    return {
+        "input_ids": [encoded["input_ids"][i] for i in kept],
+        "attention_mask": [encoded["attention_mask"][i] for i in kept],
+        "loss_mask": [masks[i] for i in kept],
+    }
+
+
 def causal_collator(tokenizer: Any) -> Any:
     """Batches for next-token loss: padded, with the padding (by attention mask, not by token id) left out of the
     loss. transformers' language-modeling collator masks every token equal to the pad token, and many chat models
@@ -60,6 +115,18 @@ def causal_collator(tokenizer: Any) -> Any:
         )
         labels = batch["input_ids"].clone()
         labels[batch["attention_mask"] == 0] = -100
+        if all("loss_mask" in row for row in rows):  # only the assistant's tokens count (encode_conversations)
+            import torch
+
+            counted = torch.zeros_like(labels)
+            width = labels.shape[1]
+            for index, row in enumerate(rows):  # placed as the padding placed its tokens
+                mask = torch.tensor(row["loss_mask"], dtype=labels.dtype)
+                if tokenizer.padding_side == "left":
+                    counted[index, width - len(mask) :] = mask
+                else:
+                    counted[index, : len(mask)] = mask
+            labels[counted == 0] = -100
         return {**batch, "labels": labels}
 
     return collate
@@ -69,16 +136,15 @@ def train_tokens(data: Any, epochs: float) -> int:
     return int(sum(len(ids) for ids in data["input_ids"]) * epochs)
 
 
-def evaluate_model(model_dir: Path, rows: list[dict], args: Any, max_len: int) -> float:
-    """Eval loss of another model (the champion) on these rows, tokenized with its own tokenizer."""
+def evaluate_model(model_dir: Path, rows: list[dict], args: Any, max_len: int, assistant_only: bool) -> float:
+    """Eval loss of another model (the champion) on these rows, tokenized with its own tokenizer, on the same tokens
+    (the assistant's, or all) as the candidate: like with like."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    texts = [tokenizer.apply_chat_template(row["messages"], tokenize=False) for row in rows]
-    encoded = tokenizer(texts, truncation=True, max_length=max_len, add_special_tokens=False)
-    data = Dataset.from_dict({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
+    data = Dataset.from_dict(encode_conversations(tokenizer, rows, max_len, assistant_only))
     evaluator = Trainer(model=model, args=args, eval_dataset=data, data_collator=causal_collator(tokenizer))
     return float(evaluator.evaluate()["eval_loss"])
 

@@ -43,13 +43,17 @@ class LocalWorkspace:
     kind = "local"
 
     def __init__(
-        self, root: Path, endpoint_limits: EndpointLimits | None = None, mlflow_ui_url: str | None = None
+        self,
+        root: Path,
+        endpoint_limits: EndpointLimits | None = None,
+        mlflow_ui_url: str | None = None,
+        assistant_only_loss: bool = True,
     ) -> None:
         self.root = Path(root).resolve()
         self.mlflow_ui_url = mlflow_ui_url.rstrip("/") if mlflow_ui_url else None
         self.root.mkdir(parents=True, exist_ok=True)
         self.registry = MlflowRegistry(self.root)
-        self.jobs = TrainerJobs(self.root, self.registry)
+        self.jobs = TrainerJobs(self.root, self.registry, assistant_only_loss)
         self.registry.run_of = self.jobs.mlflow_run_id  # the trained model is an artifact of the trainer's run
         self.compute = LocalCompute()
         self.imports = self.registry  # `tunegate model import` fills the MLflow registry
