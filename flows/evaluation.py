@@ -31,6 +31,8 @@ def evaluate_answers(run: Run) -> None:
     )
     remember(run, EvaluationRecord(model=candidate_id, fingerprint=fingerprint, answers=ours))
     champion, notes = champion_answers(run, candidate.champion, prompts, parameters, fingerprint)
+    if len(prompts) < settings.samples:
+        notes.insert(0, f"{len(prompts)} of the {settings.samples} prompts asked: test_gen holds no more with a reply")
     judge = None
     if settings.judge and settings.judge_url and settings.judge_model:
         judge = open_judge(settings.judge_url, settings.judge_model, settings.judge_key_block)
