@@ -64,6 +64,15 @@ def test_approve_in_the_prefect_ui_then_the_run_deploys(prefect_server, browser,
     paused = prefect_server.wait_for_state("PAUSED", process=process)
 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    # the review the person reads first: the candidate (deployed at 0%, serving nothing) was evaluated, and its
+    # answers stand beside the references in one table
+    waiting = {artifact["key"]: artifact for artifact in prefect_server.artifacts(paused["id"])}
+    page.goto(f"{prefect_server.url}/artifacts/artifact/{waiting['approval-review']['id']}")
+    page.get_by_text("Answers side by side").first.wait_for()
+    review = page.inner_text("body")
+    assert "Answer evaluation: passed" in review and "ROUGE-L" in review and "reference" in review
+    assert page.locator("table").count() >= 3  # metrics, scores, answers
+    page.screenshot(path=str(OUTPUT / "approval-review-answers.png"), full_page=True)
     page.goto(f"{prefect_server.url}/runs/flow-run/{paused['id']}")
     page.get_by_role("button", name="Resume").first.click()
     dialog = page.get_by_role("dialog")

@@ -65,6 +65,25 @@ def test_full_run_end_to_end_then_nothing_left(tmp_path):
     assert "secrets.json" not in done.stdout and "Bearer" not in done.stdout + done.stderr
 
 
+def test_a_barely_trained_candidate_fails_its_evaluation_and_nothing_goes_live(tmp_path):
+    """0.02 epochs: the loss is below the base's only a little, with the base comparison off and the auto policy
+    nothing but the answers stands between it and users; they are not replies."""
+    state_dir, summary_path = tmp_path / "state", tmp_path / "summary.json"
+    done = tunegate(
+        "run", "--set", f"workspace.state_dir={state_dir}", "--set", "finetune.num_train_epochs=0.02",
+        "--set", "gate.compare_with_base=false", "--set", "approval.policy=auto", "--summary-json", str(summary_path),
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(summary_path.read_text())
+    assert summary["status"] == "evaluation_failed" and summary["gate"]["passed"] is True
+    evaluation = summary["evaluation"]
+    assert evaluation["passed"] is False and evaluation["samples"] >= 10 and evaluation["failures"]
+    assert evaluation["degenerate_rate"]["candidate"] > 0.25 or evaluation["similarity"]["candidate"] < 0.08
+    assert summary["endpoint"]["traffic"] == {} and summary["endpoint"]["live"] == []
+    assert summary["teardown"]["done"] and LocalWorkspace(state_dir / "workspace").inventory().empty
+    assert "tunegate run evaluation_failed" in done.stdout and "evaluate.m" in done.stdout
+
+
 def test_bad_profile_value_fails_before_any_work(tmp_path):
     done = tunegate("run", "--set", f"workspace.state_dir={tmp_path}", "--set", "finetune.lr_scheduler_type=sometimes")
     assert done.returncode == 2
