@@ -30,6 +30,7 @@ from flows.run import Run, RunStatus, RunStopped
 from tasks import approval, finetune, preflight, register, training
 from tasks.approval import ApprovalRecord
 from tasks.deploy import check_instance_type
+from tasks.evaluation_report import evaluation_line
 from tasks.gate import GateCheck, model_id
 from tasks.model import INFERENCE_ALLOW_LIST, allow_list
 from tasks.register import JOB_TAG
@@ -189,6 +190,7 @@ def approval_decision(run: Run, candidate: Candidate) -> ApprovalRecord:
         config.approval,
         # a key per flow attempt: a retried run pauses again instead of reusing the previous answer
         key=f"approval-{version.version}-attempt{flow_run.run_count}",
+        answers=evaluation_line(evaluated),
     )
 
 

@@ -152,3 +152,22 @@ def side_by_side(found: Evaluation, limit: int = 20, width: int = 160) -> str:
         + "\n".join(lines)
         + more
     )
+
+
+def evaluation_line(found: Evaluation | None) -> str | None:
+    """One line for a notification: 'answers: 16 prompts, no reply 0% (champion 6%), ROUGE-L 0.482 (0.401), win
+    rate 0.62 (95% 0.45-0.78)'."""
+    if found is None:
+        return None
+
+    def beside(values: dict[str, float], fmt: str) -> str:
+        theirs = f" (champion {format(values['champion'], fmt)})" if "champion" in values else ""
+        return format(values.get("candidate", 0.0), fmt) + theirs
+
+    line = (
+        f"answers: {found.samples} prompts, {'passed' if found.passed else 'failed'}; no reply "
+        f"{beside(found.degenerate_rate, '.0%')}, ROUGE-L {beside(found.similarity, '.3f')}"
+    )
+    if found.win_rate is not None and found.win_rate_ci is not None:
+        line += f", win rate {found.win_rate:.2f} (95% {found.win_rate_ci[0]:.2f}-{found.win_rate_ci[1]:.2f})"
+    return line

@@ -26,6 +26,7 @@ class ApprovalNotice:
     run_url: str | None
     review_url: str | None
     timeout_words: str  # "at 14:05 UTC (in 24 h)"
+    answers: str | None = None  # one line of the answer evaluation's scores, when the candidate was evaluated
 
     def subject(self, reminder: bool = False) -> str:
         first = "Reminder: still waiting" if reminder else "Waiting"
@@ -35,10 +36,11 @@ class ApprovalNotice:
         lines = [
             ("Still no decision on " if reminder else "A fine-tuned model needs your decision: ") + self.model,
             self.headline,
+            *([self.answers] if self.answers else []),
             f"Flow run {self.run_name}: " + (self.run_url or "open it in the Prefect UI"),
         ]
         if self.review_url:
-            lines.append(f"Review (metrics, loss curve): {self.review_url}")
+            lines.append(f"Review (metrics, answers side by side, loss curve): {self.review_url}")
         lines += [
             f"Approve or reject in the run's Resume form, or: tunegate approve {self.run_name} --approver <you> "
             f"(tunegate reject {self.run_name} --approver <you> --comment <why>)",

@@ -84,7 +84,13 @@ def review_link(artifact_id: object) -> str | None:
 
 
 def ask_a_person(
-    review: str, model: ModelVersion, gate: GateResult, settings: ApprovalSettings, key: str, poll_interval_s: int = 2
+    review: str,
+    model: ModelVersion,
+    gate: GateResult,
+    settings: ApprovalSettings,
+    key: str,
+    poll_interval_s: int = 2,
+    answers: str | None = None,
 ) -> ApprovalRecord:
     """Pause the run until a person decides; a timeout is a reject. The full review is the run's `approval-review`
     artifact, linked from the short form text. An answer without a decision or a name is asked again."""
@@ -93,13 +99,18 @@ def ask_a_person(
     )
     description = form_description(model, gate, review_link(artifact_id))
     timeout_s = max(1, int(settings.timeout_hours * 3600))
-    with tell_approvers(settings, model, gate, review_link(artifact_id), timeout_s):
+    with tell_approvers(settings, model, gate, review_link(artifact_id), timeout_s, answers):
         label_waiter()
         return _wait_for_a_decision(model, gate, settings, key, poll_interval_s, description, artifact_id, timeout_s)
 
 
 def tell_approvers(
-    settings: ApprovalSettings, model: ModelVersion, gate: GateResult, review_url: str | None, timeout_s: int
+    settings: ApprovalSettings,
+    model: ModelVersion,
+    gate: GateResult,
+    review_url: str | None,
+    timeout_s: int,
+    answers: str | None = None,
 ) -> notify.Reminder:
     """Notify the profile's blocks now; the returned context sends the reminder unless the decision comes first."""
     from prefect.runtime import flow_run
@@ -113,6 +124,7 @@ def tell_approvers(
         run_url=f"{ui_url()}/runs/flow-run/{flow_run.id}" if ui_url() and flow_run.id else None,
         review_url=review_url,
         timeout_words=f"at {deadline:%Y-%m-%d %H:%M} UTC (in {duration_words(timeout_s)})",
+        answers=answers,
     )
     if settings.notify:
         notify.send(settings.notify, notice.subject(), notice.body(), logger=logger)
