@@ -81,6 +81,16 @@ def test_happy_path_on_azure(tmp_path, workspace, replay, scoring):
     traffic = [c["json"]["properties"]["traffic"] for c in replay.requests("PUT", f"/onlineEndpoints/{endpoint}$")]
     assert traffic[-2].get(deployment, 0) == 0 and traffic[-1] == {deployment: 100}  # 0% while smoked, then all of it
     assert scoring.requests and scoring.requests[0]["deployment"] == deployment
+    # the evaluation: every prompt through the scoring URI to the candidate at 0%, one conversation per request
+    # (Azure's chat-completion contract), greedy; the key only in the Authorization header
+    evaluation = summary["evaluation"]
+    assert evaluation["passed"] is True and evaluation["samples"] >= 5
+    asked = [r for r in scoring.requests if r["body"]["input_data"]["parameters"]["do_sample"] is False]
+    assert len(asked) == evaluation["samples"] and {r["deployment"] for r in asked} == {deployment}
+    assert all(len(r["body"]["input_data"]["input_string"]) == 1 for r in asked)
+    assert all(r["auth"] == f"Bearer {ENDPOINT_KEY}" for r in asked)
+    records = (Path(tmp_path) / "state").rglob("*")
+    assert not any(ENDPOINT_KEY in path.read_text(errors="replace") for path in records if path.is_file())
     assert replay.requests("DELETE", f"/onlineEndpoints/{endpoint}$") and workspace.inventory().empty
     model = replay.models[summary["model"]["name"]][summary["model"]["version"]]["properties"]
     assert model["modelUri"] == f"azureml://jobs/{summary['job']['name']}/outputs/trained_model"

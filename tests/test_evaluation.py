@@ -22,7 +22,8 @@ from tasks.evaluation import (
     generation_parameters,
     score,
 )
-from tasks.evaluation_report import answer_table, evaluation_metrics, evaluation_scores, side_by_side
+from tasks.evaluation_report import answer_table, evaluation_line, evaluation_metrics, evaluation_scores, side_by_side
+from tasks.notify import ApprovalNotice
 from tasks.settings import EvaluateSettings
 from workspaces.errors import TransientWorkspaceError, WorkspaceError
 from workspaces.judge import OpenAIJudge
@@ -204,3 +205,12 @@ def test_a_champion_record_is_kept_whole_and_a_damaged_one_is_no_record(tmp_path
     assert store.read_evaluation("../../etc/passwd:1") is None
     path.write_text(json.dumps({"model": "someone-else:1"}))  # a record of another model under this name's hash
     assert store.read_evaluation("../../etc/passwd:1") is None
+
+
+def test_the_notification_carries_the_scores_in_one_line():
+    found = score(PROMPTS, answered("m:2", GOOD), answered("m:1", VAGUE), EvaluateSettings())
+    line = evaluation_line(found)
+    assert line.startswith("answers: 8 prompts, passed") and "(champion 0%)" in line and "win rate 1.00" in line
+    assert evaluation_line(None) is None
+    notice = ApprovalNotice("m:2", "eval_loss 1.2 vs champion m:1", "run", None, "http://ui/review", "in 24 h", line)
+    assert line in notice.body() and "answers side by side" in notice.body()
