@@ -9,7 +9,7 @@ from __future__ import annotations
 from prefect.logging import get_run_logger
 
 from tasks.errors import stage
-from tasks.gate import EVAL_FINGERPRINT, GateResult
+from tasks.gate import EVAL_FINGERPRINT, EVAL_LOSS, GateResult
 from workspaces.ports import FoundationModel, JobRef, ModelRegistry, ModelVersion
 
 JOB_TAG = "finetune_job"  # the job a version was registered from
@@ -31,7 +31,10 @@ def lineage_tags(
         "flow_run_id": flow_run_id,
         "gate": "passed" if gate.passed else "failed",
     }
-    tags.update({name: f"{value:.6g}" for name, value in sorted(gate.metrics.items())})
+    # the one number a later gate reads from the version (tasks/gate.champion_eval_loss); every other metric, and the
+    # evaluation's scores, are metrics of the training run, not tags cluttering the version's page
+    if EVAL_LOSS in gate.metrics:
+        tags[EVAL_LOSS] = f"{gate.metrics[EVAL_LOSS]:.6g}"
     return tags
 
 

@@ -107,6 +107,8 @@ def test_happy_path_ephemeral_deploys_smokes_and_tears_down(tmp_path, workspace,
     tags = workspace.models[summary.model.name][0].tags
     assert tags["decision"] == "approved" and tags["data_fingerprint"] == summary.data.fingerprint
     assert tags["finetune_job"] == summary.job.name and tags["eval_loss"] == "1.5"
+    # eval_loss is the one metric a later gate reads from the version; the others and the scores are the run's
+    assert not {"train_loss", "base_eval_loss"} & set(tags) and not any(key.startswith("evaluation") for key in tags)
     # the job got the merged parameters: deepspeed stage as the string, the model's defaults in
     spec = workspace.job_records[summary.job.name]["spec"]
     assert spec.parameters["deepspeed_stage"] == "2" and spec.gpus_per_node == 1
