@@ -150,3 +150,72 @@ def test_approval_before_deploy_decides_first_and_the_evaluation_still_gates(tmp
         config, run(workspace, make_config(tmp_path, approval={"when": "before-deploy"}, data={"seed": 1}))
     )
     assert failed["status"] == "evaluation_failed" and failed["approval"]["decision"] == "approved"
+
+
+class FakeJudge:
+    """An OpenAI-compatible chat completions server on 127.0.0.1 that prefers any answer over "I do not know."."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[dict] = []
+        judge = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                judge.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+                asked = body["messages"][-1]["content"]
+                first = asked.split("Answer A:\n", 1)[1].split("\n\nAnswer B:", 1)[0]
+                verdict = "B" if first == "I do not know." else "A"
+                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": verdict}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_judge_named_in_the_profile_decides_with_its_key_from_a_secret_block(tmp_path, workspace):
+    from prefect.blocks.system import Secret
+
+    Secret(value="judge-key-0123456789").save("tunegate-judge", overwrite=True)
+    judge = FakeJudge()
+    try:
+        config = make_config(tmp_path, teardown={"mode": "keep"})
+        run(workspace, config).result()
+        workspace.metrics = dict(BETTER)
+        judged = make_config(
+            tmp_path,
+            teardown={"mode": "keep"},
+            data={"seed": 1},
+            evaluate={"judge": True, "judge_url": judge.url, "judge_model": "fake-judge",
+                      "judge_key_block": "tunegate-judge"},
+        )  # fmt: skip
+        state = run(workspace, judged)
+        summary = read_summary(judged, state)
+    finally:
+        judge.close()
+    evaluation = summary["evaluation"]
+    assert summary["status"] == "succeeded" and evaluation["judge"] == "fake-judge" and evaluation["win_rate"] == 1.0
+    # asked twice per prompt, both orders, with the key only in the header
+    assert len(judge.requests) == 2 * evaluation["samples"]
+    assert all(
+        r["path"] == "/v1/chat/completions" and r["auth"] == "Bearer judge-key-0123456789" for r in judge.requests
+    )
+    assert all(r["body"]["model"] == "fake-judge" for r in judge.requests)
+    written = "".join(p.read_text(errors="replace") for p in (tmp_path / "state").rglob("*") if p.is_file())
+    assert "judge-key-0123456789" not in written
