@@ -14,12 +14,12 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from data.documents import DocumentError, read_yaml
+from tasks.evaluate_settings import EvaluateSettings
 from tasks.settings import (
     ApprovalSettings,
     ComputeSettings,
     DataSettings,
     EndpointSettings,
-    EvaluateSettings,
     FinetuneSettings,
     GateSettings,
     JobSettings,

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from data.runs import read_jsonl
 from tasks import answers
 from tasks.errors import stage
-from tasks.settings import EvaluateSettings
+from tasks.evaluate_settings import EvaluateSettings
 from workspaces.ports import ScoringParameters, ScoringRequest, ServingEndpoints
 
 BATCH = 8  # prompts in one scoring request where the endpoint answers several at once

@@ -10,20 +10,15 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from data.splits import SPLITS
-from workspaces.forms import FormModel
+from tasks.sections import Section
 from workspaces.names import name_problem
 from workspaces.scoring import ScoringParameters
 
 
-class _Section(FormModel):
-    # NaN/inf can only fail later (a NaN threshold trains for nothing): refused here with the field's name
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-
-class DataSettings(_Section):
+class DataSettings(Section):
     source: str = Field(
         "synthetic",
         description="Where the chat data comes from: synthetic (generated on the fly, for trying tunegate out), a "
@@ -53,7 +48,7 @@ class DataSettings(_Section):
         return self.percent_per_split.get(split, self.percent)
 
 
-class ModelSettings(_Section):
+class ModelSettings(Section):
     name: str = Field(
         "tiny-phi3-chat",
         description="The model to fine-tune, as the registry names it: tiny-phi3-chat on this machine, e.g. "
@@ -90,7 +85,7 @@ class ModelSettings(_Section):
         return (self.finetuned_name or f"{self.name}-ultrachat-200k").replace("/", "-")
 
 
-class ComputeSettings(_Section):
+class ComputeSettings(Section):
     name: str = Field("local", description="Compute cluster that trains (created on Azure ML when missing).")
     size: str = Field(
         "local-cpu",
@@ -108,7 +103,7 @@ def _tuned(notebook_default: str, description: str) -> str:
     return f"{description} Empty: the model's own default if its registry entry has one, else {notebook_default}."
 
 
-class FinetuneSettings(_Section):
+class FinetuneSettings(Section):
     """Training settings. Leave a field empty to use the model's recommended value, or the notebook's."""
 
     # None, not a default value: a run from the UI form sends every field it shows, so an untouched field must mean
@@ -170,7 +165,7 @@ class FinetuneSettings(_Section):
         return {key: value for key, value in self.model_dump().items() if value is not None}
 
 
-class GateSettings(_Section):
+class GateSettings(Section):
     max_eval_loss: float | None = Field(None, description="Fail when the fine-tuned eval loss is above this.")
     max_train_loss: float | None = Field(None, description="Fail when the final train loss is above this.")
     compare_with_base: bool = Field(
@@ -184,7 +179,7 @@ class GateSettings(_Section):
     )
 
 
-class ApprovalSettings(_Section):
+class ApprovalSettings(Section):
     policy: Literal["auto", "auto-if-better", "manual"] = Field(
         "auto-if-better",
         description="auto-if-better: a person decides unless the model beats the champion by the margin; "
@@ -224,7 +219,7 @@ class ApprovalSettings(_Section):
         return slugs
 
 
-class EndpointSettings(_Section):
+class EndpointSettings(Section):
     name: str = Field(
         "tunegate-chat",
         pattern=r"^[a-zA-Z][a-zA-Z0-9-]{2,22}$",
@@ -242,7 +237,7 @@ class EndpointSettings(_Section):
     )
 
 
-class SmokeSettings(_Section, ScoringParameters):
+class SmokeSettings(Section, ScoringParameters):
     """A few test prompts sent to the new deployment before it takes traffic."""
 
     samples: int = Field(2, ge=1, le=20, description="test_gen rows sent through the new deployment.")
@@ -259,66 +254,13 @@ class SmokeSettings(_Section, ScoringParameters):
         return ScoringParameters.model_validate(self.model_dump(include=set(ScoringParameters.model_fields)))
 
 
-class EvaluateSettings(_Section):
-    """The candidate's answers judged before it takes traffic: held-out test_gen prompts answered by it and by the
-    champion, scored against the reference replies. A failed evaluation deletes the candidate."""
-
-    enabled: bool = Field(
-        True, description="Judge the answers before release; off: the metric gate (loss) alone decides."
-    )
-    samples: int = Field(16, ge=2, le=200, description="test_gen prompts answered, drawn with the seed below.")
-    seed: int = Field(0, description="Which prompts are drawn; the same seed and data give the same prompts.")
-    max_new_tokens: int = Field(64, ge=8, le=1024, description="Longest answer per prompt (greedy decoding).")
-    max_degenerate_rate: float = Field(
-        0.25,
-        ge=0,
-        le=1,
-        description="Fail when more of the candidate's answers than this are no reply at all: empty, control "
-        "characters, runaway repetition, speaking as the user or leaking the chat template.",
-    )
-    min_similarity: float = Field(
-        0.08,
-        ge=0,
-        le=1,
-        description="Fail when the candidate's mean ROUGE-L F1 against the reference replies is below this.",
-    )
-    min_win_rate: float = Field(
-        0.5,
-        ge=0,
-        le=1,
-        description="Against a champion: fail when even the top of the candidate's win rate 95% interval is "
-        "below this (the champion answers clearly better); 0 turns it off.",
-    )
-    judge: bool = Field(
-        False,
-        description="Also ask a judge model which answer is better, in both orders; needs judge_url and judge_model.",
-    )
-    judge_url: str | None = Field(
-        None,
-        description="An OpenAI-compatible chat completions base URL, e.g. https://myresource.openai.azure.com/"
-        "openai/v1 or http://localhost:8000/v1.",
-    )
-    judge_model: str | None = Field(None, description="The judge's model (or Azure OpenAI deployment) name.")
-    judge_key_block: str | None = Field(
-        None, description="Name of the Prefect Secret block that holds the judge's API key; empty: no key."
-    )
-
-    @model_validator(mode="after")
-    def _judge_named(self) -> EvaluateSettings:
-        if self.judge and not (self.judge_url and self.judge_model):
-            raise ValueError("evaluate.judge is on: set evaluate.judge_url and evaluate.judge_model")
-        if self.judge_url and not re.match(r"^https?://[^/\s]+", self.judge_url):
-            raise ValueError(f"evaluate.judge_url {self.judge_url!r} is not an http(s) URL")
-        return self
-
-
-class TeardownSettings(_Section):
+class TeardownSettings(Section):
     mode: Literal["ephemeral", "keep"] = Field(
         "ephemeral", description="ephemeral: delete the endpoint at the end; keep: leave the new deployment live."
     )
 
 
-class JobSettings(_Section):
+class JobSettings(Section):
     poll_initial_s: float = Field(0.5, gt=0, description="First wait between job status polls.")
     poll_max_s: float = Field(2.0, gt=0, description="Backoff cap between polls.")
     timeout_hours: float = Field(
@@ -334,7 +276,7 @@ class JobSettings(_Section):
     )
 
 
-class RetrySettings(_Section):
+class RetrySettings(Section):
     attempts: int = Field(
         3, ge=0, le=20, description="Retries of a stage after a transient error (429, 5xx, dropped connection)."
     )

@@ -12,6 +12,7 @@ from pydantic import SecretStr, ValidationError
 
 from data.runs import RunStore
 from tasks import answers
+from tasks.evaluate_settings import EvaluateSettings
 from tasks.evaluation import (
     Answer,
     AnswerSet,
@@ -24,7 +25,6 @@ from tasks.evaluation import (
 )
 from tasks.evaluation_report import answer_table, evaluation_line, evaluation_metrics, evaluation_scores, side_by_side
 from tasks.notify import ApprovalNotice
-from tasks.settings import EvaluateSettings
 from workspaces.errors import TransientWorkspaceError, WorkspaceError
 from workspaces.judge import OpenAIJudge
 
