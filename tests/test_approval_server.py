@@ -242,7 +242,8 @@ def test_a_flow_retry_after_the_pause_pauses_again(server, tmp_path):
     driver = (
         "from flows.params import load_profile; from flows.tunegate_flow import tunegate; "
         f"config = load_profile(None, ['workspace.state_dir={tmp_path}', 'approval.policy=manual', "
-        "'smoke.max_latency_ms=0.001']); "  # every smoke fails, so the approved attempt fails after deploy
+        # decided before deploying; every smoke fails, so the approved attempt fails after the decision
+        "'approval.when=before-deploy', 'smoke.max_latency_ms=0.001']); "
         "tunegate.with_options(retries=2, retry_delay_seconds=0)(config=config)"
     )
     process = subprocess.Popen(

@@ -40,9 +40,12 @@ def test_full_run_end_to_end_then_nothing_left(tmp_path):
     state = f"workspace.state_dir={state_dir}"
     imported = tunegate("model", "import", str(folder), "--name", "tiny-llama", "--set", state)
     assert imported.returncode == 0, imported.stderr[-2000:]
+    # its weights are random: trained whole (not LoRA), hard and long enough to learn to reply, which the answer
+    # evaluation checks (with the LoRA defaults of a pretrained model it answers noise and ends evaluation_failed)
     done = tunegate(
         "run", "--set", f"workspace.state_dir={state_dir}", "--set", "model.name=tiny-llama",
-        "--summary-json", str(summary_path),
+        "--set", "finetune.apply_lora=false", "--set", "finetune.learning_rate=0.003",
+        "--set", "finetune.num_train_epochs=12", "--summary-json", str(summary_path),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads(summary_path.read_text())
@@ -54,7 +57,7 @@ def test_full_run_end_to_end_then_nothing_left(tmp_path):
     assert summary["teardown"] == {"mode": "ephemeral", "done": True, "deleted": [summary["endpoint"]["name"]]}
     assert summary["metrics"]["eval_loss"] < summary["metrics"]["base_eval_loss"]
     assert set(summary["data"]["rows"]) == {"train_sft", "test_sft", "test_gen"} and summary["data"]["fingerprint"]
-    assert summary["gate"]["passed"] is True
+    assert summary["gate"]["passed"] is True and summary["evaluation"]["passed"] is True
     assert "tunegate run succeeded" in done.stdout
     assert "passed in" in done.stdout and "ephemeral: done" in done.stdout  # words, not Python reprs
     assert "ok=True" not in done.stdout and "{'" not in done.stdout and "tunegate chat --endpoint" not in done.stdout
