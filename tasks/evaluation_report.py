@@ -129,17 +129,21 @@ def evaluation_scores(found: Scores) -> str:
     )
 
 
-def side_by_side(found: Evaluation, limit: int = 20, width: int = 160) -> str:
-    """Prompt, reference, champion's answer, candidate's answer, verdict: what the person who approves reads."""
+def side_by_side(found: Evaluation, limit: int = 20, width: int = 90) -> str:
+    """Prompt, reference, champion's answer, candidate's answer, verdict: what the person who approves reads (the
+    champion's column only when there were champion answers)."""
 
     def text(value: str | None, problem: str | None = None) -> str:
         shown = inline((value or "")[:width]) or "(empty)"
         return f"{shown} **[{inline(problem)}]**" if problem else shown
 
+    compared = found.champion is not None
+    header = "| # | prompt | reference |" + (" champion |" if compared else "") + " candidate | verdict |"
+    rule = "|---:|---|---|" + ("---|" if compared else "") + "---|---|"
     lines = [
         f"| {i} | {text(r.prompt)} | {text(r.reference)} | "
-        f"{text(r.champion, r.champion_problem) if found.champion else '-'} | "
-        f"{text(r.candidate, r.candidate_problem)} | {r.verdict or '-'} |"
+        + (f"{text(r.champion, r.champion_problem)} | " if compared else "")
+        + f"{text(r.candidate, r.candidate_problem)} | {r.verdict or '-'} |"
         for i, r in enumerate(found.rows[:limit], start=1)
     ]
     more = (
@@ -147,11 +151,7 @@ def side_by_side(found: Evaluation, limit: int = 20, width: int = 160) -> str:
         if len(found.rows) > limit
         else ""
     )
-    return (
-        "| # | prompt | reference | champion | candidate | verdict |\n|---:|---|---|---|---|---|\n"
-        + "\n".join(lines)
-        + more
-    )
+    return f"{header}\n{rule}\n" + "\n".join(lines) + more
 
 
 def evaluation_line(found: Evaluation | None) -> str | None:

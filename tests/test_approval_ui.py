@@ -72,7 +72,10 @@ def test_approve_in_the_prefect_ui_then_the_run_deploys(prefect_server, browser,
     review = page.inner_text("body")
     assert "Answer evaluation: passed" in review and "ROUGE-L" in review and "reference" in review
     assert page.locator("table").count() >= 3  # metrics, scores, answers
-    page.screenshot(path=str(OUTPUT / "approval-review-answers.png"), full_page=True)
+    page.set_viewport_size({"width": 1920, "height": 1000})  # the answers' table is wide
+    page.get_by_text("Answers side by side").first.scroll_into_view_if_needed()  # the UI scrolls a pane, not the page
+    page.screenshot(path=str(OUTPUT / "approval-review-answers.png"))
+    page.set_viewport_size({"width": 1400, "height": 1000})
     page.goto(f"{prefect_server.url}/runs/flow-run/{paused['id']}")
     page.get_by_role("button", name="Resume").first.click()
     dialog = page.get_by_role("dialog")
