@@ -27,7 +27,7 @@ class EvaluateSettings(Section):
         "characters, runaway repetition, speaking as the user or leaking the chat template.",
     )
     min_similarity: float = Field(
-        0.08,
+        0.2,
         ge=0,
         le=1,
         description="Fail when the candidate's mean ROUGE-L F1 against the reference replies is below this.",

@@ -81,7 +81,7 @@ def test_a_barely_trained_candidate_fails_its_evaluation_and_nothing_goes_live(t
     assert summary["status"] == "evaluation_failed" and summary["gate"]["passed"] is True
     evaluation = summary["evaluation"]
     assert evaluation["passed"] is False and evaluation["samples"] >= 10 and evaluation["failures"]
-    assert evaluation["degenerate_rate"]["candidate"] > 0.25 or evaluation["similarity"]["candidate"] < 0.08
+    assert evaluation["degenerate_rate"]["candidate"] > 0.25 or evaluation["similarity"]["candidate"] < 0.2
     assert summary["endpoint"]["traffic"] == {} and summary["endpoint"]["live"] == []
     assert summary["teardown"]["done"] and LocalWorkspace(state_dir / "workspace").inventory().empty
     assert "tunegate run evaluation_failed" in done.stdout and "evaluate.m" in done.stdout

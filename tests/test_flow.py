@@ -47,6 +47,9 @@ def make_config(tmp_path, **sections):
         "compute": {"name": "gpu-cluster", "size": "Standard_NC24ads_A100_v4"},
         "endpoint": {"name": "chat", "instance_type": "Standard_NC6s_v3"},
         "smoke": {"max_new_tokens": 8},
+        # the fake's models restate the prompt (ROUGE-L ~0.3 on average, as low as 0.14 on a sample of 6 prompts):
+        # where the bar for real models stands is not what these tests are about
+        "evaluate": {"min_similarity": 0.1},
         "job": {"poll_initial_s": 0.01, "poll_max_s": 0.01},
         "retries": {"attempts": 2, "delay_s": 0},
     }
@@ -221,7 +224,9 @@ def test_smoke_through_prompt_flow_answers_every_prompt_and_shows_the_table(tmp_
     assert all(row.answer == fair_answer(row.question, summary.endpoint.deployment) for row in through.rows)
     artifacts = flow_run_artifacts(state)
     table = json.loads(artifacts["promptflow-batch"].data)
-    assert [row["prompt"] for row in table] == smoke_prompts and table[0]["answer"].startswith("Paris")
+    assert [row["prompt"] for row in table] == smoke_prompts and table[0]["answer"] == fair_answer(
+        table[0]["prompt"], None
+    )
     assert "## Through Prompt flow" in artifacts["run-summary"].data and FAKE_KEY not in str(summary.model_dump())
 
 

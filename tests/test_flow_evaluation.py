@@ -49,7 +49,7 @@ def test_a_default_run_passes_the_evaluation_and_the_summary_has_its_numbers(tmp
     found = summary.evaluation
     assert found.passed is True and found.samples == 6  # every test_gen row of this small sample (16 asked)
     assert "6 of the 16 prompts asked" in found.notes[0]
-    assert found.degenerate_rate == {"candidate": 0.0} and found.similarity["candidate"] > 0.08
+    assert found.degenerate_rate == {"candidate": 0.0} and found.similarity["candidate"] > 0.2
     assert found.win_rate is None and "no champion yet" in found.notes[1]
     assert found.latency_ms["candidate"]["p50"] > 0
     # answered through the candidate's deployment header, several prompts per request, greedy
