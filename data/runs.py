@@ -77,6 +77,45 @@ class RunStore:
             return None
         return record if isinstance(record, dict) and record.get("model") == model else None
 
+    def rollout_path(self, endpoint: str) -> Path:
+        return self.root / "rollouts" / f"{hashlib.sha256(endpoint.encode()).hexdigest()[:24]}.json"
+
+    def write_rollout(self, endpoint: str, record: dict) -> Path:
+        """Where the rollout on `endpoint` stands (written whole or not at all): what a later run, `tunegate rollout
+        status|abort` and `inventory` read to finish or undo one whose run is gone."""
+        path = self.rollout_path(endpoint)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps({**record, "endpoint": endpoint}, indent=2))
+        partial.replace(path)
+        return path
+
+    def read_rollout(self, endpoint: str) -> dict | None:
+        """The rollout record of `endpoint`; None when there is none. A file that cannot be read as one is
+        {"damaged": why}: said, never trusted."""
+        path = self.rollout_path(endpoint)
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            return {"damaged": f"{path}: {type(exc).__name__}: {exc}"}
+        if not isinstance(record, dict) or record.get("endpoint") != endpoint:
+            return {"damaged": f"{path}: not a rollout record of {endpoint}"}
+        return record
+
+    def rollouts(self) -> list[dict]:
+        """Every readable rollout record (inventory)."""
+        found = []
+        for path in sorted(self.root.glob("rollouts/*.json")):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and isinstance(record.get("endpoint"), str):
+                found.append(record)
+        return found
+
     def read_summary(self, run_id: str) -> str | None:
         path = self.summary_path(run_id)
         return path.read_text() if path.exists() else None

@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from data.documents import DocumentError, read_yaml
 from tasks.evaluate_settings import EvaluateSettings
+from tasks.rollout_settings import RolloutSettings
 from tasks.settings import (
     ApprovalSettings,
     ComputeSettings,
@@ -56,6 +57,7 @@ class TunegateConfig(FormModel):
     endpoint: EndpointSettings = Field(default_factory=EndpointSettings)
     smoke: SmokeSettings = Field(default_factory=SmokeSettings)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     teardown: TeardownSettings = Field(default_factory=TeardownSettings)
     retries: RetrySettings = Field(default_factory=RetrySettings)
 

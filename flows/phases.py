@@ -7,6 +7,7 @@
     deploy_and_smoke    deploy next to the live model at 0%, smoke it (or roll it back)   flows/release.py
     evaluate_answers    candidate and champion answer held-out prompts; the scores gate   flows/evaluation.py
     decide_after_evaluation  the approval policy, or a person on the paused run, with the answers in view
+    roll_out            keep mode: traffic in steps judged on live traffic, or back to the live model   flows/rollout.py
     promote             all traffic to it in one update, the champion label, old deployments retired
 
 A phase reads what earlier phases left on the run (`run.prepared`, `run.trained`, `run.candidate`) and leaves its
@@ -26,6 +27,7 @@ from data.sources import source_problem
 from flows.evaluation import evaluate_answers
 from flows.release import deploy_and_smoke, promote
 from flows.results import Candidate, Prepared, Trained
+from flows.rollout import roll_out
 from flows.run import Run, RunStatus, RunStopped
 from tasks import approval, finetune, preflight, register, training
 from tasks.approval import ApprovalRecord
@@ -216,5 +218,6 @@ PHASES: tuple[Callable[[Run], None], ...] = (
     deploy_and_smoke,
     evaluate_answers,
     decide_after_evaluation,
+    roll_out,
     promote,
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from prefect.logging import get_run_logger
 
+from flows.rollout import finish_promoted, recover_interrupted_rollout
 from flows.run import Run, RunStatus, RunStopped
 from tasks.deploy import deployment_name
 from tasks.gate import model_id
@@ -40,10 +41,12 @@ def promote(run: Run) -> None:
         "%s now takes 100%% of %s; retired %s", deployed.deployment, deployed.endpoint, retired or "nothing"
     )
     run.stage("read_endpoint", run.workspace.endpoints, deployed.endpoint)
+    finish_promoted(run)
     run.release_held()
 
 
 def reconcile(run: Run, endpoint_name: str, model_name: str) -> None:
+    recover_interrupted_rollout(run, endpoint_name)
     run.stage("reconcile_endpoint", run.workspace.endpoints, run.workspace.registry, endpoint_name, model_name)
 
 

@@ -20,6 +20,7 @@ from flows.summary import RunStatus, RunSummary
 from tasks.deploy import DeployResult
 from tasks.evaluation import Evaluation
 from tasks.gate import GateResult
+from tasks.rollout import Rollout
 from workspaces.ports import JobRef, ModelVersion, Workspace, WorkspaceError
 
 T = TypeVar("T")
@@ -43,6 +44,7 @@ DELIBERATE_ENDS = {
     RunStatus.REJECTED: "Rejected",
     RunStatus.SMOKE_FAILED: "Smoke failed",
     RunStatus.EVALUATION_FAILED: "Evaluation failed",
+    RunStatus.ROLLED_BACK: "Rolled back",
 }  # RunStopped.state_name, the start of its message
 
 
@@ -76,6 +78,7 @@ class Run:
     candidate: Candidate | None = None
     deployed: DeployResult | None = None  # the smoked candidate at 0%, until promote
     evaluation: Evaluation | None = None  # its answers judged (evaluate_answers), for the decision after it
+    rollout: Rollout | None = None  # its steps on live traffic (roll_out), until promote
     # what a phase holds for the ones after it (the endpoint lock from deploy to promote); released at the latest
     # when the run ends, before teardown
     held: ExitStack = field(default_factory=ExitStack)

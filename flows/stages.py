@@ -17,6 +17,7 @@ from tasks import (
     metrics,
     model,
     register,
+    rollout,
     teardown,
     training,
 )
@@ -45,6 +46,9 @@ class Stages:
     record_evaluation: Any = evaluation_report.record_evaluation
     log_evaluation: Any = evaluation_report.log_evaluation
     roll_back: Any = promotion.roll_back
+    shift_traffic: Any = rollout.shift_traffic
+    watch_window: Any = rollout.watch_window
+    restore_live: Any = rollout.restore_live
     promote: Any = promotion.promote
     read_endpoint: Any = promotion.read_endpoint
     reconcile_endpoint: Any = promotion.reconcile_endpoint

@@ -20,6 +20,7 @@ from flows.summary_sections import (
     JobSummary,
     LossCurveSummary,
     ModelSummary,
+    RolloutSummary,
     SmokeSummary,
     TeardownSummary,
 )
@@ -30,6 +31,7 @@ from tasks.evaluation import Evaluation
 from tasks.gate import GateResult
 from tasks.markdown import inline, link, table
 from tasks.promote import ServingState
+from tasks.rollout import Rollout
 from tasks.sampling import SampledData
 from tasks.teardown import TeardownResult
 from workspaces.ports import FinetuneSpec, FoundationModel, JobRef, ModelVersion
@@ -45,6 +47,7 @@ class RunStatus(enum.StrEnum):
     REJECTED = "rejected"
     SMOKE_FAILED = "smoke_failed"
     EVALUATION_FAILED = "evaluation_failed"
+    ROLLED_BACK = "rolled_back"  # a canary step broke a limit on live traffic: the live model back to 100%
     FAILED = "failed"
     CANCELLED = "cancelled"
 
@@ -63,6 +66,7 @@ class RunSummary(BaseModel):
     endpoint: EndpointSummary = Field(default_factory=EndpointSummary)
     smoke: SmokeSummary = Field(default_factory=SmokeSummary)
     evaluation: EvaluationSummary = Field(default_factory=EvaluationSummary)
+    rollout: RolloutSummary = Field(default_factory=RolloutSummary)
     teardown: TeardownSummary = Field(default_factory=TeardownSummary)
     loss_curve: LossCurveSummary = Field(default_factory=LossCurveSummary)
     links: dict[str, str] = Field(default_factory=dict)  # label -> URL: job, MLflow run, model version, endpoint
@@ -116,6 +120,9 @@ class RunSummary(BaseModel):
 
     def record_evaluation(self, found: Evaluation) -> None:
         self.evaluation = EvaluationSummary.of(found)
+
+    def record_rollout(self, rollout: Rollout) -> None:
+        self.rollout = RolloutSummary.of(rollout)
 
     def record_rollback(self) -> None:
         self.endpoint.deployment = None
@@ -208,6 +215,8 @@ class RunSummary(BaseModel):
             sections.append(self.promptflow_markdown(self.smoke.promptflow))
         if self.evaluation.passed is not None:
             sections.append(self.evaluation.markdown())
+        if self.rollout.outcome is not None:
+            sections.append(self.rollout.markdown())
         if self.teardown.mode:
             deleted = ", ".join(f"`{name}`" for name in self.teardown.deleted) or "nothing"
             state = "done" if self.teardown.done else "**not done**: see the error and `tunegate inventory`"
@@ -255,6 +264,7 @@ OUTCOMES = {
     "rejected": "stopped: rejected",
     "smoke_failed": "stopped: the smoke test failed (rolled back)",
     "evaluation_failed": "stopped: the answer evaluation failed (rolled back)",
+    "rolled_back": "stopped: rolled back during the rollout (the live model serves all traffic)",
     "failed": "failed",
     "cancelled": "cancelled",
     "running": "still running",
@@ -278,6 +288,7 @@ OBSERVERS: dict[str, Recorder] = {
     "smoke_promptflow": RunSummary.record_promptflow,
     "record_evaluation": RunSummary.record_evaluation,
     "roll_back": lambda summary, _: summary.record_rollback(),
+    "rollout": RunSummary.record_rollout,
     "read_endpoint": RunSummary.record_endpoint,
     "teardown": RunSummary.record_teardown,
 }

@@ -9,6 +9,7 @@ from tasks.evaluation import Evaluation
 from tasks.evaluation_report import evaluation_scores
 from tasks.gate import GateCheck
 from tasks.markdown import inline
+from tasks.rollout import Rollout, StepReport
 
 
 class DataSummary(BaseModel):
@@ -108,3 +109,44 @@ class EvaluationSummary(BaseModel):
             + (f"\n\n{said}" if said else "")
             + "\n\nEvery prompt with both answers: the **evaluation-answers** artifact of this run."
         )
+
+
+class RolloutSummary(BaseModel):
+    """The rollout's windows and how it ended (tasks/rollout.Rollout); outcome None: the run had none (ephemeral,
+    a first model, rollout.enabled false, or it stopped before)."""
+
+    outcome: str | None = None
+    reason: str | None = None
+    candidate: str | None = None
+    live: str | None = None
+    steps: list[StepReport] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, rollout: Rollout) -> RolloutSummary:
+        return cls(
+            outcome=rollout.outcome,
+            reason=rollout.reason,
+            candidate=f"{rollout.candidate} ({rollout.candidate_model})",
+            live=f"{rollout.live} ({rollout.live_model})",
+            steps=list(rollout.steps),
+        )
+
+    def markdown(self) -> str:
+        rows = "\n".join(
+            f"| {'mirror ' if step.phase == 'mirror' else ''}{step.traffic}% | {step.seconds:.0f} s | "
+            f"{step.requests['candidate']} / {step.requests['live']} | {step.errors['candidate']} / "
+            f"{step.errors['live']} | {_ms(step.p95_ms['candidate'])} / {_ms(step.p95_ms['live'])} | "
+            f"{step.degenerate['candidate']:.0%} | {step.verdict} |"
+            for step in self.steps
+        )
+        reason = f"\n\n{inline(self.reason)}" if self.reason else ""
+        return (
+            f"## Rollout: {self.outcome}\n\n{inline(self.candidate or '')} against {inline(self.live or '')}.{reason}"
+            "\n\n| step | held | requests (candidate / live) | errors | p95 ms | no reply | verdict |"
+            f"\n|---|---:|---:|---:|---:|---:|---|\n{rows}"
+            "\n\nTimeline and picture: the **rollout** artifact of this run."
+        )
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"

@@ -107,6 +107,7 @@ class FakeAzureML:
         self.models: dict[str, dict[str, dict]] = {}
         self.endpoints: dict[str, dict] = {}
         self.deployments: dict[str, dict[str, dict]] = {}
+        self.served: dict[str, list[tuple[int, int, float]]] = {}  # deployment -> per minute (requests, errors, p95)
         self.finetune_metrics = {"train_loss": 1.31, "eval_loss": 1.42, "loss": 1.25, "epoch": 3.0}
         # per-step values the finetune step's run logged (HF Trainer's MLflow callback): key -> [(step, value)]
         self.finetune_history: dict[str, list[tuple[int, float]]] = {
@@ -228,7 +229,70 @@ class FakeAzureML:
                 self.code_pending_upload,
             ),
             ("POST", rf"{w}/datastores/(?P<name>[^/]+)/listSecrets", self.datastore_secrets),
+            (
+                "GET",
+                rf"{w}/onlineEndpoints/(?P<endpoint>[^/]+)/deployments/(?P<name>[^/]+)/providers/"
+                r"(?i:microsoft\.insights)/metrics",
+                self.deployment_metrics,
+            ),
         ]
+
+    def deployment_metrics(self, call, endpoint, name):
+        """Azure Monitor's metrics of one deployment (REST: Metrics - List), from `self.served`: what the test says
+        each deployment served per minute, {deployment: [(requests, errors, p95 ms)]}. Strict as the service:
+        the metric names, interval and aggregation the adapter needs are checked."""
+        query = {key: values[0] for key, values in call["query"].items()}
+        if name not in self.deployments.get(endpoint, {}):
+            return 404, {"error": {"code": "ResourceNotFound", "message": f"deployment {endpoint}/{name} not found"}}
+        names = query.get("metricnames", "").split(",")
+        if not set(names) <= {"RequestsPerMinute", "RequestLatency_P95"} or "timespan" not in query:
+            return 400, {"error": {"code": "BadRequest", "message": f"unknown metrics or no timespan: {query}"}}
+        if query.get("interval") != "PT1M" or query.get("aggregation", "").lower() != "average":
+            return 400, {"error": {"code": "BadRequest", "message": f"interval/aggregation not supported: {query}"}}
+        minutes = self.served.get(name, [])
+        start = "2026-12-01T10:%02d:00Z"
+        metrics = []
+        for metric in names:
+            if metric == "RequestsPerMinute":
+                series = [
+                    {
+                        "metadatavalues": [{"name": {"value": "envoy_response_code"}, "value": code}],
+                        "data": [
+                            {"timeStamp": start % i, "average": float(count)} for i, count in enumerate(counts) if count
+                        ],
+                    }
+                    for code, counts in (
+                        ("200", [ok - bad for ok, bad, _ in minutes]),
+                        ("503", [bad for _, bad, _ in minutes]),
+                    )
+                ]
+                unit = "Count"
+            else:
+                series = [
+                    {
+                        "metadatavalues": [],
+                        "data": [{"timeStamp": start % i, "average": p} for i, (*_, p) in enumerate(minutes)],
+                    }
+                ]
+                unit = "MilliSeconds"
+            metrics.append(
+                {
+                    "id": f"{call['path']}/{metric}",
+                    "type": "Microsoft.Insights/metrics",
+                    "name": {"value": metric, "localizedValue": metric},
+                    "unit": unit,
+                    "timeseries": series,
+                    "errorCode": "Success",
+                }
+            )
+        return 200, {
+            "cost": 0,
+            "timespan": query["timespan"],
+            "interval": "PT1M",
+            "value": metrics,
+            "namespace": "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments",
+            "resourceregion": "eastus",
+        }
 
     def requests(self, method: str, path_regex: str) -> list[dict]:
         return [c for c in self.calls if c["method"] == method and re.search(path_regex, c["path"])]
@@ -728,6 +792,18 @@ class FakeAzureML:
             return 400, {"error": {"code": "BadArgument", "message": f"Deployment(s) {unknown} do not exist on {name}"}}
         if any(int(v) < 0 for v in traffic.values()) or sum(int(v) for v in traffic.values()) not in (0, 100):
             return 400, {"error": {"code": "BadArgument", "message": f"Traffic must add up to 100 (or 0): {traffic}"}}
+        # the safe-rollout guide's rules: one mirrored deployment, at most 50%, and it takes no live traffic
+        mirror = {k: int(v) for k, v in (sent["properties"].get("mirrorTraffic") or {}).items() if int(v)}
+        if set(mirror) - set(self.deployments.get(name, {})):
+            return 400, {"error": {"code": "BadArgument", "message": f"Mirror deployment(s) {sorted(mirror)} missing"}}
+        if len(mirror) > 1 or any(not 0 < v <= 50 for v in mirror.values()):
+            return 400, {
+                "error": {"code": "BadArgument", "message": f"Mirror traffic: one deployment, <= 50%: {mirror}"}
+            }
+        if any(int(traffic.get(k, 0)) > 0 for k in mirror):
+            return 400, {
+                "error": {"code": "BadArgument", "message": "A deployment cannot take live and mirror traffic"}
+            }
         body.update(
             id=f"{WS_PATH}/onlineEndpoints/{name}",
             name=name,
@@ -742,6 +818,7 @@ class FakeAzureML:
             description=sent["properties"].get("description"),
             authMode=sent["properties"].get("authMode"),
             traffic=sent["properties"].get("traffic") or {},
+            mirrorTraffic=mirror,
             scoringUri=self.scoring_uri,
             provisioningState="Succeeded",
             properties={},

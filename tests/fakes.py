@@ -7,6 +7,8 @@ work: `faults["jobs.submit"] = [TransientWorkspaceError("503")]` fails the first
 from __future__ import annotations
 
 import json
+import math
+import random
 import threading
 import time
 from collections import defaultdict
@@ -29,6 +31,7 @@ from workspaces.ports import (
     Credentials,
     DataRef,
     Deployment,
+    DeploymentTraffic,
     Endpoint,
     FinetuneSpec,
     FoundationModel,
@@ -44,6 +47,7 @@ from workspaces.ports import (
     ScoreResult,
     ScoringRequest,
     Sku,
+    TrafficReading,
     WorkspaceError,
 )
 
@@ -158,6 +162,11 @@ class FakeWorkspace:
         self.champion_on_this_split: float | None = None
         self.attachments: dict[tuple[str, str], bytes] = {}
         self.evaluations: dict[str, tuple[dict[str, float], list[dict[str, str]]]] = {}
+        # what each deployment served: (endpoint, deployment) -> [(status code, latency ms, mirrored)]
+        self.served: dict[tuple[str, str], list[tuple[int, float, bool]]] = defaultdict(list)
+        # a model that fails this share of its requests once it takes live traffic (smoke and evaluation pass)
+        self.fails_under_traffic: dict[str, float] = {}
+        self.extra_latency_ms: dict[str, float] = {}  # a model slower than it looks, by this much per request
 
         self.registry = FakeRegistry(self)
         self.compute = FakeCompute(self)
@@ -407,7 +416,12 @@ class FakeEndpoints:
 
     def _endpoint(self, name: str) -> Endpoint:
         record = self.ws.endpoint_records[name]
-        return Endpoint(name=name, traffic=dict(record["traffic"]), deployments=tuple(record["deployments"]))
+        return Endpoint(
+            name=name,
+            traffic=dict(record["traffic"]),
+            deployments=tuple(record["deployments"]),
+            mirror=dict(record.get("mirror", {})),
+        )
 
     def ensure(self, name: str, description: str = "", ephemeral: bool = False) -> Endpoint:
         self.ws.enter("endpoints.ensure")
@@ -445,6 +459,8 @@ class FakeEndpoints:
             raise NotFoundError(f"no deployments {unknown}")
         if any(pct < 0 for pct in traffic.values()) or sum(traffic.values()) not in (0, 100):
             raise WorkspaceError(f"traffic must be >= 0 and sum to 100 (or 0): {traffic}")
+        if any(traffic.get(name, 0) > 0 for name in record.get("mirror", {})):
+            raise ConflictError(f"{sorted(record['mirror'])} mirror live traffic: stop the mirror first")
         record["traffic"] = {name: traffic.get(name, 0) for name in record["deployments"]}
         return self._endpoint(endpoint)
 
@@ -458,12 +474,68 @@ class FakeEndpoints:
         self, endpoint: str, request: ScoringRequest, deployment: str | None = None, timeout_s: float = 120
     ) -> ScoreResult:
         self.ws.enter("endpoints.invoke")
-        if deployment is not None and deployment not in self.ws.endpoint_records.get(endpoint, {}).get(
-            "deployments", {}
-        ):
+        record = self.ws.endpoint_records.get(endpoint, {})
+        if deployment is not None and deployment not in record.get("deployments", {}):
             raise NotFoundError(f"deployment {endpoint}/{deployment} not found")
-        self.ws.scoring.deployment_header = deployment
-        return scoring.score(self.credentials(endpoint), request, deployment, timeout_s)
+        served = deployment
+        if served is None:  # the traffic split picks one, and the mirror gets a copy
+            weighted = [(name, share) for name, share in record.get("traffic", {}).items() if share > 0]
+            if weighted:
+                served = random.choices([n for n, _ in weighted], weights=[w for _, w in weighted])[0]
+            for name, share in record.get("mirror", {}).items():
+                if random.random() * 100 < share:
+                    self._serve(endpoint, name, request, timeout_s, mirrored=True)
+        if served is None:
+            return scoring.score(self.credentials(endpoint), request, None, timeout_s)
+        return self._serve(endpoint, served, request, timeout_s)
+
+    def _serve(
+        self, endpoint: str, name: str, request: ScoringRequest, timeout_s: float, mirrored: bool = False
+    ) -> ScoreResult:
+        record = self.ws.endpoint_records[endpoint]
+        model = record["deployments"][name].model
+        if record["traffic"].get(name, 0) > 0 and random.random() < self.ws.fails_under_traffic.get(model, 0.0):
+            result = ScoreResult(status_code=500, output=None, latency_ms=5.0, error="HTTP 500: model crashed")
+        else:
+            self.ws.scoring.deployment_header = name
+            result = scoring.score(self.credentials(endpoint), request, name, timeout_s)
+        latency = result.latency_ms + self.ws.extra_latency_ms.get(model, 0.0)
+        self.ws.served[(endpoint, name)].append((result.status_code, latency, mirrored))
+        return result
+
+    def set_mirror(self, endpoint: str, mirror: dict[str, int]) -> Endpoint:
+        self.ws.enter("endpoints.set_mirror")
+        record = self.ws.endpoint_records.get(endpoint)
+        if record is None:
+            raise NotFoundError(f"endpoint {endpoint} not found")
+        wanted = {name: share for name, share in mirror.items() if share}
+        if set(wanted) - set(record["deployments"]):
+            raise NotFoundError(f"no deployments {sorted(set(wanted) - set(record['deployments']))}")
+        if len(wanted) > 1 or any(not 0 < share <= 50 for share in wanted.values()):
+            raise WorkspaceError(f"mirror one deployment at 1..50% (or none): {mirror}")
+        if any(record["traffic"].get(name, 0) > 0 for name in wanted):
+            raise ConflictError(f"{sorted(wanted)} take live traffic: a mirror must take none")
+        record["mirror"] = wanted
+        return self._endpoint(endpoint)
+
+    def traffic(self, endpoint: str, since: TrafficReading | None = None) -> TrafficReading:
+        self.ws.enter("endpoints.traffic")
+        if endpoint not in self.ws.endpoint_records:
+            raise NotFoundError(f"endpoint {endpoint} not found")
+        counts, found = {}, {}
+        for (name_of, deployment), rows in self.ws.served.items():
+            if name_of != endpoint:
+                continue
+            counts[deployment] = len(rows)
+            window = rows[(since.mark.get(deployment, 0) if since else 0) :]
+            latencies = sorted(latency for _, latency, _ in window)
+            found[deployment] = DeploymentTraffic(
+                requests=len(window),
+                errors=sum(1 for code, _, _ in window if code >= 500),
+                mirrored=sum(1 for *_, copy in window if copy),
+                p95_ms=latencies[max(0, math.ceil(0.95 * len(latencies)) - 1)] if latencies else None,
+            )
+        return TrafficReading(at=time.time(), deployments=found, mark=counts)
 
     def delete_deployment(self, endpoint: str, name: str) -> None:
         self.ws.enter("endpoints.delete_deployment")
@@ -474,6 +546,7 @@ class FakeEndpoints:
             raise ConflictError(f"deployment {name} still takes {record['traffic'][name]}% of traffic")
         record["deployments"].pop(name)
         record["traffic"].pop(name, None)
+        record.get("mirror", {}).pop(name, None)
         self.ws.deleted.append(f"{endpoint}/{name}")
 
     def delete(self, endpoint: str) -> None:

@@ -375,3 +375,36 @@ def test_two_registrations_that_read_the_same_next_version_both_end_registered(w
     stored = replay.models["Phi-3-mini-4k-instruct-ultrachat-200k"]
     assert stored["1"]["properties"]["modelUri"] == "azureml://jobs/rival-job/outputs/trained_model"  # untouched
     assert stored["2"]["properties"]["modelUri"] == f"azureml://jobs/{job.name}/outputs/trained_model"
+
+
+def test_mirror_traffic_steps_and_the_deployments_metrics_from_azure_monitor(workspace, replay):
+    """The safe-rollout guide's calls: mirror_traffic on the endpoint (one deployment, <= 50%, not one that takes
+    live traffic), traffic in steps, and each deployment's RequestsPerMinute / RequestLatency_P95 from Azure
+    Monitor (Metrics - List on the deployment's resource, PT1M, average, split by envoy_response_code)."""
+    from tasks.rollout import restore_live, shift_traffic
+
+    endpoints = workspace.endpoints
+    endpoints.ensure("chat-keep")
+    for name, version in (("blue", "1"), ("green", "2")):
+        endpoints.create_deployment("chat-keep", name, ModelVersion(name="phi-ft", version=version), "Standard_NC6s_v3")
+    endpoints.set_traffic("chat-keep", {"blue": 100})
+    assert shift_traffic.fn(endpoints, "chat-keep", "blue", "green", 0, mirror=20) == {"blue": 100}
+    sent = replay.requests("PUT", "/onlineEndpoints/chat-keep$")[-1]["json"]["properties"]
+    assert sent["mirrorTraffic"] == {"green": 20} and sent["traffic"] == {"blue": 100}
+    assert endpoints.get("chat-keep").mirror == {"green": 20}
+    with pytest.raises(WorkspaceError, match="50%"):
+        endpoints.set_mirror("chat-keep", {"green": 60})  # the service's cap, said in its words
+    assert shift_traffic.fn(endpoints, "chat-keep", "blue", "green", 25) == {"blue": 75, "green": 25}
+    sent = replay.requests("PUT", "/onlineEndpoints/chat-keep$")[-1]["json"]["properties"]
+    assert sent["traffic"] == {"blue": 75, "green": 25} and not sent.get("mirrorTraffic")
+    replay.served = {"blue": [(60, 0, 120.0), (30, 0, 80.0)], "green": [(20, 4, 300.0), (10, 1, 600.0)]}
+    before = endpoints.traffic("chat-keep")
+    after = endpoints.traffic("chat-keep", since=before)
+    green, blue = after.deployments["green"], after.deployments["blue"]
+    assert (green.requests, green.errors, green.p95_ms) == (30, 5, 400.0)  # p95 weighted by each minute's requests
+    assert (blue.requests, blue.errors) == (90, 0) and blue.p95_ms == pytest.approx(106.7)
+    query = replay.requests("GET", "(?i)/deployments/green/providers/microsoft.insights/metrics")[-1]["query"]
+    assert query["interval"] == ["PT1M"] and "envoy_response_code eq '*'" in query["$filter"][0]
+    assert set(query["metricnames"][0].split(",")) == {"RequestsPerMinute", "RequestLatency_P95"}
+    assert restore_live.fn(endpoints, "chat-keep", "blue", "green") == {"blue": 100}
+    assert endpoints.get("chat-keep").deployments == ("blue",)

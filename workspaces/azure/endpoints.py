@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.ai.ml import MLClient
@@ -24,10 +26,12 @@ from workspaces.ports import (
     ConflictError,
     Credentials,
     Deployment,
+    DeploymentTraffic,
     Endpoint,
     ModelVersion,
     NotFoundError,
     ServingBase,
+    TrafficReading,
 )
 
 CREATED_BY = {"created_by": "tunegate"}
@@ -42,14 +46,41 @@ def model_reference(model: Any) -> str:
     return text.removeprefix("azureml:")
 
 
+def deployment_traffic(metrics: Any) -> DeploymentTraffic:
+    """Azure Monitor's per-minute series of one deployment -> the window's totals: requests (the minute's count,
+    summed over minutes and response codes), errors (codes 5xx, and 408: the deployment's timeout), p95 (each
+    minute's P95 weighted by that minute's requests)."""
+    requests = errors = 0
+    per_minute: dict[Any, int] = {}
+    latency: dict[Any, float] = {}
+    for metric in metrics:
+        for series in metric.timeseries:
+            code = str((series.metadata_values or {}).get("envoy_response_code", ""))
+            for point in series.data:
+                if point.average is None:
+                    continue
+                if metric.name == "RequestsPerMinute":
+                    count = round(point.average)
+                    requests += count
+                    errors += count if code.startswith("5") or code == "408" else 0
+                    per_minute[point.timestamp] = per_minute.get(point.timestamp, 0) + count
+                elif metric.name == "RequestLatency_P95":
+                    latency[point.timestamp] = float(point.average)
+    weighted = [(latency[minute], count) for minute, count in per_minute.items() if minute in latency and count]
+    total = sum(count for _, count in weighted)
+    p95 = sum(value * count for value, count in weighted) / total if total else None
+    return DeploymentTraffic(requests=requests, errors=errors, p95_ms=round(p95, 1) if p95 is not None else None)
+
+
 _LOCKS: dict[str, threading.RLock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
 class AzureEndpoints(ServingBase):
-    def __init__(self, ml: MLClient, settings: AzureSettings) -> None:
+    def __init__(self, ml: MLClient, settings: AzureSettings, credential: Any = None) -> None:
         self.ml = ml
         self.settings = settings
+        self.credential = credential if credential is not None else getattr(ml, "_credential", None)
 
     def _endpoint(self, name: str) -> Any | None:
         return get_or_none(f"endpoint {name}", lambda: self.ml.online_endpoints.get(name))
@@ -89,7 +120,8 @@ class AzureEndpoints(ServingBase):
         with translated(f"deployments of {name}"):
             deployments = tuple(sorted(d.name for d in self.ml.online_deployments.list(endpoint_name=name)))
         traffic = {key: int(value) for key, value in (endpoint.traffic or {}).items()}
-        return Endpoint(name=name, traffic=traffic, deployments=deployments)
+        mirror = {key: int(value) for key, value in (endpoint.mirror_traffic or {}).items() if int(value)}
+        return Endpoint(name=name, traffic=traffic, deployments=deployments, mirror=mirror)
 
     def created_by_tunegate(self) -> list[str]:
         with translated("list endpoints"):
@@ -135,6 +167,46 @@ class AzureEndpoints(ServingBase):
         with translated(f"traffic of {endpoint}"):
             self.ml.online_endpoints.begin_create_or_update(current).result()
         return self.existing(endpoint)
+
+    def set_mirror(self, endpoint: str, mirror: dict[str, int]) -> Endpoint:
+        """mirror_traffic on the endpoint, as the safe-rollout guide sets it (one deployment, at most 50%)."""
+        with translated(f"mirror traffic of {endpoint}"):
+            current = self.ml.online_endpoints.get(endpoint)
+        unknown = sorted(set(mirror) - set(self.existing(endpoint).deployments))
+        if unknown:
+            raise NotFoundError(f"mirror traffic of {endpoint}: no deployment(s) {unknown}")
+        current.mirror_traffic = {name: int(share) for name, share in mirror.items() if share}
+        with translated(f"mirror traffic of {endpoint}"):
+            self.ml.online_endpoints.begin_create_or_update(current).result()
+        return self.existing(endpoint)
+
+    def traffic(self, endpoint: str, since: TrafficReading | None = None) -> TrafficReading:
+        """Each deployment's Azure Monitor metrics between `since` and now (one-minute grain): RequestsPerMinute
+        split by envoy_response_code (5xx are errors) and RequestLatency_P95, weighted by requests. The service
+        publishes a minute's numbers a few minutes late: windows on Azure are minutes long (rollout.window_s)."""
+        from azure.monitor.query import MetricsQueryClient
+
+        now = time.time()
+        start = float(since.mark.get("at", now - 3600)) if since is not None else now - 3600
+        client = MetricsQueryClient(self.credential)
+        found = {}
+        for name in self.existing(endpoint).deployments:
+            resource = (
+                f"/subscriptions/{self.ml.subscription_id}/resourceGroups/{self.ml.resource_group_name}/providers/"
+                f"Microsoft.MachineLearningServices/workspaces/{self.ml.workspace_name}/onlineEndpoints/{endpoint}"
+                f"/deployments/{name}"
+            )
+            with translated(f"metrics of {endpoint}/{name}"):
+                result = client.query_resource(
+                    resource,
+                    metric_names=["RequestsPerMinute", "RequestLatency_P95"],
+                    timespan=(datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(now, UTC)),
+                    granularity=timedelta(minutes=1),
+                    aggregations=["Average"],
+                    filter="envoy_response_code eq '*'",
+                )
+            found[name] = deployment_traffic(result.metrics)
+        return TrafficReading(at=now, deployments=found, mark={"at": now})
 
     def scoring_uri(self, endpoint: str) -> str | None:
         found = get_or_none(f"endpoint {endpoint}", lambda: self.ml.online_endpoints.get(endpoint))

@@ -55,7 +55,7 @@ class AzureWorkspace:
         # a command job's model is where its script logged it (checked non-empty first), not a job output
         model_path_of = self.jobs.command_model_path if self.settings.finetune_mode == "command" else None
         self.registry = AzureRegistry(workspace_client, registry_client, model_path_of)
-        self.endpoints = AzureEndpoints(workspace_client, self.settings)
+        self.endpoints = AzureEndpoints(workspace_client, self.settings, credential)
         self.compute = AzureCompute(workspace_client)
         self.data = AzureData()
         self.imports = None  # register a folder with the SDK or `az ml model create`

@@ -18,6 +18,7 @@ import logging
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +42,7 @@ from workspaces.local.processes import (
 )
 from workspaces.local.registry import MlflowRegistry
 from workspaces.local.settings import EndpointLimits
+from workspaces.local.traffic_metrics import counters, window
 from workspaces.names import checked_name
 from workspaces.ports import (
     ConflictError,
@@ -50,6 +52,7 @@ from workspaces.ports import (
     ModelVersion,
     NotFoundError,
     ServingBase,
+    TrafficReading,
     TransientWorkspaceError,
     WorkspaceError,
 )
@@ -198,6 +201,7 @@ class EndpointServers(ServingBase):
             traffic=dict(state.get("traffic", {})),
             deployments=tuple(state.get("deployments", {})),
             running=self.running(name),
+            mirror=dict(state.get("mirror") or {}),
         )
 
     def get_deployment(self, endpoint: str, name: str) -> Deployment | None:
@@ -258,6 +262,27 @@ class EndpointServers(ServingBase):
         with self.lock(endpoint):
             self._admin(endpoint, "PUT", "/admin/traffic", traffic)
             return self.existing(endpoint)
+
+    def set_mirror(self, endpoint: str, mirror: dict[str, int]) -> Endpoint:
+        with self.lock(endpoint):
+            self._admin(endpoint, "PUT", "/admin/mirror", mirror)
+            return self.existing(endpoint)
+
+    def traffic(self, endpoint: str, since: TrafficReading | None = None) -> TrafficReading:
+        """Two scrapes of the server's `/metrics` make a window (traffic_metrics.window)."""
+        if self.get(endpoint) is None:
+            raise NotFoundError(f"endpoint {endpoint} does not exist")
+        _, port = self._server(endpoint)
+        headers = {"Authorization": f"Bearer {self._secrets(endpoint)['admin']}"}
+        try:
+            response = httpx.get(f"http://127.0.0.1:{port}/metrics", headers=headers, timeout=30)
+        except httpx.TransportError as exc:
+            raise TransientWorkspaceError(f"endpoint {endpoint}: {exc}") from exc
+        if response.status_code != 200:
+            raise TransientWorkspaceError(f"endpoint {endpoint}: /metrics answered HTTP {response.status_code}")
+        now = counters(response.text)
+        before = since.mark.get("counters") if since is not None else None
+        return TrafficReading(at=time.time(), deployments=window(now, before), mark={"counters": now})
 
     def credentials(self, endpoint: str) -> Credentials:
         if self.get(endpoint) is None:

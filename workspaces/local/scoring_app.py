@@ -14,13 +14,14 @@ from typing import Any
 
 # imported at module level: FastAPI resolves the handlers' (string) annotations in this module's globals
 from fastapi import FastAPI, Header, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from workspaces.local.model import PromptTooLong
 from workspaces.local.processes import write_json
 from workspaces.local.settings import EndpointLimits
+from workspaces.local.traffic_metrics import MIRROR_MAX_PERCENT, TrafficMetrics
 from workspaces.scoring import DEPLOYMENT_HEADER, MlflowServingBody, ScoringBody, TextScoringBody
 
 READERS_PER_SLOT = 4  # request bodies read at once per scoring slot
@@ -47,6 +48,9 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
     state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.exists() else {}
     state.setdefault("deployments", {})
     state.setdefault("traffic", {})
+    state.setdefault("mirror", {})
+    metrics = TrafficMetrics()
+    mirroring: set[asyncio.Task] = set()  # copies in flight (a reference each, so none is collected mid-way)
     models: dict[str, Any] = {name: load(deployment) for name, deployment in state["deployments"].items()}
     limits = EndpointLimits.model_validate(state.get("limits") or {})
     # requests scored at once; the others wait in line with their bodies read. Bodies are read first, each within
@@ -84,7 +88,7 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
             )
 
     def details() -> dict:
-        return {"status": "ok", "deployments": sorted(models), "traffic": state["traffic"]}
+        return {"status": "ok", "deployments": sorted(models), "traffic": state["traffic"], "mirror": state["mirror"]}
 
     @app.get("/health")
     async def health(authorization: str | None = Header(None)) -> dict:  # async: no hop to the thread pool
@@ -93,6 +97,17 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
         if token and any(hmac.compare_digest(token, secret.encode()) for secret in (key, admin_token)):
             return details()
         return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def prometheus_metrics(authorization: str | None = Header(None)) -> Response:
+        """Each deployment's requests and latency, for tunegate's rollout and any Prometheus (with the scoring key or
+        the admin token as its bearer credentials)."""
+        token = bearer_token(authorization).encode()
+        if not (token and any(hmac.compare_digest(token, secret.encode()) for secret in (key, admin_token))):
+            check(key, authorization)  # 401, with the header to send
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/score")
     async def score(request: Request, authorization: str | None = Header(None)) -> JSONResponse:
@@ -148,6 +163,7 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
                 f"{limits.max_new_tokens}",
             )
         target = request.headers.get(DEPLOYMENT_HEADER)
+        kind = "targeted"
         if target:
             if target not in models:
                 raise HTTPException(status_code=404, detail=f"deployment {target!r} not found on this endpoint")
@@ -156,6 +172,7 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
             if not weighted:
                 raise HTTPException(status_code=404, detail="no deployment takes traffic on this endpoint")
             target = random.choices([n for n, _ in weighted], weights=[p for _, p in weighted])[0]
+            kind = "split"
         conversations = [[dict(message) for message in c] for c in given]
         if len(conversations) > limits.max_conversations:
             raise HTTPException(
@@ -163,8 +180,11 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
                 detail=f"input_string has {len(conversations)} conversations; this endpoint answers at "
                 f"most {limits.max_conversations} in one request",
             )
+        if kind == "split":
+            mirror_a_copy(target, conversations, parameters.model_dump())
         client_gone = threading.Event()
         watcher = asyncio.create_task(watch_disconnect(request, client_gone))
+        started, code = asyncio.get_running_loop().time(), 500
         try:
             outputs = await run_in_threadpool(
                 models[target].chat,
@@ -174,10 +194,13 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
                 max_time_s=limits.generation_timeout_s,
                 stop=client_gone,
             )
+            code = 200
         except PromptTooLong as exc:
+            code = 413
             raise HTTPException(status_code=413, detail=str(exc)) from None
         finally:
             watcher.cancel()
+            metrics.observe(target, kind, code, asyncio.get_running_loop().time() - started)
         # one conversation: the seed's {"output": text}; several: also every answer, in order, under "outputs"
         answer: Any = {"output": outputs[0]} if len(outputs) == 1 else {"output": outputs[0], "outputs": outputs}
         if mlflow_shape:
@@ -185,6 +208,64 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
         elif texts is not None:
             answer = texts.answers(outputs)
         return JSONResponse(answer, headers={DEPLOYMENT_HEADER: target})
+
+    def mirror_a_copy(live: str, conversations: list, parameters: dict) -> None:
+        """Copy this request to the mirrored deployment (state["mirror"]) with its probability, in the background:
+        the live answer never waits for it, and a copy that finds no free scoring slot is dropped, never queued."""
+        for name, share in state["mirror"].items():
+            if name == live or name not in models or random.random() * 100 >= share:
+                continue
+            if in_flight.locked():
+                metrics.dropped.labels(name).inc()
+                continue
+            copy = asyncio.create_task(score_a_copy(name, conversations, parameters))
+            mirroring.add(copy)
+            copy.add_done_callback(mirroring.discard)
+
+    async def score_a_copy(name: str, conversations: list, parameters: dict) -> None:
+        gate = in_flight
+        if gate.locked():  # taken since the copy was made: the live requests have it
+            metrics.dropped.labels(name).inc()
+            return
+        await gate.acquire()  # free: taken without waiting
+        started, code = asyncio.get_running_loop().time(), 500
+        try:
+            await run_in_threadpool(
+                models[name].chat,
+                conversations,
+                parameters,
+                max_prompt_tokens=limits.max_prompt_tokens,
+                max_time_s=limits.generation_timeout_s,
+            )
+            code = 200
+        except PromptTooLong:
+            code = 413
+        except Exception:  # noqa: BLE001 - a copy's failure is counted, never the live request's
+            code = 500
+        finally:
+            gate.release()
+            if name in models:
+                metrics.observe(name, "mirror", code, asyncio.get_running_loop().time() - started)
+
+    @app.put("/admin/mirror")
+    def set_mirror(mirror: dict[str, int], authorization: str | None = Header(None)) -> dict:
+        check(admin_token, authorization)
+        unknown = sorted(set(mirror) - set(models))
+        if unknown:
+            raise HTTPException(status_code=404, detail=f"unknown deployments {unknown}")
+        wanted = {name: share for name, share in mirror.items() if share}
+        if len(wanted) > 1 or any(not 0 < share <= MIRROR_MAX_PERCENT for share in wanted.values()):
+            raise HTTPException(
+                status_code=400,
+                detail=f"mirror one deployment at 1..{MIRROR_MAX_PERCENT}% of live traffic (or none): {mirror}",
+            )
+        serving = sorted(name for name in wanted if state["traffic"].get(name, 0) > 0)
+        if serving:
+            raise HTTPException(status_code=409, detail=f"{serving} take live traffic: a mirror must take none")
+        with lock:
+            state["mirror"] = wanted
+            save()
+        return details()
 
     @app.post("/admin/deployments/{name}")
     def add_deployment(name: str, payload: dict, authorization: str | None = Header(None)) -> dict:
@@ -208,6 +289,7 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
             models.pop(name, None)
             state["deployments"].pop(name, None)
             state["traffic"].pop(name, None)
+            state["mirror"].pop(name, None)
             save()
         return details()
 
@@ -233,6 +315,9 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
             raise HTTPException(status_code=404, detail=f"unknown deployments {unknown}")
         if any(pct < 0 for pct in traffic.values()) or sum(traffic.values()) not in (0, 100):
             raise HTTPException(status_code=400, detail=f"traffic must be >= 0 and sum to 100 (or 0): {traffic}")
+        mirrored = sorted(name for name in state["mirror"] if traffic.get(name, 0) > 0)
+        if mirrored:
+            raise HTTPException(status_code=409, detail=f"{mirrored} mirror live traffic: stop the mirror first")
         with lock:
             state["traffic"] = {name: traffic.get(name, 0) for name in models}
             save()

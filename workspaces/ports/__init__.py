@@ -41,7 +41,15 @@ from workspaces.ports.jobs import (
 )
 from workspaces.ports.models import FoundationModel, ModelVersion
 from workspaces.ports.registry import ModelImports, ModelRegistry
-from workspaces.ports.serving import DEPLOYMENT_NAME_MAX, Deployment, Endpoint, ServingBase, ServingEndpoints
+from workspaces.ports.serving import (
+    DEPLOYMENT_NAME_MAX,
+    Deployment,
+    DeploymentTraffic,
+    Endpoint,
+    ServingBase,
+    ServingEndpoints,
+    TrafficReading,
+)
 from workspaces.ports.workspace import Inventory, Workspace
 from workspaces.scoring import Credentials, ScoreResult, ScoringParameters, ScoringRequest
 
@@ -59,6 +67,7 @@ __all__ = [
     "DataRef",
     "DataStore",
     "Deployment",
+    "DeploymentTraffic",
     "Endpoint",
     "FinetuneSpec",
     "FoundationModel",
@@ -81,6 +90,7 @@ __all__ = [
     "ScoringRequest",
     "ServingEndpoints",
     "Sku",
+    "TrafficReading",
     "TrainingJobs",
     "TransientWorkspaceError",
     "Workspace",

@@ -23,6 +23,29 @@ class Endpoint(Value):
     traffic: dict[str, int] = Field(default_factory=dict)
     deployments: tuple[str, ...] = ()
     running: bool = True  # False: it exists but nothing answers (local: its server died); ensure restarts it
+    mirror: dict[str, int] = Field(default_factory=dict)  # deployment -> % of live traffic copied to it
+
+
+class DeploymentTraffic(Value):
+    """What one deployment served in a window: every request it answered or failed (mirrored copies included)."""
+
+    requests: int = 0
+    errors: int = 0  # 5xx and timeouts: the deployment's fault, not the client's
+    mirrored: int = 0  # of the requests, copies of live traffic (mirror_traffic), their answers thrown away
+    p95_ms: float | None = None  # None: no request in the window
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+class TrafficReading(Value):
+    """Each deployment's traffic between the `since` reading it was asked with and `at` (seconds since the epoch);
+    `mark` is what the next reading counts from (the adapter's own: counters, a time)."""
+
+    at: float
+    deployments: dict[str, DeploymentTraffic] = Field(default_factory=dict)
+    mark: dict[str, Any] = Field(default_factory=dict)
 
 
 class Deployment(Value):
@@ -60,6 +83,17 @@ class ServingEndpoints(Protocol):
         ...
 
     def credentials(self, endpoint: str) -> Credentials: ...
+
+    def set_mirror(self, endpoint: str, mirror: dict[str, int]) -> Endpoint:
+        """Copy a share of the endpoint's live traffic to one deployment (its answers thrown away, the live answer
+        never delayed): {deployment: percent}, at most one deployment and 50%; {} stops mirroring. The mirrored
+        deployment must take no traffic itself."""
+        ...
+
+    def traffic(self, endpoint: str, since: TrafficReading | None = None) -> TrafficReading:
+        """What each deployment served since the `since` reading (since it started, without one): requests, errors,
+        p95 latency, mirrored copies."""
+        ...
 
     @property
     def batch_limit(self) -> int:
