@@ -10,6 +10,7 @@ traffic, and a first model has nothing to be judged against: both switch in one 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from prefect.logging import get_run_logger
@@ -20,7 +21,7 @@ from flows.run import Run, RunStatus, RunStopped
 from tasks import evaluation
 from tasks.approval import is_approved
 from tasks.deploy import DeploymentRefused
-from tasks.promote import serving_state
+from tasks.gate import model_id
 from tasks.rollout import Rollout, StepReport
 from tasks.rollout_report import rollout_png, timeline_markdown
 
@@ -40,14 +41,13 @@ def roll_out(run: Run) -> None:
     if not is_approved(version):  # as promote refuses: no traffic to an undecided model
         raise DeploymentRefused(f"{version.name}:{version.version} has no recorded approval; not giving it traffic")
     endpoints, endpoint = run.workspace.endpoints, deployed.endpoint
-    state = serving_state(endpoints, endpoint)
-    models = state.models if state is not None else {}
+    champion = run.candidate_().champion  # what serves: reconciled with the champion before the deploy
     rollout = Rollout(
         endpoint=endpoint,
         candidate=deployed.deployment,
         live=live,
         candidate_model=f"{version.name}:{version.version}",
-        live_model=models.get(live, "?"),
+        live_model=model_id(champion) if champion is not None else "?",
     )
     control = RolloutControl(run.store, endpoint)
     control.start(rollout, run.run_id)
@@ -128,7 +128,14 @@ def finish_promoted(run: Run) -> None:
 
 
 def report_rollout(run: Run, rollout: Rollout) -> None:
-    """The timeline and its picture: in the run's directory and as the run's `rollout` artifact."""
+    """The timeline and its picture: in the run's directory and as the run's `rollout` artifact; how far it got on
+    the candidate's model version."""
+    if run.candidate is not None:
+        try:
+            version = run.stage("record_rollout", run.workspace.registry, run.candidate.version, rollout)
+            run.candidate = dataclasses.replace(run.candidate, version=version)
+        except Exception as exc:  # noqa: BLE001 - the summary and the artifact have it
+            get_run_logger().warning("could not record the rollout on the model version: %s", exc)
     try:
         png = rollout_png(rollout)
         path = run.store.write_report(run.run_id, ROLLOUT_PNG, png)

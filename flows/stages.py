@@ -49,6 +49,7 @@ class Stages:
     shift_traffic: Any = rollout.shift_traffic
     watch_window: Any = rollout.watch_window
     restore_live: Any = rollout.restore_live
+    record_rollout: Any = rollout.record_rollout
     promote: Any = promotion.promote
     read_endpoint: Any = promotion.read_endpoint
     reconcile_endpoint: Any = promotion.reconcile_endpoint

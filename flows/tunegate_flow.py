@@ -25,6 +25,7 @@ from prefect.states import Failed, State
 from data.runs import RunStore
 from flows.params import TunegateConfig, load_profile
 from flows.phases import PHASES
+from flows.rollout_control import restore_rollout_of
 from flows.run import DELIBERATE_ENDS, Run, RunState, RunStopped, endpoint_name_for
 from flows.stages import Stages
 from flows.summary import RunStatus, RunSummary
@@ -93,6 +94,9 @@ def _teardown_on_cancel(flow: Flow[..., Any], flow_run: FlowRun, state: State) -
     if config.teardown.mode == "ephemeral":
         endpoints = open_workspace(config.workspace).endpoints
         take_down(endpoints, "ephemeral", endpoint_name_for(config, str(flow_run.id)))
+    else:  # a rollout it was in the middle of: the live model gets all traffic back
+        restore_rollout_of(RunStore(config.workspace.state_dir), open_workspace(config.workspace).endpoints,
+                           config.endpoint.name, str(flow_run.id))  # fmt: skip
 
 
 @flow(name="tunegate", on_cancellation=[_teardown_on_cancel], on_crashed=[_teardown_on_cancel])

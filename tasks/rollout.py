@@ -21,6 +21,8 @@ from tasks.evaluation import EvalPrompt
 from tasks.rollout_settings import RolloutSettings
 from workspaces.ports import (
     DeploymentTraffic,
+    ModelRegistry,
+    ModelVersion,
     ScoringParameters,
     ScoringRequest,
     ServingEndpoints,
@@ -201,9 +203,9 @@ def watch_window(
     stop: Callable[[], str | None] = lambda: None,
 ) -> StepReport:
     """Hold the step for its window: live traffic flows as the split says while probes go to the candidate and the
-    live model in turn (at most rollout.probe_rate a second; in the mirror phase through the split, which copies
-    them); then what each served in the window, judged. `stop` is asked between probes: a reason (an abort, a
-    cancelled run) ends the window at once, with the verdict "aborted"."""
+    live model in turn (at most rollout.probe_rate a second; in the mirror phase the live model's through the split,
+    which copies them to the candidate); then what each served in the window, judged. `stop` is asked between
+    probes: a reason (an abort, a cancelled run) ends the window at once, with the verdict "aborted"."""
     window_s = settings.mirror_window_s if phase == "mirror" else settings.window_s
     probes = {side: ProbeTally() for side in SIDES}
     started_wall, started = time.time(), time.monotonic()
@@ -218,7 +220,8 @@ def watch_window(
             time.sleep(min(0.5, window_s - elapsed))
             continue
         side = SIDES[sent % 2]
-        target = None if phase == "mirror" else deployments[side]
+        # the live side's probes in the mirror phase go through the split, which copies some to the candidate
+        target = None if phase == "mirror" and side == "live" else deployments[side]
         probe_once(endpoints, endpoint, target, prompts[sent % len(prompts)], parameters, probes[side], timeout_s=60)
         sent += 1
         next_at = sent * interval
@@ -269,3 +272,9 @@ def restore_live(endpoints: ServingEndpoints, endpoint: str, live: str, candidat
         endpoints.delete_deployment(endpoint, candidate)
     found = endpoints.get(endpoint)
     return dict(found.traffic) if found is not None else {}
+
+
+@stage("record rollout")
+def record_rollout(registry: ModelRegistry, model: ModelVersion, rollout: Rollout) -> ModelVersion:
+    """How far the candidate got, on its model version beside the decision (tag `rollout`)."""
+    return registry.tag_model(model, {"rollout": rollout.words()[:500]})

@@ -53,7 +53,8 @@ EPHEMERAL = [
 # what people read (progress, the loss curve): a permanent fault there is said in the run's log and summary, and the
 # run goes on
 INFORMATIONAL = {"jobs.progress", "jobs.loss_history", "jobs.attach", "registry.record_evaluation"}
-KEEP_ONLY = ["registry.set_champion", "endpoints.delete_deployment"]  # called when a champion is replaced
+# called when a champion is replaced (the rollout's mirror and its windows' traffic readings too)
+KEEP_ONLY = ["registry.set_champion", "endpoints.delete_deployment", "endpoints.set_mirror", "endpoints.traffic"]
 # keep mode: the methods of the stages that touch a live endpoint and its champion (earlier ones fail alike)
 KEEP = [
     "registry.champion",

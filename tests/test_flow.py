@@ -52,6 +52,8 @@ def make_config(tmp_path, **sections):
         "evaluate": {"min_similarity": 0.1},
         "job": {"poll_initial_s": 0.01, "poll_max_s": 0.01},
         "retries": {"attempts": 2, "delay_s": 0},
+        # keep mode's rollout in a blink: a mirror and one step, each a fraction of a second of probes
+        "rollout": {"window_s": 0.3, "mirror_window_s": 0.3, "probe_rate": 50, "min_requests": 3, "mirror_percent": 20},
     }
     for section, values in sections.items():
         document.setdefault(section, {}).update(values)

@@ -11,7 +11,7 @@ from flows.cli.common import app
 from flows.cli.progress import AboveTheBar, TrainingBar
 
 # in the order `tunegate --help` lists them
-COMMAND_GROUPS = ("running", "reviewing", "serving", "looking", "data", "models")
+COMMAND_GROUPS = ("running", "reviewing", "serving", "rollouts", "looking", "data", "models")
 for group in COMMAND_GROUPS:
     importlib.import_module(f"flows.cli.{group}")
 

@@ -48,6 +48,7 @@ def inventory(
             data={
                 **found.model_dump(mode="json"),
                 "serving_problems": _serving_problems(workspace, found),
+                "rollout_problems": _rollout_problems(profile, set_),
                 "tunegate_processes": [
                     {**vars(p), "owner_alive": not p.orphaned if p.owner else None} for p in processes
                 ],
@@ -63,7 +64,7 @@ def inventory(
     for name in found.endpoints_down:
         if name not in found.endpoints_ended:
             console.print(f"  {name} is down: `tunegate endpoint start {name}` brings it back", markup=False)
-    for problem in (*found.problems, *_serving_problems(workspace, found)):
+    for problem in (*found.problems, *_serving_problems(workspace, found), *_rollout_problems(profile, set_)):
         err.print(f"problem: {problem}", markup=False, soft_wrap=True)
     console.print(f"running jobs: {', '.join(found.running_jobs) or 'none'}", markup=False)
     table = Table("pid", "process", "of", "started by", title="tunegate processes", title_justify="left")
@@ -71,6 +72,23 @@ def inventory(
         owner = "-" if process.owner is None else f"{process.owner} ({'gone' if process.orphaned else 'running'})"
         table.add_row(str(process.pid), process.kind, Text(process.argument), owner)
     console.print(table if processes else "tunegate processes: none")
+
+
+def _rollout_problems(profile, sets) -> list[str]:
+    """Rollouts whose run is gone while the endpoint may still be split between two models."""
+    from data.runs import RunStore
+    from flows.cli.common import _config
+    from flows.rollout_control import as_rollout, interrupted
+
+    problems = []
+    for record in RunStore(_config(profile, sets).workspace.state_dir).rollouts():
+        if interrupted(record):
+            found = as_rollout(record)
+            problems.append(
+                f"the rollout of {found.candidate} on {found.endpoint} (run {record.get('run_id')}) was interrupted "
+                f"at {found.reached}%: `tunegate rollout abort {found.endpoint}` gives {found.live} all traffic back"
+            )
+    return problems
 
 
 def _serving_problems(workspace, found) -> list[str]:
