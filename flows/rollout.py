@@ -21,7 +21,6 @@ from flows.run import Run, RunStatus, RunStopped
 from tasks import evaluation
 from tasks.approval import is_approved
 from tasks.deploy import DeploymentRefused
-from tasks.gate import model_id
 from tasks.rollout import Rollout, StepReport
 from tasks.rollout_report import rollout_png, timeline_markdown
 
@@ -41,13 +40,12 @@ def roll_out(run: Run) -> None:
     if not is_approved(version):  # as promote refuses: no traffic to an undecided model
         raise DeploymentRefused(f"{version.name}:{version.version} has no recorded approval; not giving it traffic")
     endpoints, endpoint = run.workspace.endpoints, deployed.endpoint
-    champion = run.candidate_().champion  # what serves: reconciled with the champion before the deploy
     rollout = Rollout(
         endpoint=endpoint,
         candidate=deployed.deployment,
         live=live,
         candidate_model=f"{version.name}:{version.version}",
-        live_model=model_id(champion) if champion is not None else "?",
+        live_model=run.stage("live_model_of", endpoints, endpoint, live),
     )
     control = RolloutControl(run.store, endpoint)
     control.start(rollout, run.run_id)

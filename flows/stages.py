@@ -46,6 +46,7 @@ class Stages:
     record_evaluation: Any = evaluation_report.record_evaluation
     log_evaluation: Any = evaluation_report.log_evaluation
     roll_back: Any = promotion.roll_back
+    live_model_of: Any = rollout.live_model_of
     shift_traffic: Any = rollout.shift_traffic
     watch_window: Any = rollout.watch_window
     restore_live: Any = rollout.restore_live

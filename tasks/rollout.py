@@ -56,8 +56,9 @@ class StepReport(BaseModel):
     requests: dict[str, int]  # "candidate" / "live"
     errors: dict[str, int]
     error_rate: dict[str, float]
-    p95_ms: dict[str, float | None]
+    p95_ms: dict[str, float | None]  # on like-for-like requests (p95_basis)
     p95_ratio: float | None
+    p95_basis: str | None = None  # which requests the p95s are of: live traffic, probes, ...
     degenerate: dict[str, float]  # share of probe answers that were no reply
     probes: dict[str, int]
     mirrored: int = 0  # copies of live traffic the candidate answered
@@ -118,12 +119,15 @@ def judge_window(
             f"candidate error rate {candidate.error_rate:.1%} ({candidate.errors} of {candidate.requests}) > "
             f"rollout.max_error_rate {settings.max_error_rate:.1%} (live: {live.error_rate:.1%})"
         )
-    ratio = p95_ratio(candidate, live)
-    if ratio is not None and ratio > settings.max_p95_ratio:
-        failures.append(
-            f"candidate p95 latency {candidate.p95_ms:.0f} ms is {ratio:.2f}x the live model's {live.p95_ms:.0f} ms "
-            f"> rollout.max_p95_ratio {settings.max_p95_ratio:g}"
-        )
+    compared = comparable_p95(candidate, live, settings.min_requests, mirror)
+    if compared is not None:
+        ours, theirs, kind = compared
+        if ours > settings.max_p95_ratio * theirs + settings.p95_slack_ms:
+            failures.append(
+                f"candidate p95 latency {ours:.0f} ms is {ours / max(theirs, 1e-3):.2f}x the live model's "
+                f"{theirs:.0f} ms ({kind}) > rollout.max_p95_ratio {settings.max_p95_ratio:g} "
+                f"(+ rollout.p95_slack_ms {settings.p95_slack_ms:g})"
+            )
     tally = probes.get("candidate", ProbeTally())
     if not mirror and tally.degenerate_rate > settings.max_degenerate_rate:
         failures.append(
@@ -133,10 +137,22 @@ def judge_window(
     return failures
 
 
-def p95_ratio(candidate: DeploymentTraffic, live: DeploymentTraffic) -> float | None:
+def comparable_p95(
+    candidate: DeploymentTraffic, live: DeploymentTraffic, enough: int, mirror: bool = False
+) -> tuple[float, float, str] | None:
+    """(candidate p95, live p95, on what) over requests of the same mix: the traffic split sends both the same kind
+    of requests (in the mirror phase: the copies against the split), the probes are the same prompts on both;
+    only where the workspace cannot tell them apart (Azure Monitor), everything each served."""
+    pairs = [("mirror", "split", "mirrored live traffic")] if mirror else [("split", "split", "live traffic")]
+    pairs.append(("targeted", "targeted", "probes"))
+    for ours, theirs, what in pairs:
+        if min(candidate.requests_by_kind.get(ours, 0), live.requests_by_kind.get(theirs, 0)) >= enough:
+            found = candidate.p95_ms_by_kind.get(ours), live.p95_ms_by_kind.get(theirs)
+            if found[0] is not None and found[1] is not None:
+                return found[0], found[1], what
     if candidate.p95_ms is None or live.p95_ms is None:
         return None
-    return candidate.p95_ms / max(live.p95_ms, 1e-3)
+    return candidate.p95_ms, live.p95_ms, "all requests"
 
 
 def report(
@@ -147,8 +163,11 @@ def report(
     served: dict[str, DeploymentTraffic],
     probes: dict[str, ProbeTally],
     failures: list[str],
+    enough: int = 1,
 ) -> StepReport:
-    ratio = p95_ratio(served["candidate"], served["live"])
+    compared = comparable_p95(served["candidate"], served["live"], enough, phase == "mirror")
+    p95 = {"candidate": compared[0], "live": compared[1]} if compared else {side: served[side].p95_ms for side in SIDES}
+    ratio = compared[0] / max(compared[1], 1e-3) if compared else None
     return StepReport(
         phase=phase,
         traffic=traffic,
@@ -157,8 +176,9 @@ def report(
         requests={side: served[side].requests for side in SIDES},
         errors={side: served[side].errors for side in SIDES},
         error_rate={side: round(served[side].error_rate, 4) for side in SIDES},
-        p95_ms={side: served[side].p95_ms for side in SIDES},
+        p95_ms=p95,
         p95_ratio=round(ratio, 3) if ratio is not None else None,
+        p95_basis=compared[2] if compared else None,
         degenerate={side: round(probes[side].degenerate_rate, 4) for side in SIDES},
         probes={side: probes[side].sent for side in SIDES},
         mirrored=served["candidate"].mirrored,
@@ -230,10 +250,17 @@ def watch_window(
     served = {side: after.deployments.get(deployments[side], DeploymentTraffic()) for side in SIDES}
     seconds = time.monotonic() - started
     if reason:
-        stopped = report(phase, traffic, started_wall, seconds, served, probes, [reason])
+        stopped = report(phase, traffic, started_wall, seconds, served, probes, [reason], settings.min_requests)
         return stopped.model_copy(update={"verdict": "aborted"})
     failures = judge_window(served["candidate"], served["live"], probes, settings, mirror=phase == "mirror")
-    return report(phase, traffic, started_wall, seconds, served, probes, failures)
+    return report(phase, traffic, started_wall, seconds, served, probes, failures, settings.min_requests)
+
+
+@stage("read live model")
+def live_model_of(endpoints: ServingEndpoints, endpoint: str, deployment: str) -> str:
+    """ "name:version" the deployment serves ("?" when the endpoint cannot say)."""
+    found = endpoints.get_deployment(endpoint, deployment)
+    return found.model if found is not None else "?"
 
 
 @stage("shift traffic")

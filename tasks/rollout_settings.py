@@ -47,7 +47,14 @@ class RolloutSettings(Section):
     max_p95_ratio: float = Field(
         3.0,
         gt=0,
-        description="Roll back when the candidate's p95 latency is more than this many times the live model's.",
+        description="Roll back when the candidate's p95 latency is more than this many times the live model's "
+        "(plus p95_slack_ms), on requests of the same kind: the split's, else the probes'.",
+    )
+    p95_slack_ms: float = Field(
+        50.0,
+        ge=0,
+        description="Latency a slower p95 may add on top of max_p95_ratio before it counts (timer noise on fast "
+        "answers).",
     )
     max_degenerate_rate: float = Field(
         0.25,

@@ -162,8 +162,8 @@ class FakeWorkspace:
         self.champion_on_this_split: float | None = None
         self.attachments: dict[tuple[str, str], bytes] = {}
         self.evaluations: dict[str, tuple[dict[str, float], list[dict[str, str]]]] = {}
-        # what each deployment served: (endpoint, deployment) -> [(status code, latency ms, mirrored)]
-        self.served: dict[tuple[str, str], list[tuple[int, float, bool]]] = defaultdict(list)
+        # what each deployment served: (endpoint, deployment) -> [(status code, latency ms, kind)]
+        self.served: dict[tuple[str, str], list[tuple[int, float, str]]] = defaultdict(list)
         # a model that fails this share of its requests once it takes live traffic (smoke and evaluation pass)
         self.fails_under_traffic: dict[str, float] = {}
         self.extra_latency_ms: dict[str, float] = {}  # a model slower than it looks, by this much per request
@@ -484,14 +484,12 @@ class FakeEndpoints:
                 served = random.choices([n for n, _ in weighted], weights=[w for _, w in weighted])[0]
             for name, share in record.get("mirror", {}).items():
                 if random.random() * 100 < share:
-                    self._serve(endpoint, name, request, timeout_s, mirrored=True)
+                    self._serve(endpoint, name, request, timeout_s, "mirror")
         if served is None:
             return scoring.score(self.credentials(endpoint), request, None, timeout_s)
-        return self._serve(endpoint, served, request, timeout_s)
+        return self._serve(endpoint, served, request, timeout_s, "targeted" if deployment else "split")
 
-    def _serve(
-        self, endpoint: str, name: str, request: ScoringRequest, timeout_s: float, mirrored: bool = False
-    ) -> ScoreResult:
+    def _serve(self, endpoint: str, name: str, request: ScoringRequest, timeout_s: float, kind: str) -> ScoreResult:
         record = self.ws.endpoint_records[endpoint]
         model = record["deployments"][name].model
         if record["traffic"].get(name, 0) > 0 and random.random() < self.ws.fails_under_traffic.get(model, 0.0):
@@ -500,7 +498,7 @@ class FakeEndpoints:
             self.ws.scoring.deployment_header = name
             result = scoring.score(self.credentials(endpoint), request, name, timeout_s)
         latency = result.latency_ms + self.ws.extra_latency_ms.get(model, 0.0)
-        self.ws.served[(endpoint, name)].append((result.status_code, latency, mirrored))
+        self.ws.served[(endpoint, name)].append((result.status_code, latency, kind))
         return result
 
     def set_mirror(self, endpoint: str, mirror: dict[str, int]) -> Endpoint:
@@ -528,12 +526,14 @@ class FakeEndpoints:
                 continue
             counts[deployment] = len(rows)
             window = rows[(since.mark.get(deployment, 0) if since else 0) :]
-            latencies = sorted(latency for _, latency, _ in window)
+            kinds = {kind for *_, kind in window}
             found[deployment] = DeploymentTraffic(
                 requests=len(window),
                 errors=sum(1 for code, _, _ in window if code >= 500),
-                mirrored=sum(1 for *_, copy in window if copy),
-                p95_ms=latencies[max(0, math.ceil(0.95 * len(latencies)) - 1)] if latencies else None,
+                mirrored=sum(1 for *_, kind in window if kind == "mirror"),
+                p95_ms=p95([latency for _, latency, _ in window]),
+                requests_by_kind={kind: sum(1 for *_, k in window if k == kind) for kind in kinds},
+                p95_ms_by_kind={kind: p95([ms for _, ms, k in window if k == kind]) for kind in kinds},
             )
         return TrafficReading(at=time.time(), deployments=found, mark=counts)
 
@@ -553,6 +553,11 @@ class FakeEndpoints:
         self.ws.enter("endpoints.delete")
         if self.ws.endpoint_records.pop(endpoint, None) is not None:
             self.ws.deleted.append(endpoint)
+
+
+def p95(latencies: list[float]) -> float | None:
+    ordered = sorted(latencies)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)] if ordered else None
 
 
 class FakeChatFlows:

@@ -79,7 +79,7 @@ def counters(text: str) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
 
     def of(deployment: str) -> dict[str, Any]:
-        return found.setdefault(deployment, {"requests": 0, "errors": 0, "mirrored": 0, "buckets": {}})
+        return found.setdefault(deployment, {"requests": 0, "errors": 0, "mirrored": 0, "buckets": {}, "kinds": {}})
 
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -92,9 +92,10 @@ def counters(text: str) -> dict[str, dict[str, Any]]:
                 entry["errors"] += count if sample.labels.get("code", "").startswith("5") else 0
                 entry["mirrored"] += count if sample.labels.get("kind") == "mirror" else 0
             elif family.name == LATENCY and sample.name == f"{LATENCY}_bucket":
-                buckets = of(deployment)["buckets"]
-                bound = sample.labels["le"]
-                buckets[bound] = buckets.get(bound, 0) + int(sample.value)
+                entry, bound, count = of(deployment), sample.labels["le"], int(sample.value)
+                entry["buckets"][bound] = entry["buckets"].get(bound, 0) + count
+                kind = entry["kinds"].setdefault(sample.labels.get("kind", ""), {})
+                kind[bound] = kind.get(bound, 0) + count
     return found
 
 
@@ -105,15 +106,26 @@ def window(now: dict[str, dict[str, Any]], before: dict[str, dict[str, Any]] | N
     for deployment, current in now.items():
         earlier = (before or {}).get(deployment)
         if earlier is None or current["requests"] < earlier["requests"]:
-            earlier = {"requests": 0, "errors": 0, "mirrored": 0, "buckets": {}}
-        buckets = {bound: count - earlier["buckets"].get(bound, 0) for bound, count in current["buckets"].items()}
+            earlier = {"requests": 0, "errors": 0, "mirrored": 0, "buckets": {}, "kinds": {}}
+        kinds = {
+            kind: _minus(buckets, earlier.get("kinds", {}).get(kind, {}))
+            for kind, buckets in current.get("kinds", {}).items()
+        }
+        counts = {kind: int(buckets.get("+Inf", 0)) for kind, buckets in kinds.items()}
+        by_kind = {kind: _ms(histogram_quantile(0.95, buckets)) for kind, buckets in kinds.items()}
         served[deployment] = DeploymentTraffic(
             requests=current["requests"] - earlier["requests"],
             errors=current["errors"] - earlier["errors"],
             mirrored=current["mirrored"] - earlier["mirrored"],
-            p95_ms=_ms(histogram_quantile(0.95, buckets)),
+            p95_ms=_ms(histogram_quantile(0.95, _minus(current["buckets"], earlier["buckets"]))),
+            requests_by_kind={kind: count for kind, count in counts.items() if count},
+            p95_ms_by_kind={kind: p95 for kind, p95 in by_kind.items() if p95 is not None},
         )
     return served
+
+
+def _minus(now: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {bound: count - before.get(bound, 0) for bound, count in now.items()}
 
 
 def _ms(seconds: float | None) -> float | None:

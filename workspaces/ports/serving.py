@@ -33,6 +33,10 @@ class DeploymentTraffic(Value):
     errors: int = 0  # 5xx and timeouts: the deployment's fault, not the client's
     mirrored: int = 0  # of the requests, copies of live traffic (mirror_traffic), their answers thrown away
     p95_ms: float | None = None  # None: no request in the window
+    # where the workspace tells them apart: requests and p95 per kind of request (split: the traffic split chose
+    # it; targeted: the deployment header named it; mirror: a copy), so that like is compared with like
+    requests_by_kind: dict[str, int] = Field(default_factory=dict)
+    p95_ms_by_kind: dict[str, float] = Field(default_factory=dict)
 
     @property
     def error_rate(self) -> float:
