@@ -63,6 +63,8 @@ def roll_out(run: Run) -> None:
                 run.stage("shift_traffic", endpoints, endpoint, live, deployed.deployment, 0, mirror=share)
             else:
                 run.stage("shift_traffic", endpoints, endpoint, live, deployed.deployment, share)
+            rollout.share = share if phase == "step" else 0
+            control.save(rollout)  # a run killed during this window leaves the share it set
             get_run_logger().info("rollout on %s: %s at %d%%, held %s s", endpoint, phase, share, window_of(run, phase))
             report = run.stage(
                 "watch_window", endpoints, endpoint, sides, settings, prompts, parameters, phase, share, stop

@@ -80,13 +80,14 @@ class Rollout(BaseModel):
     candidate_model: str = ""
     live_model: str = ""
     steps: list[StepReport] = Field(default_factory=list)
+    share: int = 0  # the candidate's traffic share now (while a window is held, before its report)
     outcome: Literal["in progress", "promoted", "rolled back", "aborted", "restored"] = "in progress"
     reason: str | None = None
 
     @property
     def reached(self) -> int:
         """The highest share the candidate took (0: none)."""
-        return max((step.traffic for step in self.steps if step.phase == "step"), default=0)
+        return max([self.share, *(step.traffic for step in self.steps if step.phase == "step")])
 
     def words(self) -> str:
         """One line for the decision record and notifications."""
