@@ -18,6 +18,7 @@ import copy
 import json
 import re
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -107,7 +108,9 @@ class FakeAzureML:
         self.models: dict[str, dict[str, dict]] = {}
         self.endpoints: dict[str, dict] = {}
         self.deployments: dict[str, dict[str, dict]] = {}
-        self.served: dict[str, list[tuple[int, int, float]]] = {}  # deployment -> per minute (requests, errors, p95)
+        self.served: dict[str, list[tuple[int, int, float]]] = {}
+        self.scoring: Any = None  # a tests.fakes.ScoringServer: the metrics count what it answered
+        self.metrics_lag_s = 0.0  # deployment -> per minute (requests, errors, p95)
         self.finetune_metrics = {"train_loss": 1.31, "eval_loss": 1.42, "loss": 1.25, "epoch": 3.0}
         # per-step values the finetune step's run logged (HF Trainer's MLflow callback): key -> [(step, value)]
         self.finetune_history: dict[str, list[tuple[int, float]]] = {
@@ -249,7 +252,7 @@ class FakeAzureML:
             return 400, {"error": {"code": "BadRequest", "message": f"unknown metrics or no timespan: {query}"}}
         if query.get("interval") != "PT1M" or query.get("aggregation", "").lower() != "average":
             return 400, {"error": {"code": "BadRequest", "message": f"interval/aggregation not supported: {query}"}}
-        minutes = self.served.get(name, [])
+        minutes = self.served.get(name) or self._served_from_scoring(endpoint, name, query["timespan"])
         start = "2026-12-01T10:%02d:00Z"
         metrics = []
         for metric in names:
@@ -293,6 +296,26 @@ class FakeAzureML:
             "namespace": "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments",
             "resourceregion": "eastus",
         }
+
+    def _served_from_scoring(self, endpoint: str, name: str, timespan: str) -> list[tuple[int, int, float]]:
+        """What the loopback scoring server answered for `name` within the timespan, as one minute: requests with
+        its deployment header, and those without one as the endpoint's split would route them (all to the largest
+        share; the mirrored deployment a copy of every n-th for its share). Nothing newer than `metrics_lag_s`:
+        Azure Monitor publishes a minute's numbers minutes late."""
+        if self.scoring is None:
+            return []
+        start, end = (datetime.fromisoformat(part.replace("Z", "+00:00")).timestamp() for part in timespan.split("/"))
+        end = min(end, time.time() - self.metrics_lag_s)
+        properties = self.endpoints.get(endpoint, {}).get("properties", {})
+        traffic, mirror = properties.get("traffic") or {}, properties.get("mirrorTraffic") or {}
+        busiest = max(traffic, key=lambda d: int(traffic[d]), default=None) if any(traffic.values()) else None
+        targeted = [r for r in self.scoring.requests if start <= r["at"] <= end and r["deployment"] == name]
+        split = [r for r in self.scoring.requests if start <= r["at"] <= end and r["deployment"] is None]
+        count = len(targeted) + (len(split) if name == busiest else 0)
+        if name in mirror:
+            count += len(split) * int(mirror[name]) // 100
+        errors = sum(1 for r in targeted if r.get("status", 200) >= 500)
+        return [(count, errors, 120.0)] if count else []
 
     def requests(self, method: str, path_regex: str) -> list[dict]:
         return [c for c in self.calls if c["method"] == method and re.search(path_regex, c["path"])]

@@ -84,6 +84,7 @@ class ScoringServer:
                         "body": body,
                         "deployment": self.headers.get("azureml-model-deployment"),
                         "auth": self.headers.get("Authorization"),
+                        "at": time.time(),
                     }
                 )
                 if server.mode == "unreachable" or server.unreachable_first > 0:

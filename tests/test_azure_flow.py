@@ -33,7 +33,9 @@ def replay(scoring):
     scoring.mode, scoring.unreachable_first = "ok", 0
     scoring.requests.clear()
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield FakeAzureML(rsps, scoring.url)
+        replay = FakeAzureML(rsps, scoring.url)
+        replay.scoring = scoring  # Azure Monitor's numbers: what the scoring server answered
+        yield replay
 
 
 @pytest.fixture
@@ -57,6 +59,7 @@ def make_config(tmp_path, **sections):
         "smoke": {"max_new_tokens": 8},
         "job": {"poll_initial_s": 0.01, "poll_max_s": 0.01},
         "retries": {"attempts": 1, "delay_s": 0},
+        "rollout": {"window_s": 0.5, "mirror_window_s": 0.5, "probe_rate": 40, "min_requests": 3, "mirror_percent": 20},
     }
     for section, values in sections.items():
         document.setdefault(section, {}).update(values)
@@ -240,9 +243,33 @@ def test_keep_mode_promotion_on_azure_moves_traffic_in_one_update(tmp_path, work
     assert state.is_completed(), second
     old, new = first["endpoint"]["deployment"], second["endpoint"]["deployment"]
     assert old != new
-    traffic = [c["json"]["properties"]["traffic"] for c in replay.requests("PUT", "/onlineEndpoints/ultrachat$")]
+    puts = [c["json"]["properties"] for c in replay.requests("PUT", "/onlineEndpoints/ultrachat$")]
+    traffic = [put["traffic"] for put in puts]
     live_from = next(i for i, t in enumerate(traffic) if sum(t.values()) == 100)
     assert all(sum(t.values()) == 100 for t in traffic[live_from:])  # never a moment with nothing live
-    assert traffic[-2].get(new, 0) == 0 and traffic[-2][old] == 100  # smoked while the old one took it all
-    assert traffic[-1] == {new: 100}  # then all of it at once
+    # smoked and evaluated at 0%, then the mirror (20% of live traffic copied), then the 25% step, then all of it
+    mirrored = next(i for i, put in enumerate(puts) if put.get("mirrorTraffic"))
+    assert puts[mirrored]["mirrorTraffic"] == {new: 20} and traffic[mirrored].get(new, 0) == 0
+    assert traffic[-2] == {old: 75, new: 25} and not puts[-2].get("mirrorTraffic")
+    assert traffic[-1] == {new: 100}
+    steps = second["rollout"]["steps"]
+    assert second["rollout"]["outcome"] == "promoted" and [s["traffic"] for s in steps] == [20, 25]
+    assert all(s["requests"]["candidate"] >= 3 and s["requests"]["live"] >= 3 for s in steps), steps
+    assert replay.requests("GET", f"(?i)/deployments/{new}/providers/microsoft.insights/metrics")
     assert second["endpoint"]["live"] == [f"{second['model']['name']}:{second['model']['version']}"]
+
+
+def test_a_window_shorter_than_azure_monitors_delay_is_no_evidence_and_rolls_back(tmp_path, workspace, replay):
+    """Azure Monitor publishes a minute's numbers minutes late: a window that ends before they arrive has none, and
+    the rollout fails closed (rollout.window_s must be minutes long on Azure ML; README says so)."""
+    config = make_config(tmp_path, teardown={"mode": "keep"}, rollout={"mirror_percent": 0})
+    run(workspace, config)
+    replay.finetune_metrics = {"train_loss": 1.0, "eval_loss": 1.1}
+    replay.metrics_lag_s = 180
+    state, second = run(
+        workspace, make_config(tmp_path, teardown={"mode": "keep"}, data={"seed": 1}, approval={"policy": "auto"},
+                               rollout={"mirror_percent": 0})
+    )  # fmt: skip
+    assert second["status"] == "rolled_back" and "no evidence" in second["error"], second
+    old = second["rollout"]["live"].split(" ")[0]
+    assert workspace.endpoints.get("ultrachat").traffic == {old: 100}

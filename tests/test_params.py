@@ -129,7 +129,7 @@ def _leaf_defaults(model: type[BaseModel], prefix: str = "") -> dict[str, object
 def test_readme_profile_table_is_the_model_defaults():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = readme.split("## Profiles", 1)[1].split("\n## ", 1)[0]
-    rows = dict(re.findall(r"^\| `([a-z_.*]+)` \| `([^`]*)` \|", section, flags=re.M))
+    rows = dict(re.findall(r"^\| `([a-z0-9_.*]+)` \| `([^`]*)` \|", section, flags=re.M))
     defaults = _leaf_defaults(TunegateConfig)
     documented: set[str] = set()
     for key, text in rows.items():
