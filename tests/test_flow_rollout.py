@@ -218,3 +218,28 @@ def test_ephemeral_runs_and_rollout_off_switch_in_one_step(tmp_path, workspace):
     summary = run(workspace, keep(tmp_path / "keep", data={"seed": 1}, rollout={"enabled": False})).result()
     assert summary.status == "succeeded" and summary.rollout.outcome is None
     assert "endpoints.traffic" not in workspace.calls
+
+
+def test_the_runners_cancel_hook_undoes_its_own_rollout_and_only_its_own(tmp_path, workspace):
+    from flows.rollout_control import restore_rollout_of
+
+    with_champion(workspace, tmp_path)
+    store = RunStore(keep(tmp_path).workspace.state_dir)
+    candidate = leave_a_killed_rollout(workspace, store)
+    assert restore_rollout_of(store, workspace.endpoints, "chat", "another-run") is None  # not that run's
+    assert workspace.endpoints.get("chat").traffic[candidate] == 25
+    assert "serves all traffic" in restore_rollout_of(store, workspace.endpoints, "chat", "killed-run")
+    assert workspace.endpoints.get("chat").traffic == {dep("1"): 100}
+
+
+def test_a_damaged_rollout_record_is_named_and_never_trusted(tmp_path, workspace, caplog):
+    with_champion(workspace, tmp_path)
+    config = keep(tmp_path, data={"seed": 1})
+    store = RunStore(config.workspace.state_dir)
+    store.rollout_path("chat").parent.mkdir(parents=True, exist_ok=True)
+    store.rollout_path("chat").write_text('{"endpoint": "chat", "outcome": "in prog')  # cut by a full disk
+    with pytest.raises(Exception, match="rollout record is damaged .*tunegate endpoint start chat"):
+        rollout_status(store, workspace.endpoints, "chat")
+    summary = run(workspace, config).result()  # the next run says so and goes on (its own record replaces it)
+    assert summary.status == "succeeded" and summary.rollout.outcome == "promoted"
+    assert store.read_rollout("chat")["outcome"] == "promoted"

@@ -74,6 +74,8 @@ def _print_summary(summary: RunSummary) -> None:
     if summary.smoke.no_reply:
         table.add_row("", f"  no reply: {'; '.join(summary.smoke.no_reply)} (left to the evaluation)")
     table.add_row("evaluation", evaluation_words(summary))
+    if summary.rollout.outcome is not None:
+        table.add_row("rollout", rollout_words(summary))
     deleted = ", ".join(summary.teardown.deleted) or "nothing"
     state = "done" if summary.teardown.done else "NOT DONE: see the error and `tunegate inventory`"
     table.add_row("teardown", f"{summary.teardown.mode or '-'}: {state}; deleted {deleted}")
@@ -89,6 +91,21 @@ def _print_summary(summary: RunSummary) -> None:
             markup=False,
             soft_wrap=True,  # commands to copy: never cut by the terminal's width
         )
+
+
+def rollout_words(summary: RunSummary) -> str:
+    found = summary.rollout
+    lines = [f"{found.outcome}: {found.candidate} against {found.live}"]
+    for step in found.steps:
+        p95 = "/".join(
+            "-" if step.p95_ms[side] is None else f"{step.p95_ms[side]:.0f}" for side in ("candidate", "live")
+        )
+        lines.append(
+            f"{'mirror ' if step.phase == 'mirror' else ''}{step.traffic}% for {step.seconds:.0f} s: requests "
+            f"{step.requests['candidate']}/{step.requests['live']}, errors {step.errors['candidate']}/"
+            f"{step.errors['live']}, p95 {p95} ms (candidate/live) -> {step.verdict}"
+        )
+    return "\n  ".join(lines)
 
 
 def evaluation_words(summary: RunSummary) -> str:
