@@ -29,7 +29,14 @@ def rollout_png(rollout: Rollout) -> bytes:
         axes.grid(True, alpha=0.3)
     if not steps:
         share.text(0.5, 0.5, "no window was measured", ha="center", va="center", transform=share.transAxes)
-    share.step([0, *ends], [0, *[s.traffic for s in steps]], where="pre", color="#9467bd", label="candidate share %")
+    # after the last window: all traffic (promoted) or none (rolled back), drawn for a moment past it
+    last = (ends[-1] if ends else 0.0) + max(1.0, 0.05 * (ends[-1] if ends else 0.0))
+    final = 100 if rollout.outcome == "promoted" else 0
+    shares = [0 if step.phase == "mirror" else step.traffic for step in steps]
+    share.step([0, *ends, last], [0, *shares, final], where="pre", color="#9467bd", label="candidate share of traffic")
+    if any(step.phase == "mirror" for step in steps):
+        mirrored = [step.traffic if step.phase == "mirror" else 0 for step in steps]
+        share.step([0, *ends], [0, *mirrored], where="pre", color="#8c564b", linestyle="--", label="mirrored copies")
     share.set_ylabel("traffic %")
     share.set_ylim(0, 105)
     middles = [(a + b) / 2 for a, b in zip(starts, ends, strict=True)]
@@ -39,6 +46,8 @@ def rollout_png(rollout: Rollout) -> bytes:
         if points:
             latency.plot(*zip(*points, strict=True), marker="o", color=color, label=side)
     errors.set_ylabel("errors %")
+    worst = max((100 * step.error_rate[side] for step in steps for side in ("candidate", "live")), default=0.0)
+    errors.set_ylim(0, max(5.0, worst * 1.15))
     latency.set_ylabel("p95 ms")
     latency.set_xlabel("seconds since the rollout began")
     for x, step in zip(ends, steps, strict=True):

@@ -146,3 +146,38 @@ def test_the_custom_run_form_speaks_to_users(prefect_server, browser):
     page.screenshot(path=str(OUTPUT / "custom-run-form.png"), full_page=True)
     page.get_by_text("Num Train Epochs", exact=False).first.scroll_into_view_if_needed()
     page.screenshot(path=str(OUTPUT / "custom-run-form-finetune.png"))
+
+
+def test_the_rollout_artifact_shows_the_timeline_and_its_picture(prefect_server, browser, tmp_path):
+    """Keep mode, a second model replacing the first: the run's `rollout` artifact as a person reads it in the UI."""
+    import sys
+
+    OUTPUT.mkdir(exist_ok=True)
+    workspace = LocalWorkspace(tmp_path / "workspace")
+
+    def keep_run(name: str, *extra: str) -> dict:
+        summary_path = tmp_path / f"summary-{name}.json"
+        command = [
+            sys.executable, "-m", "flows.cli", "run", "--set", f"workspace.state_dir={tmp_path}",
+            "--set", "teardown.mode=keep", "--set", "endpoint.name=ui-rollout", "--set", f"model.finetuned_name={name}",
+            *extra, "--summary-json", str(summary_path),
+        ]  # fmt: skip
+        done = subprocess.run(command, env=prefect_server.env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return json.loads(summary_path.read_text())
+
+    try:
+        keep_run("ua")
+        second = keep_run("ub", "--set", "rollout.mirror_percent=30")
+        assert second["rollout"]["outcome"] == "promoted"
+        artifacts = {artifact["key"]: artifact for artifact in prefect_server.artifacts(second["flow_run_id"])}
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        page.goto(f"{prefect_server.url}/artifacts/artifact/{artifacts['rollout']['id']}")
+        picture = page.locator("img[alt='rollout timeline']").first
+        picture.wait_for()
+        assert picture.evaluate("image => image.complete && image.naturalWidth") == 800
+        text = page.inner_text("body")
+        assert "Rollout on" in text and "promoted" in text and "mirror 30%" in text and "passed" in text
+        page.screenshot(path=str(OUTPUT / "rollout-artifact.png"), full_page=True)
+    finally:
+        workspace.endpoints.delete("ui-rollout")
