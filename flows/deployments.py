@@ -26,7 +26,12 @@ def runner_deployments(path: Path = PREFECT_YAML) -> list:
 
     deployments = []
     for spec in deployment_specs(path):
-        schedules = [Cron(s["cron"], timezone=s.get("timezone")) for s in spec.get("schedules") or [] if s.get("cron")]
+        schedules = [
+            # a schedule without `active` is on, as in `prefect deploy`; ours that need a cloud say `active: false`
+            Cron(s["cron"], timezone=s.get("timezone"), active=bool(s.get("active", True)))
+            for s in spec.get("schedules") or []
+            if s.get("cron")
+        ]
         deployments.append(
             tunegate.to_deployment(
                 name=spec["name"],

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from data.documents import DocumentError, read_yaml
 from tasks.evaluate_settings import EvaluateSettings
@@ -42,24 +42,35 @@ DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "deployments" / "loca
 
 
 class TunegateConfig(FormModel):
-    """Everything a run needs, section by section in the order the run goes."""
+    """Everything a run needs. The UI's run form shows the sections in this order: what people change most first
+    (data, model, fine-tune, gate, approval, release), the machinery and its limits last (workspace)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    workspace: WorkspaceSettings = Field(default_factory=LocalWorkspaceSettings)
     data: DataSettings = Field(default_factory=DataSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
-    compute: ComputeSettings = Field(default_factory=ComputeSettings)
     finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
-    job: JobSettings = Field(default_factory=JobSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
-    endpoint: EndpointSettings = Field(default_factory=EndpointSettings)
-    smoke: SmokeSettings = Field(default_factory=SmokeSettings)
+    teardown: TeardownSettings = Field(default_factory=TeardownSettings)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
-    teardown: TeardownSettings = Field(default_factory=TeardownSettings)
+    endpoint: EndpointSettings = Field(default_factory=EndpointSettings)
+    compute: ComputeSettings = Field(default_factory=ComputeSettings)
+    smoke: SmokeSettings = Field(default_factory=SmokeSettings)
+    job: JobSettings = Field(default_factory=JobSettings)
     retries: RetrySettings = Field(default_factory=RetrySettings)
+    workspace: WorkspaceSettings = Field(default_factory=LocalWorkspaceSettings)
+
+    @model_validator(mode="after")
+    def _advisory_champion_needs_a_person(self) -> TunegateConfig:
+        # an advisory comparison with no person to read it would let a worse model go live on its own
+        if self.gate.champion == "advisory" and self.approval.policy != "manual":
+            raise ValueError(
+                f"gate.champion: advisory needs approval.policy: manual (it is {self.approval.policy}); "
+                "a person must read the comparison that no longer stops the run"
+            )
+        return self
 
     @field_validator("workspace", mode="before")
     @classmethod
@@ -81,8 +92,10 @@ def _describe(error: ValidationError, source: str) -> str:
         if loc[:1] == ["workspace"] and len(loc) > 1 and loc[1] in KINDS:
             del loc[1]  # the union's tag (workspace.kind), not a key of the profile
         field = ".".join(str(part) for part in loc)
-        if item["type"] == "extra_forbidden":
-            lines.append(f"  - {field}: unknown key (check the spelling; see README 'Profile keys')")
+        if not loc:  # a rule across sections: its message names the keys
+            lines.append(f"  - {item['msg'].removeprefix('Value error, ')}")
+        elif item["type"] == "extra_forbidden":
+            lines.append(f"  - {field}: unknown key (check the spelling; see README 'Profiles')")
         else:
             lines.append(f"  - {field}: {item['msg']} (got {item.get('input')!r})")
     return "\n".join(lines)

@@ -34,6 +34,7 @@ from tasks.approval import ApprovalRecord
 from tasks.deploy import check_instance_type
 from tasks.evaluation_report import evaluation_line
 from tasks.gate import GateCheck, model_id
+from tasks.gate_advice import stop_message
 from tasks.model import INFERENCE_ALLOW_LIST, allow_list
 from tasks.register import JOB_TAG
 from workspaces.factory import KINDS, open_chat_flows
@@ -92,7 +93,7 @@ def check_and_register(run: Run) -> None:
         return
     gate = run.gate(champion, champion_error, trained.evaluated_champion)
     if not gate.passed:
-        raise RunStopped(RunStatus.GATE_FAILED, "Gate failed: " + "; ".join(gate.failures))
+        raise RunStopped(RunStatus.GATE_FAILED, stop_message(gate))
     sampled = prepared.sampled
     tags = register.lineage_tags(
         prepared.foundation, trained.job, sampled.fingerprint, gate, run.run_id, sampled.eval_fingerprint

@@ -13,6 +13,7 @@ from flows.rollout import finish_promoted, recover_interrupted_rollout
 from flows.run import Run, RunStatus, RunStopped
 from tasks.deploy import deployment_name
 from tasks.gate import model_id
+from tasks.gate_advice import stop_message
 from workspaces.factory import open_chat_flows
 from workspaces.ports import ModelVersion
 
@@ -59,7 +60,7 @@ def recheck_gate_after_waiting(run: Run, champion: ModelVersion | None) -> None:
     gate = run.gate(now, error, run.trained_().evaluated_champion)
     became = f"{model_id(now)} became champion while this run waited"
     if not gate.passed:
-        raise RunStopped(RunStatus.GATE_FAILED, f"Gate failed: {became}; {'; '.join(gate.failures)}")
+        raise RunStopped(RunStatus.GATE_FAILED, stop_message(gate, first=f"{became}; "))
     if not gate.comparable and run.config.approval.policy != "auto":  # approved against another champion than this
         raise RunStopped(
             RunStatus.GATE_FAILED,

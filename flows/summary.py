@@ -250,7 +250,11 @@ class RunSummary(BaseModel):
             return f"Registered {model}; endpoint `{self.endpoint.name}` served {live}, then was taken down."
         if self.status == "waiting":
             return f"Registered {model}; waiting for a person to approve it."
-        return f"Stopped: {model} did not go live."
+        if self.model.version:
+            return f"Stopped: {model} did not go live."
+        if self.status == "gate_failed":
+            return "Stopped at the metric gate: the fine-tuned model was not registered and nothing went live."
+        return "Stopped before a model was registered: nothing went live."
 
     def serving_words(self) -> str:
         if self.endpoint.live:

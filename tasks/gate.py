@@ -34,15 +34,23 @@ class GateCheck(BaseModel):
     message: str  # for people: "eval_loss 0.70 does not beat champion m:1 (0.69, ...) by more than 0.0"
     observed: float | None = None
     threshold: float | None = None  # the number `observed` had to be at or under (max_*) or under (beats_*)
+    advisory: bool = False  # shown to the person who decides; a failure does not stop the run (gate.champion)
+
+    @property
+    def blocks(self) -> bool:
+        """This check stops the run."""
+        return not self.passed and not self.advisory
 
     @property
     def reason(self) -> str:
         """The check as the summary's `gate.reasons` has always spelled it: "ok: ..." or "fail: ..."."""
-        return ("ok: " if self.passed else "fail: ") + self.message
+        if self.passed:
+            return "ok: " + self.message
+        return ("fail (advisory, a person decides): " if self.advisory else "fail: ") + self.message
 
 
 class GateResult(BaseModel):
-    passed: bool  # every check passed
+    passed: bool  # no check that stops the run failed (an advisory one may have)
     checks: list[GateCheck]
     metrics: dict[str, float]
     champion: str | None = None  # "name:version" compared against
@@ -55,12 +63,25 @@ class GateResult(BaseModel):
 
     @property
     def failures(self) -> list[str]:
-        """The failed checks' messages."""
-        return [check.message for check in self.checks if not check.passed]
+        """The messages of the failed checks that stop the run."""
+        return [check.message for check in self.checks if check.blocks]
+
+    @property
+    def advised_against(self) -> list[str]:
+        """The messages of the failed advisory checks: for the person who decides."""
+        return [check.message for check in self.checks if check.advisory and not check.passed]
+
+    def words(self) -> str:
+        """ "passed", "FAILED", or passed with a failed advisory check said plainly."""
+        if not self.passed:
+            return "FAILED"
+        if self.advised_against:
+            return "passed, but it does NOT beat the champion (gate.champion advisory: you decide)"
+        return "passed"
 
     def with_check(self, check: GateCheck, **update: object) -> GateResult:
         checks = [*self.checks, check]
-        return self.model_copy(update={"checks": checks, "passed": all(c.passed for c in checks), **update})
+        return self.model_copy(update={"checks": checks, "passed": not any(c.blocks for c in checks), **update})
 
     @property
     def comparable(self) -> bool:
@@ -151,7 +172,7 @@ def evaluate_gate(
     if settings.max_train_loss is not None:
         check(at_most("max_train_loss", TRAIN_LOSS, train_loss, settings.max_train_loss))
     return GateResult(
-        passed=all(c.passed for c in checks),
+        passed=not any(c.blocks for c in checks),
         checks=checks,
         metrics=metrics,
         champion=model_id(champion),
@@ -230,5 +251,6 @@ def _compare_with_champion(
         return "not-comparable", None
     if eval_loss is None or not math.isfinite(eval_loss):
         return comparison, value
-    check(better_than("beats_champion", eval_loss, f"champion {name} ({value:.4f}, {basis})", value, need))
+    compared = better_than("beats_champion", eval_loss, f"champion {name} ({value:.4f}, {basis})", value, need)
+    check(compared.model_copy(update={"advisory": settings.champion == "advisory"}))
     return comparison, value

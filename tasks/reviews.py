@@ -170,7 +170,15 @@ def describe_timeout(when: datetime | None, now: datetime | None = None) -> str:
     return f"{local.strftime(day)} ({left})"
 
 
-def decide(run_id: str, approved: bool, approver: str, comment: str = "") -> Decision:
+class Decided(BaseModel):
+    """A decision handed to a waiting run: which run, and where a person watches it go on."""
+
+    decision: Decision
+    flow_run_id: str
+    run_page: str | None  # the run's page in the Prefect UI
+
+
+def decide(run_id: str, approved: bool, approver: str, comment: str = "") -> Decided:
     """Resume a paused run with a decision; `run_id` may also be the run's name or a unique prefix of its id.
     ReviewError says why it could not be done."""
     from prefect.exceptions import FlowPauseTimeout
@@ -193,7 +201,12 @@ def decide(run_id: str, approved: bool, approver: str, comment: str = "") -> Dec
         ) from None
     except Exception as exc:  # noqa: BLE001 - NotPausedError, ObjectNotFound, a refused input: say which
         raise ReviewError(f"could not resume run {run_id}: {type(exc).__name__}: {exc}") from None
-    return decision
+    from tasks.approval.asking import ui_url
+
+    ui = ui_url()
+    return Decided(
+        decision=decision, flow_run_id=str(flow_run_id), run_page=f"{ui}/runs/flow-run/{flow_run_id}" if ui else None
+    )
 
 
 def refuse_unresumable(flow_run_id: UUID, ref: str) -> None:

@@ -177,6 +177,12 @@ class GateSettings(Section):
     min_improvement_over_champion: float = Field(
         0.0, ge=0, description="When a champion exists, eval loss must be below its eval loss by more than this."
     )
+    champion: Literal["required", "advisory"] = Field(
+        "required",
+        description="required: a model that does not beat the champion stops at the gate. advisory (only with "
+        "approval.policy manual): the comparison is shown to the person who decides, failed or not, and does not "
+        "stop the run on its own; the base-model and loss checks still do.",
+    )
 
 
 class ApprovalSettings(Section):

@@ -227,6 +227,8 @@ def test_prefect_deploy_all_registers_the_deployments(server, tmp_path):
     scheduled = deployments["retrain-scheduled"]
     [schedule] = scheduled["schedules"]
     assert schedule["schedule"]["cron"] == "0 3 * * 1" and schedule["schedule"]["timezone"] == "Europe/Berlin"
+    # `prefect deploy --all` on a laptop must not register an active weekly Azure schedule
+    assert schedule["active"] is False
     assert scheduled["parameters"]["profile"] == "deployments/azure.yaml"
     assert "approval.policy=manual" in scheduled["parameters"]["overrides"]
     assert deployments["retrain-on-demand"]["schedules"] == []

@@ -11,6 +11,7 @@ def test_serve_builds_every_deployment_of_prefect_yaml():
     assert set(built) == {"retrain-scheduled", "retrain-on-demand", "local-demo"}
     [schedule] = built["retrain-scheduled"].schedules
     assert schedule.schedule.cron == "0 3 * * 1" and schedule.schedule.timezone == "Europe/Berlin"
+    assert schedule.active is False  # it needs an Azure workspace: a laptop's `serve` must not start it weekly
     assert not built["retrain-on-demand"].schedules
     assert built["local-demo"].parameters["overrides"][0] == "approval.policy=manual"
 

@@ -230,6 +230,25 @@ def test_a_dead_keep_endpoint_is_shown_down_refused_by_chat_and_started_again_by
     assert workspace.endpoints.get("ep-dead").traffic == {"blue": 100} and workspace.endpoints.get("ep-dead").running
     chat = tunegate("chat", "--endpoint", "ep-dead", "-m", "hi", "--max-new-tokens", "4", "--set", state_dir)
     assert chat.returncode == 0 and "model>" in chat.stdout, chat.stderr
+    # temperature 0 is greedy decoding (and --greedy says so): the same answer twice, no traceback
+    greedy = [
+        tunegate("chat", "--endpoint", "ep-dead", "-m", "hi", "--temperature", "0", "--max-new-tokens", "6", "--set",
+                 state_dir)
+        for _ in range(2)
+    ]  # fmt: skip
+    assert all(g.returncode == 0 and "Traceback" not in g.stderr for g in greedy), greedy[0].stderr
+    answers = [g.stdout.split("model> ", 1)[1].rsplit("  (", 1)[0] for g in greedy]
+    assert answers[0] == answers[1]
+    flagged = tunegate("chat", "--endpoint", "ep-dead", "-m", "hi", "--greedy", "--max-new-tokens", "6", "--set",
+                       state_dir)  # fmt: skip
+    assert flagged.returncode == 0 and flagged.stdout.split("model> ", 1)[1].rsplit("  (", 1)[0] == answers[0]
+    # over the endpoint's limit: the limit and the profile key that raises it, not a raw JSON body
+    over = tunegate("chat", "--endpoint", "ep-dead", "-m", "hi", "--max-new-tokens", "2000", "--set", state_dir)
+    assert over.returncode == 1 and "{" not in over.stderr, over.stderr
+    assert "max_new_tokens 2000 is over this endpoint's limit 512" in over.stderr
+    assert "workspace.local.endpoint_limits.max_new_tokens" in over.stderr
+    negative = tunegate("chat", "--endpoint", "ep-dead", "-m", "hi", "--temperature", "-1", "--set", state_dir)
+    assert negative.returncode == 2 and "--temperature" in negative.stderr
     interactive = subprocess.run(
         [
             sys.executable,

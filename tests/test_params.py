@@ -146,3 +146,23 @@ def test_readme_profile_table_is_the_model_defaults():
 
 def test_local_profile_is_the_defaults():
     assert load_profile(DEFAULT_PROFILE) == TunegateConfig()
+
+
+def test_an_advisory_champion_comparison_needs_a_person():
+    with pytest.raises(ProfileError, match=r"gate.champion: advisory needs approval.policy: manual \(it is auto"):
+        load_profile(None, ["gate.champion=advisory"])
+    assert load_profile(None, ["gate.champion=advisory", "approval.policy=manual"]).gate.champion == "advisory"
+
+
+def test_the_unknown_key_hint_names_the_readme_section_that_exists():
+    with pytest.raises(ProfileError, match="see README 'Profiles'") as info:
+        load_profile(None, ["data.sead=1"])
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = re.search(r"see README '([^']+)'", str(info.value)).group(1)
+    assert f"\n## {section}\n" in readme
+
+
+def test_the_run_form_starts_with_what_people_change_and_ends_with_the_machinery():
+    sections = list(TunegateConfig.model_json_schema()["properties"])
+    assert sections[:5] == ["data", "model", "finetune", "gate", "approval"]
+    assert sections[-1] == "workspace"  # the local endpoint's byte limits and the like come last

@@ -16,6 +16,7 @@ from tasks.errors import is_transient
 from tasks.evaluation import Evaluation
 from tasks.finetune import NOTEBOOK_DEFAULTS, merge_finetune_parameters, pipeline_display_name
 from tasks.gate import beats_champion, evaluate_gate
+from tasks.gate_advice import stop_message
 from tasks.model import TagError, allow_list, model_specific_defaults, parse_literal_tag
 from tasks.settings import ApprovalSettings, FinetuneSettings, GateSettings
 from workspaces.ports import Compute, FoundationModel, ModelVersion, Sku, TransientWorkspaceError, WorkspaceError
@@ -252,6 +253,36 @@ def test_gate_checks_are_typed_and_a_failed_one_reads_as_a_failure():
     # the summary's reasons keep their spelling, derived from the checks
     assert result.reasons == [("ok: " if c.passed else "fail: ") + c.message for c in result.checks]
     assert result.failures == [by_name["max_eval_loss"].message, lost.message]
+
+
+def test_a_failed_gate_says_by_how_much_and_what_to_change():
+    champion = ModelVersion(name="m-ft", version="1", tags={"eval_loss": "0.6844", "eval_fingerprint": "fp"})
+    metrics = {"eval_loss": 0.6976, "base_eval_loss": 2.0}
+    message = stop_message(evaluate_gate(metrics, GateSettings(), champion, eval_fingerprint="fp"))
+    assert message.startswith("Gate failed: eval_loss 0.6976 does not beat champion m-ft:1 (0.6844")
+    assert "(0.0132 too high)" in message
+    assert "To change: train longer or on more data (finetune.num_train_epochs, data.percent)" in message
+    assert "gate.min_improvement_over_champion" in message and "gate.champion=advisory" in message
+    base = stop_message(evaluate_gate({"eval_loss": 2.1, "base_eval_loss": 2.0}, GateSettings()))
+    assert "(0.1000 too high)" in base and "gate.min_improvement_over_base" in base
+    assert "champion" not in base  # only the advice for what failed
+
+
+def test_an_advisory_champion_check_is_shown_failed_but_does_not_stop_the_run():
+    champion = ModelVersion(name="m-ft", version="1", tags={"eval_loss": "0.6844", "eval_fingerprint": "fp"})
+    metrics = {"eval_loss": 0.6976, "base_eval_loss": 2.0}
+    advisory = GateSettings(champion="advisory")
+    gate = evaluate_gate(metrics, advisory, champion, eval_fingerprint="fp")
+    lost = next(check for check in gate.checks if check.name == "beats_champion")
+    assert gate.passed and not lost.passed and lost.advisory and gate.failures == []
+    assert gate.advised_against == [lost.message] and "does NOT beat the champion" in gate.words()
+    assert any(reason.startswith("fail (advisory, a person decides): eval_loss 0.6976") for reason in gate.reasons)
+    assert not beats_champion(gate, 0.0)  # auto-if-better could never approve it on its own
+    # the base model and the loss limits still stop the run
+    worse = {"eval_loss": 2.1, "base_eval_loss": 2.0}
+    assert not evaluate_gate(worse, advisory, champion, eval_fingerprint="fp").passed
+    unreadable = ModelVersion(name="m-ft", version="1", tags={"eval_loss": "n/a"})
+    assert not evaluate_gate(metrics, advisory, unreadable).passed  # fails closed all the same
 
 
 def test_one_rule_decides_better_for_the_gate_and_the_approval_policy():

@@ -53,6 +53,19 @@ def no_lone_surrogates(text: str) -> str:
     return text
 
 
+def error_words(response: httpx.Response) -> str:
+    """What an error answer says, for a person: a JSON `detail` (FastAPI, the local endpoint) or `message` (Azure)
+    as its text, anything else as the first 300 characters of the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300]
+    said = body.get("detail", body.get("message")) if isinstance(body, dict) else None
+    if isinstance(said, str):
+        return said[:300]
+    return response.text[:300]
+
+
 class ScoringParameters(BaseModel):
     """Generation settings of a scoring request; the defaults are the notebook's. Values that can only fail at
     generation time (a zero temperature with sampling, NaN, a negative length) are refused here, naming the field:
@@ -262,7 +275,7 @@ def score(
             status_code=response.status_code,
             output=None,
             latency_ms=latency_ms,
-            error=f"HTTP {response.status_code}: {response.text[:300]}",
+            error=f"HTTP {response.status_code}: {error_words(response)}",
             deployment=answered_by,
         )
     try:

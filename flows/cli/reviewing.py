@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
-
-if TYPE_CHECKING:
-    pass
 
 from flows.cli.common import (
     _fail,
@@ -21,10 +18,17 @@ def _decide(run_id: str, approved: bool, approver: str, comment: str) -> None:
     from tasks.reviews import ReviewError, decide
 
     try:
-        decision = decide(run_id, approved, approver, comment)
+        decided = decide(run_id, approved, approver, comment)
     except ReviewError as exc:
         _fail(exc, exit_code(exc))
-    console.print(f"{'approved' if approved else 'rejected'} run {run_id} as {decision.approver}", markup=False)
+    verb = "approved" if approved else "rejected"
+    console.print(f"{verb} run {decided.flow_run_id} as {decided.decision.approver}", markup=False)
+    if approved:
+        console.print("The run resumes now: it goes on to deploy, smoke-test and release the model as configured.")
+    else:
+        console.print("The run resumes now and stops: nothing is deployed, the model version is tagged rejected.")
+    if decided.run_page:
+        console.print(f"Follow it: {decided.run_page}", markup=False, soft_wrap=True)
 
 
 RunOption = Annotated[

@@ -10,7 +10,7 @@ from rich.text import Text
 from workspaces.ports import WorkspaceError
 
 if TYPE_CHECKING:
-    pass
+    from workspaces.scoring import ScoringParameters
 
 from flows.cli.common import (
     ProfileOption,
@@ -28,6 +28,24 @@ EMPTY_ANSWER = "(an empty answer: the model ended its turn at once)"  # said, no
 CHAT_HELP = "/help this help, /reset start a new conversation, /quit leave (or Ctrl-D)"
 
 
+def chat_parameters(max_new_tokens: int, temperature: float, greedy: bool = False) -> ScoringParameters:
+    """The generation settings of `chat`: temperature 0 (or --greedy) is greedy decoding; a bad value exits 2
+    naming the option."""
+    from pydantic import ValidationError
+
+    from workspaces.scoring import ScoringParameters
+
+    sample = not greedy and temperature > 0
+    try:
+        return ScoringParameters(
+            max_new_tokens=max_new_tokens, do_sample=sample, **({"temperature": temperature} if sample else {})
+        )
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        option = "--" + str(problem["loc"][0]).replace("_", "-")
+        _fail(ValueError(f"{option}: {problem['msg']}"), 2)
+
+
 @app.command()
 def chat(
     endpoint: Annotated[str, typer.Option("--endpoint", "-e", help="Endpoint name in the profile's workspace.")],
@@ -37,19 +55,19 @@ def chat(
     message: Annotated[
         list[str] | None, typer.Option("--message", "-m", help="Send these and exit (no prompt).")
     ] = None,
-    max_new_tokens: int = 64,
-    temperature: float = 0.6,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate at most per answer.")] = 64,
+    temperature: Annotated[float, typer.Option(min=0, help="Sampling temperature; 0 decodes greedily.")] = 0.6,
+    greedy: Annotated[bool, typer.Option("--greedy", help="Always the most likely token (no sampling).")] = False,
     profile: ProfileOption = None,
     set_: SetOption = None,
 ) -> None:
     """Talk to a live endpoint: each turn is sent with the conversation so far (the seed's 'chat with your model')."""
     from workspaces.ports import ScoringRequest
-    from workspaces.scoring import ScoringParameters
 
     workspace = _workspace(profile, set_)
     _require_live(workspace, endpoint)
     failed = False
-    parameters = ScoringParameters(max_new_tokens=max_new_tokens, temperature=temperature)
+    parameters = chat_parameters(max_new_tokens, temperature, greedy)
     history: list[dict[str, str]] = []
     turns = iter(message) if message else None
     if turns is None:

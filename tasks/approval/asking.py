@@ -199,14 +199,14 @@ def _wait_for_a_decision(
     artifact_id: object,
     timeout_s: int,
 ) -> ApprovalRecord:
-    from prefect.flow_runs import pause_flow_run
+    from tasks.approval.pausing import pause_awaiting
 
     logger = get_run_logger()
     form = {"description": description}
 
     def ask(round_: int, left_s: int) -> Decision:
-        return pause_flow_run(
-            wait_for_input=Decision.with_initial_data(description=form["description"]),
+        return pause_awaiting(
+            Decision.with_initial_data(description=form["description"]),
             timeout=left_s,
             poll_interval=poll_interval_s,
             key=f"{key}-ask{round_}",

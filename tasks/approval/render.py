@@ -59,7 +59,7 @@ def review_markdown(
     return (
         f"## Approve {model.name} version {model.version} for deployment?\n\n{facts_md}\n\n"
         f"| metric | candidate | base | champion ({gate.champion or 'none'}) |\n|---|---|---|---|\n{rows}\n\n"
-        f"**Metric gate: {'passed' if gate.passed else 'FAILED'}**\n\n"
+        f"**Metric gate: {gate.words()}**\n\n"
         + "\n".join(f"- {r}" for r in gate.reasons)
         + f"\n\n{answers_markdown(evaluation, when)}"
         + (f"\n\n### Loss per step\n\n{curves.markdown_image(loss_curve_png, 'loss curve')}" if loss_curve_png else "")
@@ -85,11 +85,11 @@ def headline(gate: GateResult, bold: str = "") -> str:
 
 def form_description(model: ModelVersion, gate: GateResult, review_url: str | None) -> str:
     """The Resume form's text: short enough to read without scrolling; everything else is in the review artifact."""
-    failures = len(gate.failures)
+    failures = sum(not check.passed for check in gate.checks)
     lines = [
         f"### Approve {model.name} version {model.version}?",
         headline(gate, bold="**"),
-        f"Metric gate: {'passed' if gate.passed else 'FAILED'} ({len(gate.reasons)} checks, {failures} failed)",
+        f"Metric gate: {gate.words()} ({len(gate.reasons)} checks, {failures} failed)",
         f"Full review (every gate check, data, loss curve, target): {review_url}" if review_url else "",
         "Choose **approve** or **reject**, and give your name.",
     ]

@@ -160,7 +160,8 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
             raise HTTPException(
                 status_code=422,
                 detail=f"parameters.max_new_tokens {parameters.max_new_tokens} is over this endpoint's limit "
-                f"{limits.max_new_tokens}",
+                f"{limits.max_new_tokens}; ask for fewer, or raise workspace.local.endpoint_limits.max_new_tokens "
+                "in the profile (it applies when the endpoint starts)",
             )
         target = request.headers.get(DEPLOYMENT_HEADER)
         kind = "targeted"
