@@ -135,6 +135,9 @@ class RunSummary(BaseModel):
 
     def record_teardown(self, result: TeardownResult) -> None:
         self.teardown = TeardownSummary(mode=result.mode, done=result.done, deleted=list(result.deleted))
+        if self.endpoint.name and self.endpoint.name in result.deleted:  # its pages lead nowhere now
+            for label in ENDPOINT_LINKS:
+                self.links.pop(label, None)
 
     def record_teardown_failure(self, mode: str, error: BaseException) -> None:
         self.teardown = TeardownSummary(mode=mode, done=False)
@@ -261,6 +264,8 @@ class RunSummary(BaseModel):
             return f"Serving {', '.join(self.endpoint.live)}."
         return "Serving nothing from this run."
 
+
+ENDPOINT_LINKS = ("scoring URL", "endpoint in Studio")  # workspaces' link labels of an endpoint (see links())
 
 OUTCOMES = {
     "succeeded": "succeeded",

@@ -45,6 +45,13 @@ def register_once(registry: ModelRegistry, job: JobRef, name: str, tags: dict[st
 
 @stage("register model")
 def register_model(registry: ModelRegistry, job: JobRef, name: str, tags: dict[str, str]) -> ModelVersion:
-    version = register_once(registry, job, name, tags)
+    existing = registry.find_model_version(name, job)
+    if existing is not None:  # a reused or re-found job: an earlier run registered its model
+        logger = get_run_logger()
+        logger.info(
+            "%s version %s of job %s was registered before; using it", existing.name, existing.version, job.name
+        )
+        return existing
+    version = registry.register_model(job, name, tags)
     get_run_logger().info("registered %s version %s", version.name, version.version)
     return version

@@ -129,8 +129,12 @@ def test_manual_run_pauses_then_approve_deploys_and_tears_down(server, tmp_path,
     assert paused["id"] in listing.stdout and "Approve tiny-phi3-chat-ultrachat-200k" in listing.stdout
     assert "eval_loss" in listing.stdout and "fingerprint" in listing.stdout
     assert "(in " in listing.stdout  # the timeout as a local time and the time left
+    # the loss curve is a picture the terminal cannot show: where to see it, not rich's broken-image placeholder
+    assert "loss curve: open the run's approval-review artifact" in listing.stdout and "🌆" not in listing.stdout
     done = tunegate(server, "approve", paused["name"], "--approver", "alice", "--comment", "looks good")  # by name
     assert done.returncode == 0, done.stderr
+    assert "The run resumes now: it goes on to deploy" in done.stdout
+    assert f"Follow it: {server.url}/runs/flow-run/{paused['id']}" in done.stdout
     output = finish(process)
     assert process.returncode == 0, output[-3000:]
     assert "could not notify custom-webhook/no-such-block" in output  # said, and the others were still told

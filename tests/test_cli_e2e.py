@@ -61,7 +61,12 @@ def test_full_run_end_to_end_then_nothing_left(tmp_path):
     assert "tunegate run succeeded" in done.stdout
     assert "passed in" in done.stdout and "ephemeral: done" in done.stdout  # words, not Python reprs
     assert "ok=True" not in done.stdout and "{'" not in done.stdout and "tunegate chat --endpoint" not in done.stdout
-    for noise in ("Writing model shards", "mlflow.store", "CloudPickle", "Add type hints"):  # only with --verbose
+    # where things are: the summary, the loss curve, and that the temporary server took its UI pages with it
+    run_dir = state_dir / "runs" / summary["flow_run_id"]
+    assert f"summary: {run_dir / 'summary.json'}" in done.stdout and f"loss curve: {run_dir}" in done.stdout
+    assert "temporary server, gone now that the run ended" in done.stdout and "prefect server start" in done.stdout
+    assert "scoring URL" not in done.stdout  # the ephemeral endpoint is deleted: no link to it
+    for noise in ("Writing model shards", "mlflow.store", "CloudPickle", "Add type hints", "input example"):
         assert noise not in done.stderr, noise
     assert LocalWorkspace(state_dir / "workspace").inventory().empty  # no server or trainer left running
     # no endpoint key anywhere a person reads: output, summary, logs of the run

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 
 from flows.summary import RunSummary
 from tasks.curves import loss_curve_png, markdown_image
@@ -173,3 +174,51 @@ def test_the_terminal_bar_prints_log_lines_above_itself_and_gives_the_stream_bac
             assert handler.console.file is stream  # the job ended: the bar is gone, the stream given back
     finally:
         logger.removeHandler(handler)
+
+
+def test_a_summary_does_not_link_an_endpoint_its_teardown_deleted():
+    from tasks.teardown import TeardownResult
+
+    summary = RunSummary()
+    summary.record_deployment("tunegate-chat-abc", "blue")
+    summary.record_links({"scoring URL": "http://127.0.0.1:9/score", "job folder": "/tmp/job"})
+    summary.record_teardown(TeardownResult(mode="ephemeral", done=True, deleted=["tunegate-chat-abc"]))
+    assert summary.links == {"job folder": "/tmp/job"} and "127.0.0.1:9" not in summary.markdown()
+    kept = RunSummary()
+    kept.record_deployment("tunegate-chat", "green")
+    kept.record_links({"scoring URL": "http://127.0.0.1:9/score"})
+    kept.record_teardown(TeardownResult(mode="keep", done=True, deleted=["tunegate-chat/blue"]))
+    assert "scoring URL" in kept.links  # it still serves
+
+
+def test_a_run_stopped_before_registering_says_so_in_one_sentence():
+    stopped = RunSummary(status="gate_failed")
+    assert stopped.verdict() == (
+        "Stopped at the metric gate: the fine-tuned model was not registered and nothing went live."
+    )
+    assert "no model did not" not in RunSummary(status="failed").verdict()
+
+
+def test_the_training_bar_keeps_step_percent_and_time_left_at_80_columns():
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from flows.cli.progress import bar_columns, fit_words
+
+    console = Console(width=80, record=True, force_terminal=False)
+    bar = Progress(*bar_columns(), console=console, auto_refresh=False)
+    words = "training: epoch 1.20, train loss 2.3100, eval loss 2.4000 and much more words than fit on one line"
+    task = bar.add_task("fine-tune", total=3000, words=fit_words(words, 80))
+    bar.update(task, completed=1200)
+    console.print(bar.get_renderable())
+    [line] = [line for line in console.export_text().splitlines() if line.strip()]
+    assert len(line) <= 80 and "1200/3000" in line and "40%" in line and re.search(r"\d:\d\d:\d\d|-:--:--", line)
+    assert "epoch 1.20" in line and line.endswith("…")  # the words start; the rest is cut
+
+
+def test_pending_says_where_the_review_pictures_are_instead_of_a_placeholder():
+    from flows.cli.reviewing import without_pictures
+
+    text = without_pictures("### Loss per step\n\n![loss curve](data:image/png;base64,iVBORw0KGgo=)\n\nafter")
+    assert "data:image" not in text and "(loss curve: open the run's approval-review artifact in the UI)" in text
+    assert text.endswith("after")

@@ -47,6 +47,10 @@ def _quiet_third_parties() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import warnings
+
+    # MLflow's advice to log an input example when a model version is logged: nothing a tunegate user can act on
+    warnings.filterwarnings("ignore", message=r".*An input example was not provided", category=UserWarning)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -36,6 +36,34 @@ class AboveTheBar(io.TextIOBase):
         return self.original.fileno()
 
 
+def bar_columns() -> list:
+    """Step, percent and time left first, at fixed widths, and a short bar: at 80 columns they all still show and
+    only the losses' words are cut (the job's name is printed once above the bar)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TaskProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.table import Column
+
+    def fixed() -> Column:
+        return Column(no_wrap=True)
+
+    return [
+        TextColumn("fine-tune", table_column=fixed()),
+        BarColumn(bar_width=BAR_WIDTH, table_column=fixed()),
+        MofNCompleteColumn(table_column=fixed()),
+        TaskProgressColumn(table_column=fixed()),
+        TimeRemainingColumn(table_column=fixed()),
+        TextColumn("{task.fields[words]}", table_column=Column(no_wrap=True, overflow="ellipsis")),
+    ]
+
+
+BAR_WIDTH, BESIDE_WORDS = 16, 52  # the columns before the words take about 52 characters with 4-digit step counts
+
+
+def fit_words(words: str, width: int) -> str:
+    """The losses' words cut to what is left of a line `width` wide, with an ellipsis."""
+    room = max(8, width - BESIDE_WORDS)
+    return words if len(words) <= room else words[: room - 1] + "…"
+
+
 class TrainingBar:
     """One progress bar on stderr for the fine-tune job while the flow waits for it (tasks/progress listeners):
     steps done of all, the latest losses, time left. It appears at the first poll and stays, finished, after."""
@@ -46,26 +74,20 @@ class TrainingBar:
         self.rerouted: list = []  # (a log handler's console, the stream it had) while the bar shows
 
     def show(self, job, progress) -> None:
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import Progress
 
         from tasks.progress import describe
 
         if self.bar is None:
-            self.bar = Progress(
-                TextColumn("fine-tune [bold]{task.fields[job]}[/bold]"),
-                BarColumn(),
-                TaskProgressColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[words]}"),
-                console=err,
-            )
+            err.print(f"fine-tune job {job.name}", markup=False, soft_wrap=True, style="bold")
+            self.bar = Progress(*bar_columns(), console=err)
             self.bar.start()
             self._route_prefect_logs_through(self.bar.console)
             self.task = self.bar.add_task("fine-tune", total=progress.total_steps, job=job.name, words="")
         losses = describe(progress.model_copy(update={"step": None, "started": None}), time.time())
         total = progress.total_steps or None
         done = progress.total_steps if progress.state.value == "completed" and total else progress.step or 0
-        self.bar.update(self.task, total=total, completed=done, words=losses)
+        self.bar.update(self.task, total=total, completed=done, words=fit_words(losses, err.width))
         if progress.state.terminal:
             self.close()
 

@@ -54,6 +54,18 @@ def reject(run_id: RunOption, approver: ApproverOption, comment: CommentOption =
     _decide(run_id, False, approver, comment)
 
 
+def without_pictures(markdown: str) -> str:
+    """A terminal cannot show the review's inline pictures (rich draws a broken-image placeholder): say where
+    they are instead."""
+    import re
+
+    return re.sub(
+        r"!\[([^\]]*)\]\([^)]*\)",
+        lambda found: f"({found.group(1) or 'a picture'}: open the run's approval-review artifact in the UI)",
+        markdown,
+    )
+
+
 @app.command()
 def pending() -> None:
     """Runs waiting for an approval decision, with the summary a reviewer decides from."""
@@ -72,7 +84,7 @@ def pending() -> None:
         console.rule(f"{review.run_id}  {review.run_name}")
         # on a line of its own: a rule is cut at the terminal's width
         console.print(f"times out {describe_timeout(review.times_out)}", markup=False, soft_wrap=True)
-        console.print(Markdown(review.review or "(no summary)"))
+        console.print(Markdown(without_pictures(review.review or "(no summary)")))
         console.print(
             f"tunegate approve {review.run_id} --approver NAME   |   "
             f"tunegate reject {review.run_id} --approver NAME --comment WHY",

@@ -30,6 +30,30 @@ from flows.cli.common import (
 from flows.cli.progress import TrainingBar
 
 
+def where_things_are(summary: RunSummary, summary_file: Path | None, temporary_server: bool) -> list[str]:
+    """What a run leaves where: the summary file, the loss curve, the pages to open; and, after a temporary Prefect
+    server, that its UI (run page, artifacts) went with it and how to keep the next run's."""
+    lines = []
+    if summary_file is not None:
+        lines.append(f"summary: {summary_file}")
+    if summary.loss_curve.path:
+        lines.append(f"loss curve: {summary.loss_curve.path}")
+    lines += [f"{label}: {url}" for label, url in summary.links.items()]
+    if temporary_server:
+        lines.append(
+            "The run's Prefect UI pages and artifacts were on a temporary server, gone now that the run ended. To "
+            "keep them: `prefect server start` in another terminal, `export PREFECT_API_URL=http://127.0.0.1:4200/api`,"
+            " then run again."
+        )
+    elif summary.flow_run_id:
+        from tasks.approval.asking import ui_url
+
+        ui = ui_url()
+        if ui:
+            lines.append(f"run page: {ui}/runs/flow-run/{summary.flow_run_id}")
+    return lines
+
+
 def _print_summary(summary: RunSummary) -> None:
     colour = "green" if summary.status == "succeeded" else "red"
     table = Table(title=f"tunegate run [{colour}]{summary.status}[/{colour}]", show_header=False, title_justify="left")
@@ -160,7 +184,7 @@ def run(
     from flows.ephemeral import TemporaryServerError, start_temporary_server
 
     try:
-        start_temporary_server()  # dies with this process, even after kill -9
+        temporary = start_temporary_server()  # dies with this process, even after kill -9
     except TemporaryServerError as exc:
         _fail(exc, 1)
     started = time.time()
@@ -190,6 +214,13 @@ def run(
         _fail(f"the run ended before writing a summary: {state.message}", 1)
     summary = RunSummary.model_validate_json(text)
     _print_summary(summary)
+    store = RunStore(config.workspace.state_dir)
+    for line in where_things_are(
+        summary,
+        store.summary_path(summary.flow_run_id).resolve() if summary.flow_run_id else None,
+        temporary is not None,
+    ):
+        console.print(line, markup=False, soft_wrap=True, highlight=False)  # paths and links: never cut
     if summary_json:
         write_json(summary_json, summary.model_dump(mode="json"))
     # a run whose teardown failed left something running (the summary says what): not a success for a script
