@@ -57,7 +57,8 @@ def describe(progress: JobProgress, now: float) -> str:
         parts.append(f"train loss {progress.train_loss:.4f}")
     if progress.eval_loss is not None:
         parts.append(f"eval loss {progress.eval_loss:.4f}")
-    if progress.started is not None:
+    # a finished job's "elapsed" would count from its start to now: hours for a job an earlier run trained
+    if progress.started is not None and not progress.state.terminal:
         parts.append(f"{clock(now - progress.started)} elapsed")
         left = eta_s(progress, now)
         if left is not None and left > 0:

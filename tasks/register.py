@@ -34,7 +34,8 @@ def lineage_tags(
     # the one number a later gate reads from the version (tasks/gate.champion_eval_loss); every other metric, and the
     # evaluation's scores, are metrics of the training run, not tags cluttering the version's page
     if EVAL_LOSS in gate.metrics:
-        tags[EVAL_LOSS] = f"{gate.metrics[EVAL_LOSS]:.6g}"
+        # every digit: a later run of the same model compares equal, not "better" by a rounded-up tag
+        tags[EVAL_LOSS] = repr(float(gate.metrics[EVAL_LOSS]))
     return tags
 
 

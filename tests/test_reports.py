@@ -222,3 +222,19 @@ def test_pending_says_where_the_review_pictures_are_instead_of_a_placeholder():
     text = without_pictures("### Loss per step\n\n![loss curve](data:image/png;base64,iVBORw0KGgo=)\n\nafter")
     assert "data:image" not in text and "(loss curve: open the run's approval-review artifact in the UI)" in text
     assert text.endswith("after")
+
+
+def test_inventory_shows_the_processes_of_its_own_state_directory(tmp_path):
+    from flows.cli.looking import of_state_dir
+
+    mine, other = tmp_path / "state", tmp_path / "state2"
+    assert of_state_dir(str(mine / "workspace" / "endpoints" / "ep"), mine)
+    assert of_state_dir(f"file://{mine}/workspace/jobs/tunegate-1", mine)
+    assert not of_state_dir(str(other / "workspace" / "endpoints" / "ep"), mine)  # a prefix is not a parent
+    assert of_state_dir("port 4321", mine)  # a temporary Prefect server belongs to no directory
+
+
+def test_a_finished_or_reused_job_shows_no_elapsed_time_since_it_started():
+    done = JobProgress(state=JobState.COMPLETED, status_text="completed", step=117, total_steps=117, started=1000.0)
+    assert "elapsed" not in describe(done, now=1000.0 + 155)  # trained 13 s, found again 2:35 after it started
+    assert "0:14 elapsed" in describe(running(step=3, total=30).model_copy(update={"started": 0.0}), now=14.0)

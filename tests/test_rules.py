@@ -268,6 +268,20 @@ def test_a_failed_gate_says_by_how_much_and_what_to_change():
     assert "champion" not in base  # only the advice for what failed
 
 
+def test_the_same_model_does_not_beat_itself_through_its_recorded_tag():
+    from tasks.register import lineage_tags
+    from workspaces.ports import JobRef
+
+    loss = 0.92005161707916  # rounded to 6 digits this is 0.920052: the same number "beat" its own tag
+    gate = evaluate_gate({"eval_loss": loss, "base_eval_loss": 6.7}, GateSettings())
+    tags = lineage_tags(model(), JobRef(name="job-1"), "fp", gate, "run-1", "eval-fp")
+    champion = ModelVersion(name="m-ft", version="1", tags=tags)
+    again = evaluate_gate(
+        {"eval_loss": loss, "base_eval_loss": 6.7}, GateSettings(), champion, eval_fingerprint="eval-fp"
+    )
+    assert not again.passed and "does not beat champion" in again.failures[0]
+
+
 def test_an_advisory_champion_check_is_shown_failed_but_does_not_stop_the_run():
     champion = ModelVersion(name="m-ft", version="1", tags={"eval_loss": "0.6844", "eval_fingerprint": "fp"})
     metrics = {"eval_loss": 0.6976, "base_eval_loss": 2.0}

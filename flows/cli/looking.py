@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 from flows.cli.common import (
     ProfileOption,
     SetOption,
+    _config,
     _fail,
     _workspace,
     app,
@@ -30,6 +32,9 @@ DAMAGED = "damaged: "  # a job listed whose state files cannot be read (workspac
 @app.command()
 def inventory(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
+    every_process: Annotated[
+        bool, typer.Option("--all", help="Also list the processes of other state directories.")
+    ] = False,
     profile: ProfileOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -43,6 +48,8 @@ def inventory(
     except WorkspaceError as exc:
         _fail(exc, 1)
     processes = tunegate_processes()
+    state_root = Path(_config(profile, set_).workspace.state_dir).resolve()
+    here = {p.pid for p in processes if of_state_dir(p.argument, state_root)}
     if as_json:
         console.print_json(
             data={
@@ -50,7 +57,8 @@ def inventory(
                 "serving_problems": _serving_problems(workspace, found),
                 "rollout_problems": _rollout_problems(profile, set_),
                 "tunegate_processes": [
-                    {**vars(p), "owner_alive": not p.orphaned if p.owner else None} for p in processes
+                    {**vars(p), "owner_alive": not p.orphaned if p.owner else None, "this_state_dir": p.pid in here}
+                    for p in processes
                 ],
             }
         )
@@ -67,17 +75,30 @@ def inventory(
     for problem in (*found.problems, *_serving_problems(workspace, found), *_rollout_problems(profile, set_)):
         err.print(f"problem: {problem}", markup=False, soft_wrap=True)
     console.print(f"running jobs: {', '.join(found.running_jobs) or 'none'}", markup=False)
+    shown = processes if every_process else [p for p in processes if p.pid in here]
     table = Table("pid", "process", "of", "started by", title="tunegate processes", title_justify="left")
-    for process in processes:
+    table.columns[2].overflow = "fold"  # a path is folded onto more lines, never cut
+    for process in shown:
         owner = "-" if process.owner is None else f"{process.owner} ({'gone' if process.orphaned else 'running'})"
         table.add_row(str(process.pid), process.kind, Text(process.argument), owner)
-    console.print(table if processes else "tunegate processes: none")
+    console.print(table if shown else f"tunegate processes of {state_root}: none", soft_wrap=not shown)
+    elsewhere = len(processes) - len(shown)
+    if elsewhere:
+        console.print(f"{elsewhere} more of other state directories: `tunegate inventory --all` lists them")
+
+
+def of_state_dir(argument: str, state_root: Path) -> bool:
+    """A process's argument (an endpoint or job directory, or a Prefect server's port) is of this state directory;
+    a port belongs to no directory and is shown everywhere."""
+    if not argument.startswith(("/", "file:")):
+        return True
+    path = Path(argument.removeprefix("file://")).resolve()
+    return path == state_root or state_root in path.parents
 
 
 def _rollout_problems(profile, sets) -> list[str]:
     """Rollouts whose run is gone while the endpoint may still be split between two models."""
     from data.runs import RunStore
-    from flows.cli.common import _config
     from flows.rollout_control import as_rollout, interrupted
 
     problems = []
@@ -118,6 +139,9 @@ def jobs(
         str | None, typer.Option("--cancel", help="Cancel this job (by name) instead of listing.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
+    every_process: Annotated[
+        bool, typer.Option("--all", help="Also list the processes of other state directories.")
+    ] = False,
     profile: ProfileOption = None,
     set_: SetOption = None,
 ) -> None:

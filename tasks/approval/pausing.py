@@ -27,10 +27,10 @@ def pause_awaiting(wait_for_input: Any, timeout: int, poll_interval: int, key: s
     context = FlowRunContext.get()
     if context is None or context.flow_run is None:
         raise RuntimeError("only a flow run can wait for an approval")
-    form = run_input_subclass_from_type(wait_for_input)
-    proposed = Paused(timeout_seconds=timeout, reschedule=False, pause_key=key, name=name)
+    form: Any = run_input_subclass_from_type(wait_for_input)
+    proposed: Any = Paused(timeout_seconds=timeout, reschedule=False, pause_key=key, name=name)
     # the keys Prefect would use for a state named "Paused" (they derive from the name, and a key has no spaces)
-    keyset = keyset_from_base_key(f"paused-{key}")
+    keyset: Any = keyset_from_base_key(f"paused-{key}")
     proposed.state_details.run_input_keyset = keyset
     get_run_logger().info("%s: the run continues when a person answers (or after %d s)", name, timeout)
     with get_client(sync_client=True) as client:
