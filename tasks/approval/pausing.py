@@ -39,7 +39,7 @@ def pause_awaiting(wait_for_input: Any, timeout: int, poll_interval: int, key: s
         except Abort as refused:
             raise RuntimeError(f"this flow run cannot be paused: {refused}") from refused
         if state.is_running():  # this key was paused and resumed before (a rerun of the same attempt)
-            return form.load(keyset)
+            return answer_of(form, keyset, context.flow_run.id)
         if not state.is_paused():
             raise RuntimeError(f"this flow run cannot be paused: the server answered {state.type.value}")
         form.save(keyset)  # the schema the UI renders as the Resume form and the answer is validated against
@@ -48,11 +48,20 @@ def pause_awaiting(wait_for_input: Any, timeout: int, poll_interval: int, key: s
         while True:
             current = client.read_flow_run(context.flow_run.id).state
             if current is not None and current.is_running():
-                return form.load(keyset)
+                return answer_of(form, keyset, context.flow_run.id)
             if time.monotonic() - started >= timeout:
                 break
             time.sleep(poll_interval)
         current = client.read_flow_run(context.flow_run.id).state  # once more before giving up
         if current is not None and current.is_running():
-            return form.load(keyset)
+            return answer_of(form, keyset, context.flow_run.id)
     raise FlowPauseTimeout("Flow run was paused and never resumed.")
+
+
+def answer_of(form: Any, keyset: Any, flow_run_id: Any) -> Any:
+    """The answer given in the Resume form, validated as `form` (RunInput.load's reading, a ValidationError when
+    the answer does not fit: the caller asks again)."""
+    from prefect.input.actions import read_flow_run_input
+
+    given = read_flow_run_input(keyset["response"], flow_run_id=flow_run_id)
+    return form(**(given or {}))
