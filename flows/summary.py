@@ -1,7 +1,6 @@
 """What a run did, in one object: printed by the CLI, written by --summary-json, kept as a Prefect artifact.
 Each stage's result is fed to it in one place (`observe`, through flows/run.Run.stage), so the flow only says what
-happened.
-It never holds a secret: endpoint keys stay inside the workspace and the scoring client."""
+happened. It never holds a secret: endpoint keys stay inside the workspace and the scoring client."""
 
 from __future__ import annotations
 
@@ -255,9 +254,8 @@ class RunSummary(BaseModel):
             return f"Registered {model}; waiting for a person to approve it."
         if self.model.version:
             return f"Stopped: {model} did not go live."
-        if self.status == "gate_failed":
-            return "Stopped at the metric gate: the fine-tuned model was not registered and nothing went live."
-        return "Stopped before a model was registered: nothing went live."
+        where = "at the metric gate: the fine-tuned model was" if self.status == "gate_failed" else "before a model was"
+        return f"Stopped {where} not registered and nothing went live."
 
     def serving_words(self) -> str:
         if self.endpoint.live:
@@ -266,7 +264,6 @@ class RunSummary(BaseModel):
 
 
 ENDPOINT_LINKS = ("scoring URL", "endpoint in Studio")  # workspaces' link labels of an endpoint (see links())
-
 OUTCOMES = {
     "succeeded": "succeeded",
     "gate_failed": "stopped: the metric gate failed",

@@ -63,5 +63,5 @@ def answer_of(form: Any, keyset: Any, flow_run_id: Any) -> Any:
     the answer does not fit: the caller asks again)."""
     from prefect.input.actions import read_flow_run_input
 
-    given = read_flow_run_input(keyset["response"], flow_run_id=flow_run_id)
+    given: Any = read_flow_run_input(keyset["response"], flow_run_id=flow_run_id)  # sync here: no event loop
     return form(**(given or {}))
