@@ -168,7 +168,10 @@ def test_the_rollout_artifact_shows_the_timeline_and_its_picture(prefect_server,
 
     try:
         keep_run("ua")
-        second = keep_run("ub", "--set", "rollout.mirror_percent=30")
+        # what the artifact shows is the point here, not the latency rule: a loaded CI machine once made the
+        # candidate's p95 5.7x the live one's (test_local_rollout and the rules tests judge latency)
+        lenient = ["--set", "rollout.max_p95_ratio=1000", "--set", "rollout.p95_slack_ms=60000"]
+        second = keep_run("ub", "--set", "rollout.mirror_percent=30", *lenient)
         assert second["rollout"]["outcome"] == "promoted"
         artifacts = {artifact["key"]: artifact for artifact in prefect_server.artifacts(second["flow_run_id"])}
         page = browser.new_page(viewport={"width": 1400, "height": 1200})

@@ -52,8 +52,9 @@ def make_config(tmp_path, **sections):
         "evaluate": {"min_similarity": 0.1},
         "job": {"poll_initial_s": 0.01, "poll_max_s": 0.01},
         "retries": {"attempts": 2, "delay_s": 0},
-        # keep mode's rollout in a blink: a mirror and one step, each a fraction of a second of probes
-        "rollout": {"window_s": 0.3, "mirror_window_s": 0.3, "probe_rate": 50, "min_requests": 3, "mirror_percent": 20},
+        # keep mode's rollout in a blink: a mirror and one step, a second of probes each -- long enough for a few
+        # probes on a loaded machine (with 0.3 s a CI run saw 1 request and rolled back for "no evidence")
+        "rollout": {"window_s": 1.0, "mirror_window_s": 1.0, "probe_rate": 50, "min_requests": 2, "mirror_percent": 20},
     }
     for section, values in sections.items():
         document.setdefault(section, {}).update(values)
