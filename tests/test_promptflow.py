@@ -89,7 +89,9 @@ def test_the_smoke_also_goes_through_a_prompt_flow_batch_run(kept, pf_home):
 
 
 def test_tunegate_promptflow_asks_through_the_chat_flow(kept):
-    done = ask(kept, "--question", "Name a colour.", "--max-new-tokens", "6")
+    # greedy, and a question like its training data (data/synthetic.py): the tiny test model, sampled or asked
+    # something else, may well pick its end token first and answer nothing
+    done = ask(kept, "--question", "What is the capital of France?", "--max-new-tokens", "6", "--greedy")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     lines = done.stdout.splitlines()
     assert lines[0].startswith(f"Prompt flow connection tunegate_endpoint -> {ENDPOINT} (http://127.0.0.1:")
@@ -131,8 +133,8 @@ def test_the_guides_own_flow_runs_unchanged_against_a_local_endpoint(kept, tmp_p
 def test_bad_requests_are_refused_with_what_to_fix(kept):
     missing = tunegate("promptflow", "--endpoint", "no-such-endpoint", "--set", f"workspace.state_dir={kept.state}")
     assert missing.returncode == 2 and "no endpoint 'no-such-endpoint'" in missing.stderr
-    cold = ask(kept, "--temperature", "0")
-    assert cold.returncode == 2 and "temperature" in cold.stderr and "do_sample" in cold.stderr
+    cold = ask(kept, "--temperature", "-1")
+    assert cold.returncode == 2 and "--temperature" in cold.stderr and "greater than or equal to 0" in cold.stderr
     both = ask(kept, "--serve", "--interactive")
     assert both.returncode == 2 and "one of --serve and --interactive" in both.stderr
 

@@ -35,7 +35,7 @@ def chat_parameters(max_new_tokens: int, temperature: float, greedy: bool = Fals
 
     from workspaces.scoring import ScoringParameters
 
-    sample = not greedy and temperature > 0
+    sample = not greedy and temperature != 0  # a negative one is refused below, not read as greedy
     try:
         return ScoringParameters(
             max_new_tokens=max_new_tokens, do_sample=sample, **({"temperature": temperature} if sample else {})
@@ -135,7 +135,8 @@ def promptflow(
         str | None, typer.Option(help="Target one deployment (header azureml-model-deployment), also at 0% traffic.")
     ] = None,
     max_new_tokens: int = 200,
-    temperature: float = 0.6,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 decodes greedily.")] = 0.6,
+    greedy: Annotated[bool, typer.Option("--greedy", help="Always the most likely token (no sampling).")] = False,
     profile: ProfileOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -147,14 +148,10 @@ def promptflow(
     import os
 
     from workspaces import promptflow as pf
-    from workspaces.scoring import ScoringParameters
 
     if serve and interactive:
         _fail("choose one of --serve and --interactive", 2)
-    try:
-        parameters = ScoringParameters(max_new_tokens=max_new_tokens, temperature=temperature)
-    except ValueError as exc:
-        _fail(str(exc).replace("\n", " "), 2)
+    parameters = chat_parameters(max_new_tokens, temperature, greedy)
     try:
         pf.require_promptflow()
     except WorkspaceError as exc:
