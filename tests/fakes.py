@@ -12,7 +12,7 @@ import random
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Literal
@@ -489,6 +489,12 @@ class FakeEndpoints:
         if served is None:
             return scoring.score(self.credentials(endpoint), request, None, timeout_s)
         return self._serve(endpoint, served, request, timeout_s, "targeted" if deployment else "split")
+
+    def stream(self, endpoint: str, request: ScoringRequest, deployment: str | None = None) -> Iterator[str]:
+        result = self.invoke(endpoint, request, deployment)  # the fake's scoring server answers whole
+        if result.error:
+            raise WorkspaceError(result.error)
+        yield result.output or ""
 
     def _serve(self, endpoint: str, name: str, request: ScoringRequest, timeout_s: float, kind: str) -> ScoreResult:
         record = self.ws.endpoint_records[endpoint]

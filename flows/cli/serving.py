@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -44,6 +46,31 @@ def chat_parameters(max_new_tokens: int, temperature: float, greedy: bool = Fals
         problem = exc.errors()[0]
         option = "--" + str(problem["loc"][0]).replace("_", "-")
         _fail(ValueError(f"{option}: {problem['msg']}"), 2)
+
+
+def say_streamed(pieces: Iterator[str]) -> str | None:
+    """Print the answer as it comes, after "model> ", then its time; None (the error said in one line) when it
+    failed, the part already printed ended with "[cut off]"."""
+    started = time.perf_counter()
+    answer, shown = "", False
+    try:
+        for piece in pieces:
+            answer += piece
+            if not shown:  # "model> " once there is text to show (leading whitespace is not)
+                if not answer.strip():
+                    continue
+                console.print(Text("model> ", "bold cyan"), end="")
+                piece, shown = answer.lstrip(), True
+            console.print(piece, end="", markup=False, highlight=False, soft_wrap=True)
+    except WorkspaceError as exc:  # an HTTP error, or the server went away meanwhile: one line
+        if shown:
+            console.print(Text("  [cut off]", "dim"))
+        err.print(str(exc).splitlines()[0], style="red", markup=False)
+        return None
+    if not shown:
+        console.print(Text.assemble(("model> ", "bold cyan"), (EMPTY_ANSWER, "dim")), end="")
+    console.print(Text(f"  ({(time.perf_counter() - started) * 1000:.0f} ms)", "dim"))
+    return answer.strip()
 
 
 @app.command()
@@ -91,27 +118,14 @@ def chat(
             console.print("(a new conversation)", markup=False, style="dim")
             continue
         history.append({"role": "user", "content": text})
-        try:
-            result = workspace.endpoints.invoke(
-                endpoint, ScoringRequest(messages=history, parameters=parameters), deployment
-            )
-        except WorkspaceError as exc:  # the server went away meanwhile: one line, as for an HTTP error
-            error = str(exc).splitlines()[0]
-        else:
-            error = result.error
-        if error:
-            err.print(error, style="red", markup=False)
+        answer = say_streamed(
+            workspace.endpoints.stream(endpoint, ScoringRequest(messages=history, parameters=parameters), deployment)
+        )
+        if answer is None:
             failed = True
             history.pop()
             continue
-        history.append({"role": "assistant", "content": result.output or ""})
-        console.print(
-            Text.assemble(
-                ("model> ", "bold cyan"),
-                result.output if (result.output or "").strip() else (EMPTY_ANSWER, "dim"),
-                (f"  ({result.latency_ms:.0f} ms)", "dim"),
-            )
-        )
+        history.append({"role": "assistant", "content": answer})
     if failed:  # a failed answer makes a failed command, scripted or not
         raise typer.Exit(1)
 

@@ -27,6 +27,7 @@ import httpx
 from filelock import FileLock, Timeout
 from pydantic import SecretStr
 
+from workspaces import openai_chat
 from workspaces.local.compute import LOCAL_SIZES, list_sizes
 from workspaces.local.endpoint_process import SERVER_MODULE, pids_serving, server_of, start_server
 from workspaces.local.processes import (
@@ -51,6 +52,7 @@ from workspaces.ports import (
     Endpoint,
     ModelVersion,
     NotFoundError,
+    ScoringRequest,
     ServingBase,
     TrafficReading,
     TransientWorkspaceError,
@@ -289,6 +291,10 @@ class EndpointServers(ServingBase):
             raise NotFoundError(f"endpoint {endpoint} does not exist")
         _, port = self._server(endpoint)
         return Credentials(scoring_uri=f"http://127.0.0.1:{port}/score", key=SecretStr(self._secrets(endpoint)["key"]))
+
+    def stream(self, endpoint: str, request: ScoringRequest, deployment: str | None = None) -> Iterator[str]:
+        """Token by token, through the endpoint's OpenAI-compatible route."""
+        return openai_chat.stream_reply(self.credentials(endpoint), request, deployment)
 
     def delete_deployment(self, endpoint: str, name: str) -> None:
         checked_name("deployment", name)

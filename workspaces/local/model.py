@@ -142,6 +142,35 @@ def generate(
     is refused before any generation, generation stops after `max_time_s` (transformers' max_time) and as soon as
     `stop` (a threading.Event: the client left) is set."""
     import torch
+
+    inputs, kwargs = generation_inputs(
+        model,
+        tokenizer,
+        conversations,
+        parameters,
+        max_prompt_tokens=max_prompt_tokens,
+        max_time_s=max_time_s,
+        stop=stop,
+    )
+    with torch.no_grad():
+        output = model.generate(**inputs, **kwargs)
+    width = inputs["input_ids"].shape[1]
+    return [text.strip() for text in tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)]
+
+
+def generation_inputs(
+    model: Any,
+    tokenizer: Any,
+    conversations: list[list[dict[str, str]]],
+    parameters: dict[str, Any],
+    *,
+    max_prompt_tokens: int | None = None,
+    max_time_s: float | None = None,
+    stop: Any = None,
+) -> tuple[Any, dict[str, Any]]:
+    """The prompts' tensors and `generate`'s settings, every limit applied (PromptTooLong before any generation):
+    what a batch (`generate`) and a streamed reply (workspaces/local/streaming.py) share."""
+    import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
 
     started = time.monotonic()
@@ -175,10 +204,7 @@ def generate(
                 return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
 
         kwargs["stopping_criteria"] = StoppingCriteriaList([ClientGone()])
-    with torch.no_grad():
-        output = model.generate(**inputs, **kwargs)
-    width = inputs["input_ids"].shape[1]
-    return [text.strip() for text in tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)]
+    return inputs, kwargs
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -219,6 +245,12 @@ class ChatModel(mlflow.pyfunc.PythonModel):
 
     def chat(self, conversations: list[list[dict[str, str]]], parameters: dict[str, Any], **limits: Any) -> list[str]:
         return generate(self.model, self.tokenizer, conversations, parameters, **limits)
+
+    def stream(self, conversation: list[dict[str, str]], parameters: dict[str, Any], **limits: Any) -> Any:
+        """One reply whose text comes piece by piece (a ReplyStream; call it in the event loop's thread)."""
+        from workspaces.local.streaming import ReplyStream
+
+        return ReplyStream(self.model, self.tokenizer, conversation, parameters, **limits)
 
     def predict(self, context, model_input, params=None):
         """The scoring contract from wherever it comes: the local endpoint passes plain JSON; `mlflow models serve`

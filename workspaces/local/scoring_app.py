@@ -18,20 +18,15 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from workspaces.local.http_parts import bearer_token, read_json_body, watch_disconnect
 from workspaces.local.model import PromptTooLong
+from workspaces.local.openai_routes import EndpointServing, add_openai_routes
 from workspaces.local.processes import write_json
 from workspaces.local.settings import EndpointLimits
 from workspaces.local.traffic_metrics import MIRROR_MAX_PERCENT, TrafficMetrics
 from workspaces.scoring import DEPLOYMENT_HEADER, MlflowServingBody, ScoringBody, TextScoringBody
 
 READERS_PER_SLOT = 4  # request bodies read at once per scoring slot
-
-
-def bearer_token(authorization: str | None) -> str:
-    """The key of `Authorization: Bearer <key>` (the scheme in any case, as RFC 9110 allows); "" for anything else:
-    a bare key is not one of the documented forms."""
-    scheme, _, token = (authorization or "").strip().partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def create_app(endpoint_dir: Path, key: str, admin_token: str):
@@ -113,12 +108,17 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
     async def score(request: Request, authorization: str | None = Header(None)) -> JSONResponse:
         check(key, authorization)
         body = await read_body_in_time(request)
-        gate = in_flight
-        await wait_in_line(gate, f"{limits.max_concurrent_requests} requests in progress")
+        gate = await take_slot()
         try:
             return await scored(request, body)
         finally:
             gate.release()
+
+    async def take_slot() -> asyncio.Semaphore:
+        """A scoring slot, waited for in line (429 after max_queue_wait_s); release the one returned."""
+        gate = in_flight  # set_limits may replace it meanwhile: the one taken is the one released
+        await wait_in_line(gate, f"{limits.max_concurrent_requests} requests in progress")
+        return gate
 
     async def wait_in_line(gate: asyncio.Semaphore, what: str) -> None:
         try:
@@ -163,17 +163,7 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
                 f"{limits.max_new_tokens}; ask for fewer, or raise workspace.local.endpoint_limits.max_new_tokens "
                 "in the profile (it applies when the endpoint starts)",
             )
-        target = request.headers.get(DEPLOYMENT_HEADER)
-        kind = "targeted"
-        if target:
-            if target not in models:
-                raise HTTPException(status_code=404, detail=f"deployment {target!r} not found on this endpoint")
-        else:
-            weighted = [(name, pct) for name, pct in state["traffic"].items() if pct > 0 and name in models]
-            if not weighted:
-                raise HTTPException(status_code=404, detail="no deployment takes traffic on this endpoint")
-            target = random.choices([n for n, _ in weighted], weights=[p for _, p in weighted])[0]
-            kind = "split"
+        target, kind = choose(request.headers.get(DEPLOYMENT_HEADER))
         conversations = [[dict(message) for message in c] for c in given]
         if len(conversations) > limits.max_conversations:
             raise HTTPException(
@@ -209,6 +199,18 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
         elif texts is not None:
             answer = texts.answers(outputs)
         return JSONResponse(answer, headers={DEPLOYMENT_HEADER: target})
+
+    def choose(target: str | None) -> tuple[str, str]:
+        """The deployment that answers, and how it was chosen: the one named ("targeted", also at 0% traffic), or
+        one the traffic split draws ("split")."""
+        if target:
+            if target not in models:
+                raise HTTPException(status_code=404, detail=f"deployment {target!r} not found on this endpoint")
+            return target, "targeted"
+        weighted = [(name, pct) for name, pct in state["traffic"].items() if pct > 0 and name in models]
+        if not weighted:
+            raise HTTPException(status_code=404, detail="no deployment takes traffic on this endpoint")
+        return random.choices([n for n, _ in weighted], weights=[p for _, p in weighted])[0], "split"
 
     def mirror_a_copy(live: str, conversations: list, parameters: dict) -> None:
         """Copy this request to the mirrored deployment (state["mirror"]) with its probability, in the background:
@@ -324,27 +326,18 @@ def create_app(endpoint_dir: Path, key: str, admin_token: str):
             save()
         return details()
 
+    add_openai_routes(
+        app,
+        EndpointServing(
+            name=endpoint_dir.name,
+            models=models,
+            metrics=metrics,
+            limits=lambda: limits,
+            check_key=lambda authorization: check(key, authorization),
+            read_body=read_body_in_time,
+            take_slot=take_slot,
+            choose=choose,
+            mirror_a_copy=mirror_a_copy,
+        ),
+    )
     return app
-
-
-async def read_json_body(request: Request, max_bytes: int) -> object:
-    """The request's JSON, read no further than `max_bytes` (413), parsed without ever raising a 500."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise HTTPException(status_code=413, detail=f"request body is {declared} bytes; the limit is {max_bytes}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise HTTPException(status_code=413, detail=f"request body is over the limit of {max_bytes} bytes")
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise HTTPException(status_code=400, detail=f"body is not JSON: {type(exc).__name__}") from None
-
-
-async def watch_disconnect(request: Request, gone: threading.Event) -> None:
-    """Set `gone` when the client disconnects: generation checks it between tokens and stops."""
-    while not await request.is_disconnected():
-        await asyncio.sleep(0.2)
-    gone.set()

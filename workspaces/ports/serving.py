@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import Field
 
 from workspaces import scoring
-from workspaces.errors import NotFoundError
+from workspaces.errors import NotFoundError, WorkspaceError
 from workspaces.ports.models import ModelVersion
 from workspaces.ports.values import Value
 from workspaces.scoring import Credentials, ScoreResult, ScoringRequest
@@ -110,6 +111,11 @@ class ServingEndpoints(Protocol):
         """POST the scoring contract to the endpoint (one deployment when named); never raises for an HTTP answer."""
         ...
 
+    def stream(self, endpoint: str, request: ScoringRequest, deployment: str | None = None) -> Iterator[str]:
+        """The answer to `request.messages` piece by piece as the endpoint generates it (an endpoint that cannot
+        stream: the whole answer as one piece). An error answer raises WorkspaceError with the endpoint's words."""
+        ...
+
     def delete_deployment(self, endpoint: str, name: str) -> None:
         """ConflictError while it takes traffic; a deployment that is already gone is not an error."""
         ...
@@ -146,3 +152,10 @@ class ServingBase:
         self, endpoint: str, request: ScoringRequest, deployment: str | None = None, timeout_s: float = 120
     ) -> ScoreResult:
         return scoring.score(self.credentials(endpoint), request, deployment, timeout_s)
+
+    def stream(self, endpoint: str, request: ScoringRequest, deployment: str | None = None) -> Iterator[str]:
+        """The scoring contract answers whole: one piece (local endpoints stream, through their OpenAI route)."""
+        result = self.invoke(endpoint, request, deployment)
+        if result.error:
+            raise WorkspaceError(result.error)
+        yield result.output or ""
