@@ -5,6 +5,10 @@ foundation (untrained: greedy answers are deterministic nonsense that runs to ma
 
 from __future__ import annotations
 
+import json
+import os
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -257,3 +261,78 @@ def test_endpoint_streams_to_the_workspace_port_and_tunegate_chat(workspace, cli
     assert done.returncode == 0, done.stderr[-2000:]
     printed = done.stdout.split("model> ", 1)[1].rsplit("  (", 1)[0]
     assert printed.strip() == scored(workspace, 30)
+
+
+def readme_python_lines() -> str:
+    """The README's Python lines for the OpenAI SDK, as written."""
+    section = (ROOT / "README.md").read_text().split("## Talk to it with the OpenAI SDK", 1)[1].split("\n## ", 1)[0]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readmes_lines_work_as_written(workspace):
+    state = f"workspace.state_dir={workspace.root.parent}"
+    exports = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "endpoint", "openai", ENDPOINT, "--set", state],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert exports.returncode == 0, exports.stderr[-2000:]
+    key = workspace.endpoints.credentials(ENDPOINT).key.get_secret_value()
+    assert key in exports.stdout and key not in exports.stderr and "secret" in exports.stderr
+    code = readme_python_lines()
+    assert len(code.strip().splitlines()) == 3 and 'model="tunegate-chat"' in code
+    script = f'eval "$(cat)"\nexec {sys.executable} -c {shlex.quote(code.replace("tunegate-chat", ENDPOINT))}'
+    done = subprocess.run(
+        ["bash", "-c", script], input=exports.stdout, capture_output=True, text=True, timeout=300,
+        env={k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip()  # the model's answer
+    missing = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "endpoint", "openai", "no-such", "--set", state],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert missing.returncode == 2 and "no endpoint 'no-such'" in missing.stderr
+
+
+def test_langchain_chat_openai_works_unchanged(workspace):
+    from langchain_openai import ChatOpenAI
+
+    credentials = workspace.endpoints.credentials(ENDPOINT)
+    chat = ChatOpenAI(
+        model=ENDPOINT, base_url=base_url(credentials), api_key=credentials.key.get_secret_value(),
+        temperature=0, max_tokens=12, max_retries=0,
+    )  # fmt: skip
+    answer = chat.invoke("What is the capital of France?")
+    assert answer.content == scored(workspace, 12) and answer.response_metadata["model_name"] == "blue"
+    streamed = [chunk.content for chunk in chat.stream("What is the capital of France?")]
+    assert len([piece for piece in streamed if piece]) > 1 and "".join(streamed).strip() == answer.content
+
+
+PROMPTFLOW_FLOW = ROOT / "tests" / "fixtures" / "openai_promptflow"
+
+
+def test_prompt_flows_own_llm_tool_over_an_openai_connection_works_unchanged(workspace, tmp_path):
+    """A built-in `llm` node (promptflow-tools) over an OpenAIConnection whose base_url is the endpoint's /v1."""
+    home = tmp_path / "pf"
+    home.mkdir()
+    # no traces: collecting them starts Prompt flow's service daemon (test_promptflow checks none is left running)
+    (home / "pf.yaml").write_text("telemetry:\n  enabled: false\ntrace:\n  destination: none\n")
+    env = {**os.environ, "PF_HOME_DIRECTORY": str(home), "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    pf = str(Path(sys.executable).parent / "pf")
+    credentials = workspace.endpoints.credentials(ENDPOINT)
+    connection = tmp_path / "connection.yaml"
+    connection.write_text("name: tunegate_openai\ntype: open_ai\napi_key: placeholder\nbase_url: placeholder\n")
+    created = subprocess.run(
+            [pf, "connection", "create", "--file", str(connection), "--set",
+             f"api_key={credentials.key.get_secret_value()}", f"base_url={base_url(credentials)}"],
+            capture_output=True, text=True, timeout=300, env=env,
+        )  # fmt: skip
+    assert created.returncode == 0, created.stderr[-2000:]
+    flow = shutil.copytree(PROMPTFLOW_FLOW, tmp_path / "flow")
+    done = subprocess.run(
+        [pf, "flow", "test", "--flow", str(flow)], capture_output=True, text=True, timeout=300, env=env, cwd=flow
+    )
+    assert "Start prompt flow service" not in done.stdout + done.stderr
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    output = json.loads((flow / ".promptflow" / "flow.output.json").read_text())
+    assert output["answer"] == scored(workspace, 12)

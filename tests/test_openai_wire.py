@@ -15,7 +15,9 @@ from workspaces.openai_chat import ChatCompletionRequest, Completion, request_pr
 from workspaces.scoring import Credentials, ScoringParameters, ScoringRequest
 
 HI = [{"role": "user", "content": "hi"}]
-CREDENTIALS = Credentials(scoring_uri="http://endpoint.test/score", key=SecretStr("k-123"))
+CREDENTIALS = Credentials(
+    scoring_uri="http://endpoint.test/score", key=SecretStr("k-123"), openai_base_url="http://endpoint.test/v1"
+)
 
 
 def problem(**body) -> tuple[str, str | None]:

@@ -227,8 +227,12 @@ DONE = "data: [DONE]\n\n"
 
 
 def base_url(credentials: Credentials) -> str:
-    """The OpenAI base URL of an endpoint whose scoring URI ends in /score (local endpoints)."""
-    return credentials.scoring_uri.removesuffix("/score") + "/v1"
+    """The endpoint's OpenAI base URL; WorkspaceError for an endpoint that has none (Azure's scoring contract)."""
+    if credentials.openai_base_url is None:
+        raise WorkspaceError(
+            f"{credentials.scoring_uri} answers only the scoring contract, not OpenAI's API (local endpoints do both)"
+        )
+    return credentials.openai_base_url.rstrip("/")
 
 
 def stream_reply(

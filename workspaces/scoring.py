@@ -34,6 +34,7 @@ class Credentials(BaseModel):
 
     scoring_uri: str
     key: SecretStr  # SecretStr: a repr, log line or summary never shows it
+    openai_base_url: str | None = None  # where the endpoint answers OpenAI's API too (local endpoints: .../v1)
 
 
 MAX_NEW_TOKENS = 4096  # the contract's ceiling; a server may cap lower

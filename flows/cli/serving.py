@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated
@@ -223,6 +224,34 @@ def endpoint_start(
         _fail(exc, exit_code(exc))
     if repaired:
         console.print(f"repaired: {repaired}", markup=False, soft_wrap=True)
+
+
+@endpoint_app.command("openai")
+def endpoint_openai(
+    name: Annotated[str, typer.Argument(help="Endpoint name (`tunegate inventory` lists them).")],
+    profile: ProfileOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Print the endpoint's OpenAI base URL and key as OPENAI_BASE_URL / OPENAI_API_KEY (eval "$(...)"), which
+    the openai SDK, LangChain and other OpenAI clients read. The key is a secret: this is the one command that
+    shows it."""
+    workspace = _workspace(profile, set_)
+    _require_live(workspace, name)
+    try:
+        credentials = workspace.endpoints.credentials(name)
+    except WorkspaceError as exc:
+        _fail(exc, exit_code(exc))
+    if credentials.openai_base_url is None:
+        _fail(f"endpoint {name} ({workspace.kind}) answers only the scoring contract, not OpenAI's API", 2)
+    typer.echo(f"export OPENAI_BASE_URL={shlex.quote(credentials.openai_base_url)}")
+    typer.echo(f"export OPENAI_API_KEY={shlex.quote(credentials.key.get_secret_value())}")
+    err.print(
+        f'# model="{name}": its traffic split; a deployment\'s name: that one. The key is a secret: keep it out of '
+        "logs and shared shells.",
+        markup=False,
+        soft_wrap=True,
+        style="dim",
+    )
 
 
 def _reconcile(workspace, name: str) -> str | None:

@@ -290,7 +290,11 @@ class EndpointServers(ServingBase):
         if self.get(endpoint) is None:
             raise NotFoundError(f"endpoint {endpoint} does not exist")
         _, port = self._server(endpoint)
-        return Credentials(scoring_uri=f"http://127.0.0.1:{port}/score", key=SecretStr(self._secrets(endpoint)["key"]))
+        return Credentials(
+            scoring_uri=f"http://127.0.0.1:{port}/score",
+            key=SecretStr(self._secrets(endpoint)["key"]),
+            openai_base_url=f"http://127.0.0.1:{port}/v1",
+        )
 
     def stream(self, endpoint: str, request: ScoringRequest, deployment: str | None = None) -> Iterator[str]:
         """Token by token, through the endpoint's OpenAI-compatible route."""
