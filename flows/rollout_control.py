@@ -101,7 +101,7 @@ def abort_rollout(
 ) -> str:
     """Back to the live model now. A rollout whose run is alive is asked (its record) and does it within a probe;
     one whose run is gone is undone here, under the endpoint's lock. Returns what was done."""
-    from tasks.rollout import restore_live
+    from tasks.rollout_traffic import restore_live
 
     control = RolloutControl(store, endpoint)
     status = rollout_status(store, endpoints, endpoint)

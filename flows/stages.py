@@ -18,6 +18,7 @@ from tasks import (
     model,
     register,
     rollout,
+    rollout_traffic,
     teardown,
     training,
 )
@@ -46,11 +47,11 @@ class Stages:
     record_evaluation: Any = evaluation_report.record_evaluation
     log_evaluation: Any = evaluation_report.log_evaluation
     roll_back: Any = promotion.roll_back
-    live_model_of: Any = rollout.live_model_of
-    shift_traffic: Any = rollout.shift_traffic
+    live_model_of: Any = rollout_traffic.live_model_of
+    shift_traffic: Any = rollout_traffic.shift_traffic
     watch_window: Any = rollout.watch_window
-    restore_live: Any = rollout.restore_live
-    record_rollout: Any = rollout.record_rollout
+    restore_live: Any = rollout_traffic.restore_live
+    record_rollout: Any = rollout_traffic.record_rollout
     promote: Any = promotion.promote
     read_endpoint: Any = promotion.read_endpoint
     reconcile_endpoint: Any = promotion.reconcile_endpoint

@@ -3,8 +3,8 @@ the live model, judged against the profile's limits (`rollout.*`); the phase tha
 
     judge_window   pure: a window's numbers -> the limits it breaks (none: the step passed)
     watch_window   stage: hold a step for its window, probing both deployments at a bounded rate, then measure
-    shift_traffic  stage: the candidate's share (and the mirror) set on the endpoint
-    restore_live   stage: the live model back to 100%, mirror off, the candidate deleted
+
+What changes the endpoint between the windows (shift_traffic, restore_live) is tasks/rollout_traffic.py.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ from tasks.evaluation import EvalPrompt
 from tasks.rollout_settings import RolloutSettings
 from workspaces.ports import (
     DeploymentTraffic,
-    ModelRegistry,
-    ModelVersion,
     ScoringParameters,
     ScoringRequest,
     ServingEndpoints,
@@ -255,54 +253,3 @@ def watch_window(
         return stopped.model_copy(update={"verdict": "aborted"})
     failures = judge_window(served["candidate"], served["live"], probes, settings, mirror=phase == "mirror")
     return report(phase, traffic, started_wall, seconds, served, probes, failures, settings.min_requests)
-
-
-@stage("read live model")
-def live_model_of(endpoints: ServingEndpoints, endpoint: str, deployment: str) -> str:
-    """ "name:version" the deployment serves ("?" when the endpoint cannot say)."""
-    found = endpoints.get_deployment(endpoint, deployment)
-    return found.model if found is not None else "?"
-
-
-@stage("shift traffic")
-def shift_traffic(
-    endpoints: ServingEndpoints, endpoint: str, live: str, candidate: str, share: int, mirror: int = 0
-) -> dict[str, int]:
-    """The candidate at `share` % and the live model at the rest (mirror: `mirror` % of live traffic copied to the
-    candidate, which takes none itself). Returns the traffic the endpoint now reports."""
-    if mirror:
-        endpoints.set_mirror(endpoint, {candidate: mirror})
-    else:
-        current = endpoints.get(endpoint)
-        if current is not None and current.mirror:
-            endpoints.set_mirror(endpoint, {})
-        endpoints.set_traffic(endpoint, {live: 100 - share, candidate: share})
-    found = endpoints.get(endpoint)
-    return dict(found.traffic) if found is not None else {}
-
-
-@stage("restore live")
-def restore_live(endpoints: ServingEndpoints, endpoint: str, live: str, candidate: str) -> dict[str, int]:
-    """The live model back to all traffic, no mirror, the candidate deleted: the endpoint as it was before the
-    rollout. Safe to repeat; refuses when the live deployment is gone (nothing to give traffic back to)."""
-    current = endpoints.get(endpoint)
-    if current is None:
-        return {}
-    if live not in current.deployments:
-        raise WorkspaceError(
-            f"cannot restore {endpoint}: the live deployment {live} is gone ({current.traffic}); decide by hand"
-        )
-    if current.mirror:
-        endpoints.set_mirror(endpoint, {})
-    if current.traffic.get(live, 0) != 100:
-        endpoints.set_traffic(endpoint, {live: 100})
-    if candidate in current.deployments and candidate != live:
-        endpoints.delete_deployment(endpoint, candidate)
-    found = endpoints.get(endpoint)
-    return dict(found.traffic) if found is not None else {}
-
-
-@stage("record rollout")
-def record_rollout(registry: ModelRegistry, model: ModelVersion, rollout: Rollout) -> ModelVersion:
-    """How far the candidate got, on its model version beside the decision (tag `rollout`)."""
-    return registry.tag_model(model, {"rollout": rollout.words()[:500]})

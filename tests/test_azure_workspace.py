@@ -381,7 +381,7 @@ def test_mirror_traffic_steps_and_the_deployments_metrics_from_azure_monitor(wor
     """The safe-rollout guide's calls: mirror_traffic on the endpoint (one deployment, <= 50%, not one that takes
     live traffic), traffic in steps, and each deployment's RequestsPerMinute / RequestLatency_P95 from Azure
     Monitor (Metrics - List on the deployment's resource, PT1M, average, split by envoy_response_code)."""
-    from tasks.rollout import restore_live, shift_traffic
+    from tasks.rollout_traffic import restore_live, shift_traffic
 
     endpoints = workspace.endpoints
     endpoints.ensure("chat-keep")

@@ -18,8 +18,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tasks.evaluation import EvalPrompt
-from tasks.rollout import restore_live, shift_traffic, watch_window
+from tasks.rollout import watch_window
 from tasks.rollout_settings import RolloutSettings
+from tasks.rollout_traffic import restore_live, shift_traffic
 from workspaces.local.workspace import LocalWorkspace
 from workspaces.ports import ConflictError, ModelVersion, ScoringParameters, ScoringRequest, WorkspaceError
 

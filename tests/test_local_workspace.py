@@ -245,7 +245,7 @@ def test_a_dead_keep_endpoint_is_shown_down_refused_by_chat_and_started_again_by
     # over the endpoint's limit: the limit and the profile key that raises it, not a raw JSON body
     over = tunegate("chat", "--endpoint", "ep-dead", "-m", "hi", "--max-new-tokens", "2000", "--set", state_dir)
     assert over.returncode == 1 and "{" not in over.stderr, over.stderr
-    assert "max_new_tokens 2000 is over this endpoint's limit 512" in over.stderr
+    assert "max_tokens 2000 is over this endpoint's limit 512" in over.stderr  # chat asks through the OpenAI route
     assert "workspace.local.endpoint_limits.max_new_tokens" in over.stderr
     negative = tunegate("chat", "--endpoint", "ep-dead", "-m", "hi", "--temperature", "-1", "--set", state_dir)
     assert negative.returncode == 2 and "--temperature" in negative.stderr

@@ -297,8 +297,9 @@ class EndpointServers(ServingBase):
         )
 
     def stream(self, endpoint: str, request: ScoringRequest, deployment: str | None = None) -> Iterator[str]:
-        """Token by token, through the endpoint's OpenAI-compatible route."""
-        return openai_chat.stream_reply(self.credentials(endpoint), request, deployment)
+        """Token by token, through the endpoint's OpenAI-compatible route (its errors, a damaged key file's
+        included, come while it is read)."""
+        yield from openai_chat.stream_reply(self.credentials(endpoint), request, deployment)
 
     def delete_deployment(self, endpoint: str, name: str) -> None:
         checked_name("deployment", name)
