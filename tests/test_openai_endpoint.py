@@ -172,6 +172,15 @@ def test_bad_requests_get_openais_errors_naming_what_to_fix(workspace, client):
     long = [{"role": "user", "content": "word " * 3000}]
     too_long = refused(messages=long, max_tokens=4)
     assert too_long["code"] == "context_length_exceeded" and "tokens" in too_long["message"]
+    # the body itself: too big, not JSON, not an object -- OpenAI's error shape, never a 500
+    auth = {"Authorization": f"Bearer {client.api_key}"}
+    url = f"{client.base_url}chat/completions"
+    huge = httpx.post(url, content=b"{" + b" " * 2_000_000 + b"}", headers=auth)
+    assert huge.status_code == 413 and huge.json()["error"]["code"] == "request_too_large"
+    garbled = httpx.post(url, content=b"{not json", headers=auth)
+    assert garbled.status_code == 400 and "not JSON" in garbled.json()["error"]["message"]
+    listed = httpx.post(url, json=[HI], headers=auth)
+    assert listed.status_code == 400 and listed.json()["error"]["type"] == "invalid_request_error"
     # what SDKs, LangChain and Prompt flow send by default is accepted at its neutral value
     fine = client.chat.completions.create(
         model=ENDPOINT,
