@@ -38,9 +38,17 @@ CACHE = Path(os.environ.get("TUNEGATE_BENCH_CACHE", Path.home() / ".cache" / "tu
 PYTHON = sys.executable
 
 
+def with_tools(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a measured command: this interpreter's scripts first on PATH, so that a tool a command
+    starts by name (`mlflow models serve` starts `uvicorn`) is found without an activated venv."""
+    env = dict(os.environ if env is None else env)
+    env["PATH"] = os.pathsep.join([str(Path(PYTHON).parent), env.get("PATH", "")])
+    return env
+
+
 def timed(command: list[str], unset: tuple[str, ...] = ()) -> tuple[float, float, str]:
     """(seconds, peak RSS MiB of the process tree, stdout) of one command run to completion."""
-    env = {name: value for name, value in os.environ.items() if name not in unset}
+    env = with_tools({name: value for name, value in os.environ.items() if name not in unset})
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     with PeakRss(process.pid) as peak:
@@ -223,7 +231,7 @@ def bench_endpoint(requests: int) -> list[dict]:
     server = subprocess.Popen(
         [PYTHON, "-m", "mlflow", "models", "serve", "-m", f"models:/{version.name}/{version.version}"]
         + ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-        env={**os.environ, "MLFLOW_TRACKING_URI": workspace.registry.tracking_uri},
+        env={**with_tools(), "MLFLOW_TRACKING_URI": workspace.registry.tracking_uri},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -316,10 +324,15 @@ def row(
     }
 
 
+HEADER = ["| figure | tunegate | anchor | tunegate / anchor | notes |", "|---|---|---|---|---|"]
+
+
+def table_row(r: dict) -> str:
+    return f"| {r['figure']} | {r['tunegate']} | {r['anchor']} | {r['ratio']} | {r['notes']} |"
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| figure | tunegate | anchor | tunegate / anchor | notes |", "|---|---|---|---|---|"]
-    lines += [f"| {r['figure']} | {r['tunegate']} | {r['anchor']} | {r['ratio']} | {r['notes']} |" for r in rows]
-    return "\n".join(lines)
+    return "\n".join(HEADER + [table_row(r) for r in rows])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,23 +347,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.reps, args.rows, args.requests = 1, 2_000, 3
     chosen = set(args.only.split(","))
+    sections: dict[str, Callable[[], list[dict]]] = {
+        "sample": lambda: bench_sampling(args.rows, args.reps),
+        "trainer": lambda: bench_trainer(args.reps),
+        "endpoint": lambda: bench_endpoint(args.requests),
+        "flow": lambda: bench_flow(args.reps),
+    }
     rows: list[dict] = []
+    failed = []
     started = time.perf_counter()
-    if "sample" in chosen:
-        rows += bench_sampling(args.rows, args.reps)
-    if "trainer" in chosen:
-        rows += bench_trainer(args.reps)
-    if "endpoint" in chosen:
-        rows += bench_endpoint(args.requests)
-    if "flow" in chosen:
-        rows += bench_flow(args.reps)
-    text = table(rows)
+    print("\n".join(HEADER), flush=True)
+    for name, measure in sections.items():
+        if name not in chosen:
+            continue
+        try:  # each row as soon as it is measured: a section that fails later loses nothing already measured
+            measured = measure()
+        except Exception as exc:  # noqa: BLE001 - said in the table, the other sections still run
+            failed.append(name)
+            measured = [{"figure": name, "tunegate": "FAILED", "anchor": "", "ratio": "", "notes": str(exc)[-300:]}]
+        for measured_row in measured:
+            print(table_row(measured_row).replace("\n", " "), flush=True)
+        rows += measured
     machine = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
-    text += f"\n\nmedians of {args.reps} interleaved repetitions; {machine}; {time.perf_counter() - started:.0f} s"
-    print(text)
+    footer = f"medians of {args.reps} interleaved repetitions; {machine}; {time.perf_counter() - started:.0f} s"
+    print(f"\n{footer}", flush=True)
     if args.out:
-        args.out.write_text(text + "\n")
-    return 0
+        args.out.write_text(table(rows) + f"\n\n{footer}\n")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

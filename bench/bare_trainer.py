@@ -3,7 +3,7 @@
     python -m bench.bare_trainer JOB_DIR [--threads N]
 
 JOB_DIR is a local job's directory (its spec.json names the model, data and parameters). Same model, same
-tokenization and truncation, same LoRA config, AdamW with the same learning rate and linear schedule, gradient
+tokenization and truncation, same LoRA config, fused AdamW with the same learning rate and linear schedule, gradient
 clipping at 1.0 as the Trainer does, the same epochs and batch size; no evaluation, logging or checkpoints.
 Prints one JSON line: {"train_tokens_per_s": ..., "threads": ...}.
 """
@@ -52,7 +52,8 @@ def main() -> None:
     batch = int(params.get("per_device_train_batch_size", 1))
     accumulate = int(params.get("gradient_accumulation_steps", 1))
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=float(params.get("learning_rate", 5e-6)), weight_decay=0.0)
+    # fused: one kernel for every parameter's update, what transformers' Trainer uses by default (adamw_torch_fused)
+    optimizer = torch.optim.AdamW(trainable, lr=float(params.get("learning_rate", 5e-6)), weight_decay=0.0, fused=True)
     steps = epochs * -(-len(rows) // (batch * accumulate))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / max(1, steps)))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -104,3 +104,22 @@ def test_validating_a_profile_never_imports_a_backend_sdk():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+def test_listing_local_sizes_imports_torch_only_where_a_gpu_may_be():
+    """Validating compute asks for the local sizes: importing torch (seconds) only to learn that a machine without
+    any GPU device node has no GPU cost every run that."""
+    import subprocess
+    import sys
+
+    from workspaces.local.compute import gpu_device_nodes
+
+    code = (
+        "import sys; from workspaces.local.compute import list_sizes; "
+        "print([s.name for s in list_sizes()], 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    if gpu_device_nodes():  # a GPU machine: torch is asked, as before
+        assert "'local-cpu'" in out, out
+    else:
+        assert out.strip() == "['local-cpu'] False", out

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from workspaces.ports import Compute, ComputeSpec, Sku, WorkspaceError
 
 LOCAL_SIZES = ("local-cpu", "local-cuda")
@@ -17,8 +20,19 @@ class LocalCompute:
         return ensure_compute(spec)
 
 
+def gpu_device_nodes() -> bool:
+    """Whether this machine may have a GPU torch can use, without importing torch (seconds): on Linux a CUDA GPU
+    needs its device node (/dev/nvidia0..., WSL's /dev/dxg; ROCm's /dev/kfd). Elsewhere: ask torch."""
+    if sys.platform != "linux":
+        return True
+    dev = Path("/dev")
+    return any(dev.glob("nvidia[0-9]*")) or (dev / "dxg").exists() or (dev / "kfd").exists()
+
+
 def list_sizes() -> list[Sku]:
     sizes = [Sku(name="local-cpu", gpus=0)]
+    if not gpu_device_nodes():
+        return sizes
     try:
         import torch
 
