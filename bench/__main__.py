@@ -182,17 +182,19 @@ def bench_trainer(reps: int) -> list[dict]:
     _, _, job_dir = trained_job(root)
     ours: list[float] = []
     bare: list[float] = []
+    process = {"ours": [], "bare": []}  # the whole process, wall: what a user waits for
 
     def run_ours() -> float:
         copy = root / f"again-{len(ours)}"
         copy.mkdir()
         shutil.copy(job_dir / "spec.json", copy / "spec.json")
-        timed([PYTHON, "-m", "workspaces.local.trainer", str(copy)])
+        process["ours"].append(timed([PYTHON, "-m", "workspaces.local.trainer", str(copy)])[0])
         ours.append(json.loads((copy / "status.json").read_text())["train_tokens_per_s"])
         return ours[-1]
 
     def run_bare() -> float:
-        _, _, out = timed([PYTHON, "-m", "bench.bare_trainer", str(job_dir)])
+        seconds, _, out = timed([PYTHON, "-m", "bench.bare_trainer", str(job_dir)])
+        process["bare"].append(seconds)
         bare.append(json.loads(out.strip().splitlines()[-1])["train_tokens_per_s"])
         return bare[-1]
 
@@ -206,7 +208,15 @@ def bench_trainer(reps: int) -> list[dict]:
             "tok/s",
             "bare PyTorch loop: same model, data, LoRA, optimizer",
             lower_is_better=False,
-        )
+        ),
+        row(
+            "training job, whole process (wall)",
+            median(process["ours"]),
+            median(process["bare"]),
+            "s",
+            "the bare loop's process",
+            extra="ours also evaluates (base, each epoch), logs to MLflow, merges LoRA and writes the MLflow model",
+        ),
     ]
 
 

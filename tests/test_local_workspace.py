@@ -102,6 +102,40 @@ def test_trainer_logs_losses_and_writes_a_merged_mlflow_model(workspace, finishe
     assert "lora" not in (hf / "model.safetensors").read_bytes()[:20000].decode("latin-1")
 
 
+def test_the_same_seed_trains_the_same_losses_and_the_final_eval_loss_is_the_saved_models(
+    workspace, spec, finished_job
+):
+    """Issue 26's speed-ups change no number: a second job of the same spec (seed) logs the same loss curve and
+    metrics within noise, and the final eval_loss it reports (the last epoch's evaluation, not run again) is what the
+    saved model scores on the test split."""
+    from transformers import TrainingArguments
+
+    from workspaces.local.training_parts import evaluate_model, read_rows
+
+    again = submit_or_reattach(workspace.jobs, spec, "seed-check")
+    assert wait(workspace, again).state is JobState.COMPLETED
+    first, second = workspace.jobs.loss_history(finished_job), workspace.jobs.loss_history(again)
+    assert [step for step, _ in first.train] == [step for step, _ in second.train] and len(first.eval) >= 2
+    # within noise: CPU training is not bitwise repeatable (torch's thread count follows the machine's load)
+    for (_, a), (_, b) in zip(first.train + first.eval, second.train + second.eval, strict=True):
+        assert abs(a - b) <= 0.01 * abs(a), (first, second)
+    metrics = workspace.jobs.metrics(again)
+    assert abs(metrics["eval_loss"] - second.eval[-1][1]) < 1e-9  # the curve ends where the reported metric is
+    saved = Path(again.url.removeprefix("file://")) / "outputs" / "hf_model"
+    params = spec.parameters
+    args = TrainingArguments(
+        output_dir=str(saved.parent / "check"),
+        per_device_eval_batch_size=int(params.get("per_device_eval_batch_size", 1)),
+        use_cpu=True,
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+    )
+    max_len = int(params.get("max_seq_length", -1))
+    rescored = evaluate_model(saved, read_rows(spec.data.test), args, max_len if max_len > 0 else 256, True)
+    assert abs(rescored - metrics["eval_loss"]) < 1e-3, (rescored, metrics["eval_loss"])
+
+
 def test_same_idempotency_key_reattaches(workspace, spec, finished_job):
     again = submit_or_reattach(workspace.jobs, spec, "module-job")
     assert again.reattached and again.name == finished_job.name
