@@ -66,11 +66,16 @@ class EventStream(StreamingResponse):
 
     media_type = "text/event-stream"
 
+    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.on_close = on_close
+
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             await self.body_iterator.aclose()  # type: ignore[attr-defined]
+            self.on_close()  # also when the client left before the first event (the generator never ran)
 
 
 def add_openai_routes(app: FastAPI, serving: EndpointServing) -> None:
@@ -154,7 +159,12 @@ def add_openai_routes(app: FastAPI, serving: EndpointServing) -> None:
         if asked.stream:
             include_usage = bool(asked.stream_options and asked.stream_options.include_usage)
             events = answering.events(reply, StopTexts(asked.stops), completion, include_usage)
-            return EventStream(events, headers={**headers, "Cache-Control": "no-cache"})
+
+            def closed() -> None:
+                reply.close()
+                answering.done(499)  # a no-op when the events ended the answer themselves
+
+            return EventStream(events, closed, headers={**headers, "Cache-Control": "no-cache"})
         gone = threading.Event()
         watcher = asyncio.create_task(watch_disconnect(request, gone))
         watcher.add_done_callback(lambda _: reply.close() if gone.is_set() else None)
