@@ -50,6 +50,7 @@ from workspaces.ports import (
     TrafficReading,
     WorkspaceError,
 )
+from workspaces.ports.serving import one_piece
 
 FAKE_KEY = "fake-secret-key-0123456789"
 
@@ -491,10 +492,7 @@ class FakeEndpoints:
         return self._serve(endpoint, served, request, timeout_s, "targeted" if deployment else "split")
 
     def stream(self, endpoint: str, request: ScoringRequest, deployment: str | None = None) -> Iterator[str]:
-        result = self.invoke(endpoint, request, deployment)  # the fake's scoring server answers whole
-        if result.error:
-            raise WorkspaceError(result.error)
-        yield result.output or ""
+        yield from one_piece(self.invoke(endpoint, request, deployment))  # the fake's scoring server answers whole
 
     def _serve(self, endpoint: str, name: str, request: ScoringRequest, timeout_s: float, kind: str) -> ScoreResult:
         record = self.ws.endpoint_records[endpoint]

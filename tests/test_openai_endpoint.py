@@ -59,13 +59,16 @@ def scored(workspace, tokens: int, deployment: str | None = None) -> str:
     return result.output
 
 
-def metrics(workspace) -> dict:
-    credentials = workspace.endpoints.credentials(ENDPOINT)
-    scrape = httpx.get(
+def scrape(credentials) -> str:
+    """The endpoint's /metrics text."""
+    return httpx.get(
         credentials.scoring_uri.removesuffix("/score") + "/metrics",
         headers={"Authorization": f"Bearer {credentials.key.get_secret_value()}"},
-    )
-    return counters(scrape.text)
+    ).text
+
+
+def metrics(workspace) -> dict:
+    return counters(scrape(workspace.endpoints.credentials(ENDPOINT)))
 
 
 def test_the_openai_sdk_is_answered_by_the_traffic_split_as_score_answers(workspace, client):
@@ -240,19 +243,11 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot(tmp_path):
         stream.close()
         answer = client.chat.completions.create(model="oai-one", messages=HI, max_tokens=3, temperature=0)
         assert answer.choices[0].message.content
-        scrape = httpx.get(
-            credentials.scoring_uri.removesuffix("/score") + "/metrics",
-            headers={"Authorization": f"Bearer {credentials.key.get_secret_value()}"},
-        ).text
         deadline = time.monotonic() + 60
-        while 'code="499"' not in scrape:
-            assert time.monotonic() < deadline, scrape
+        while 'code="499"' not in (scraped := scrape(credentials)):
+            assert time.monotonic() < deadline, scraped
             time.sleep(0.5)
-            scrape = httpx.get(
-                credentials.scoring_uri.removesuffix("/score") + "/metrics",
-                headers={"Authorization": f"Bearer {credentials.key.get_secret_value()}"},
-            ).text
-        assert counters(scrape)["blue"]["errors"] == 0
+        assert counters(scraped)["blue"]["errors"] == 0
     finally:
         ws.endpoints.delete("oai-one")
 

@@ -129,29 +129,13 @@ def render_prompts(tokenizer: Any, conversations: list[list[dict[str, str]]], ma
 
 
 def generate(
-    model: Any,
-    tokenizer: Any,
-    conversations: list[list[dict[str, str]]],
-    parameters: dict[str, Any],
-    *,
-    max_prompt_tokens: int | None = None,
-    max_time_s: float | None = None,
-    stop: Any = None,
+    model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], parameters: dict[str, Any], **limits: Any
 ) -> list[str]:
-    """One reply per conversation, generated as one left-padded batch. Bounded: a prompt over `max_prompt_tokens`
-    is refused before any generation, generation stops after `max_time_s` (transformers' max_time) and as soon as
-    `stop` (a threading.Event: the client left) is set."""
+    """One reply per conversation, generated as one left-padded batch, within `limits` (generation_inputs):
+    max_prompt_tokens, max_time_s, stop."""
     import torch
 
-    inputs, kwargs = generation_inputs(
-        model,
-        tokenizer,
-        conversations,
-        parameters,
-        max_prompt_tokens=max_prompt_tokens,
-        max_time_s=max_time_s,
-        stop=stop,
-    )
+    inputs, kwargs = generation_inputs(model, tokenizer, conversations, parameters, **limits)
     with torch.no_grad():
         output = model.generate(**inputs, **kwargs)
     width = inputs["input_ids"].shape[1]
@@ -168,8 +152,10 @@ def generation_inputs(
     max_time_s: float | None = None,
     stop: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """The prompts' tensors and `generate`'s settings, every limit applied (PromptTooLong before any generation):
-    what a batch (`generate`) and a streamed reply (workspaces/local/streaming.py) share."""
+    """The prompts' tensors and `generate`'s settings, every limit applied: a prompt over `max_prompt_tokens` is
+    refused (PromptTooLong) before any generation, generation stops after `max_time_s` (transformers' max_time) and
+    as soon as `stop` (a threading.Event: the client left) is set. What a batch (`generate`) and a streamed reply
+    (workspaces/local/streaming.py) share."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
 

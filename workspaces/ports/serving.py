@@ -155,7 +155,11 @@ class ServingBase:
 
     def stream(self, endpoint: str, request: ScoringRequest, deployment: str | None = None) -> Iterator[str]:
         """The scoring contract answers whole: one piece (local endpoints stream, through their OpenAI route)."""
-        result = self.invoke(endpoint, request, deployment)
-        if result.error:
-            raise WorkspaceError(result.error)
-        yield result.output or ""
+        yield from one_piece(self.invoke(endpoint, request, deployment))  # invoked when read: errors come then
+
+
+def one_piece(result: ScoreResult) -> Iterator[str]:
+    """A whole answer as a stream of one piece; an error answer raises WorkspaceError as it is read."""
+    if result.error:
+        raise WorkspaceError(result.error)
+    yield result.output or ""
