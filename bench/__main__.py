@@ -13,7 +13,7 @@ is a test: CI runs only a tiny smoke of this harness (tests/test_bench_harness.p
 | trainer tokens/s | the local trainer's job process | bench/bare_trainer.py (bare PyTorch loop) |
 | endpoint p50, 16 tokens | the local endpoint | `mlflow models serve` on the same registered version |
 | /health round trip | the local endpoint | mlflow's /ping |
-| warm `tunegate run` | default profile, warm state dir | bench/bare_flow.py: 13 empty Prefect tasks |
+| warm `tunegate run` | default profile, warm state dir | bench/bare_flow.py: 20 empty tasks (a run's count) |
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.bare_flow import STAGES
 from bench.common import PeakRss, interleaved, median
 
 CACHE = Path(os.environ.get("TUNEGATE_BENCH_CACHE", Path.home() / ".cache" / "tunegate" / "bench"))
@@ -316,7 +317,7 @@ def bench_flow(reps: int) -> list[dict]:
             median(results["ours"]),
             median(results["bare"]),
             "s",
-            "bare 13-task Prefect flow (bench/bare_flow.py)",
+            f"bare {STAGES}-task Prefect flow (bench/bare_flow.py)",
         )
     ]
 

@@ -1,4 +1,4 @@
-"""The anchor of a warm `tunegate run`: a Prefect flow of 13 tasks that do nothing, on a temporary server.
+"""The anchor of a warm `tunegate run`: a Prefect flow of 20 empty tasks (a default run's), on a temporary server.
 
     python -m bench.bare_flow
 
@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from prefect import flow, task
 
-STAGES = 13  # sample, validate compute, foundation, upload, submit, wait, metrics, gate, register, approve,
-# deploy, smoke, teardown
+# The task runs of a default local `tunegate run` (counted in its log): sample data, pick model, validate compute,
+# upload data, submit fine-tune, wait for fine-tune, report training, read champion (twice), check metrics, register
+# model, record decision, deploy, smoke invoke, answer prompts, record evaluation, log evaluation, read endpoint,
+# promote, teardown
+STAGES = 20
 
 
 @task
