@@ -216,7 +216,7 @@ def bench_trainer(reps: int) -> list[dict]:
             median(process["bare"]),
             "s",
             "the bare loop's process",
-            extra="ours also evaluates (base, each epoch), logs to MLflow, merges LoRA and writes the MLflow model",
+            extra="ours also evaluates (base, each epoch), logs its metrics, merges LoRA and saves the model",
         ),
     ]
 

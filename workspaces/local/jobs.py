@@ -1,7 +1,9 @@
 """Local fine-tune jobs: one trainer process per job (`python -m workspaces.local.trainer JOB_DIR`).
 
     <root>/jobs/<name>/spec.json     what to train (written before the process starts)
-    <root>/jobs/<name>/status.json   state, pid, MLflow run id (written atomically by the trainer)
+    <root>/jobs/<name>/status.json   state, pid, progress (written atomically by the trainer)
+    <root>/jobs/<name>/metrics.jsonl every metric the trainer logged, with its step
+    <root>/jobs/<name>/mlflow.json   the job's MLflow run, recorded once the job is over (run_record.py)
     <root>/jobs/<name>/log.txt       the trainer's output
 
 A job is a process of its own (a new session), like a cloud job: it outlives a crashed flow and is found again
@@ -29,6 +31,7 @@ from workspaces.local.processes import (
     write_json,
 )
 from workspaces.local.registry import MlflowRegistry
+from workspaces.local.run_record import record_run, recorded_run_id
 from workspaces.names import checked_name
 from workspaces.ports import (
     ConflictError,
@@ -159,6 +162,7 @@ class TrainerJobs:
             state = JobState(status["state"])
             why = self._trainer_gone(job.name, status) if not state.terminal else None
             if why:
+                self._try_record(job.name, {**status, "state": JobState.FAILED.value})
                 return JobStatus(
                     state=JobState.FAILED,
                     message=f"trainer process died without a result ({why}); log tail:\n{tail(log)}",
@@ -166,7 +170,24 @@ class TrainerJobs:
         message = status.get("message", "")
         if state is JobState.FAILED:
             message = f"{message}\nlog tail:\n{tail(log)}"
+        if state.terminal:  # a job that is over has its MLflow run, its model folder among its artifacts
+            self._try_record(job.name, status)
         return JobStatus(state=state, message=message)
+
+    def _try_record(self, name: str, status: dict) -> None:
+        """Recorded now if it can be; if not (the store busy or down), the next look (mlflow_run_id) says why."""
+        try:
+            self._record(name, status)
+        except Exception as exc:  # noqa: BLE001 - the job's state stands whatever its MLflow run's fate
+            logger.warning("job %s: its MLflow run is not recorded yet: %s: %s", name, type(exc).__name__, exc)
+
+    def _record(self, name: str, status: dict) -> str | None:
+        if isinstance(status.get("mlflow_run_id"), str):  # logged by the trainer itself (tunegate before issue 26)
+            return status["mlflow_run_id"]
+        spec = read_json(self._dir(name) / "spec.json", DAMAGED_ADVICE.format(name=name, folder=self._dir(name)))
+        if "experiment_name" not in spec:  # its submission was cut before the spec was written: it never trained
+            return None
+        return record_run(self.registry, self._dir(name), spec, status)
 
     def cancel(self, job: JobRef) -> None:
         try:
@@ -199,7 +220,15 @@ class TrainerJobs:
             )
 
     def mlflow_run_id(self, job: JobRef) -> str | None:
-        return self._status(job.name).get("mlflow_run_id")
+        """The job's MLflow run: None while the job is not over (its run is recorded when it is)."""
+        status = self._status(job.name)
+        if isinstance(status.get("mlflow_run_id"), str):
+            return status["mlflow_run_id"]
+        if (run_id := recorded_run_id(self._dir(job.name))) is None:
+            current = self.status(job)  # records it when the job is over; what failed to is tried again here
+            if current.state.terminal and (run_id := recorded_run_id(self._dir(job.name))) is None:
+                run_id = self._record(job.name, {**self._status(job.name), "state": current.state.value})
+        return run_id
 
     def metrics(self, job: JobRef) -> dict[str, float]:
         run_id = self.mlflow_run_id(job)

@@ -72,9 +72,11 @@ def start_detached(module: str, args: list[str], log: Path, env: dict[str, str] 
         )
 
 
-def write_json(path: Path, payload: dict, mode: int = 0o644) -> None:
+def write_json(path: Path, payload: dict, mode: int = 0o644, durable: bool = True) -> None:
     """Write the whole file or nothing: a temporary file of this process and thread, flushed to disk, then renamed
-    over the old one. Readers (and a kill -9 at any moment) never see half of it."""
+    over the old one. Readers (and a kill -9 at any moment) never see half of it. `durable=False` leaves out the
+    flush to disk (an fsync, milliseconds to tens of them on a busy disk) for what the next write replaces anyway
+    (a trainer's progress): the rename alone keeps the file whole for every reader; only a power cut may lose it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     data = json.dumps(payload, indent=2).encode()
     descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -82,7 +84,8 @@ def write_json(path: Path, payload: dict, mode: int = 0o644) -> None:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

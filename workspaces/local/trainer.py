@@ -1,8 +1,9 @@
 """The local fine-tune job: `python -m workspaces.local.trainer JOB_DIR`, run as its own process.
 
-Reads JOB_DIR/spec.json, writes JOB_DIR/status.json (atomically) as it goes, logs params and train/eval loss,
-plus the base model's eval loss, to MLflow, merges LoRA into the weights (MLflow would otherwise keep only
-the adapters) and writes the MLflow model folder to JOB_DIR/outputs/mlflow_model_folder.
+Reads JOB_DIR/spec.json, writes JOB_DIR/status.json (atomically) as it goes, appends train/eval loss, plus the
+base model's eval loss, to JOB_DIR/metrics.jsonl, merges LoRA into the weights (a model folder would otherwise keep
+only the adapters) and saves them to JOB_DIR/outputs/hf_model. It never imports MLflow: the process that watches
+the job records its MLflow run from these files (workspaces/local/run_record.py).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Any
 
 from workspaces.local.devices import DeviceFacts, TrainingPlan, device_facts, training_plan
 from workspaces.local.processes import identity, read_json_or_empty, write_json
+from workspaces.local.run_record import append_metrics
 from workspaces.local.training_parts import (
     causal_collator,
-    encode_conversations,
+    encoded_rows,
     evaluate_model,
     lora_config,
     read_rows,
@@ -29,19 +31,15 @@ from workspaces.local.training_parts import (
 )
 from workspaces.ports import parameter_bool
 
-METRICS_FLUSH_S = 2.0
 
-
-def write_status(job_dir: Path, **fields: Any) -> None:
+def write_status(job_dir: Path, durable: bool = True, **fields: Any) -> None:
     path = job_dir / "status.json"
     # the trainer is the file's writer: one damaged by hand is written whole again
-    write_json(path, {**read_json_or_empty(path), **fields, "updated": time.time()})
+    write_json(path, {**read_json_or_empty(path), **fields, "updated": time.time()}, durable=durable)
 
 
 def train(job_dir: Path) -> None:
-    import mlflow
     import torch
-    from datasets import Dataset
     from transformers import (
         AutoModelForCausalLM,
         AutoTokenizer,
@@ -50,8 +48,6 @@ def train(job_dir: Path) -> None:
         TrainingArguments,
         set_seed,
     )
-
-    from workspaces.local.model import save_pyfunc
 
     spec = json.loads((job_dir / "spec.json").read_text())
     params: dict[str, Any] = spec["parameters"]
@@ -71,10 +67,8 @@ def train(job_dir: Path) -> None:
 
     assistant_only = bool(spec.get("assistant_only_loss", True))
 
-    def encode(rows: list[dict]) -> Dataset:
-        return Dataset.from_dict(encode_conversations(tokenizer, rows, max_len, assistant_only))
-
-    train_set, eval_set = encode(read_rows(spec["train_file"])), encode(read_rows(spec["test_file"]))
+    train_set = encoded_rows(tokenizer, read_rows(spec["train_file"]), max_len, assistant_only)
+    eval_set = encoded_rows(tokenizer, read_rows(spec["test_file"]), max_len, assistant_only)
 
     if parameter_bool(params.get("apply_lora", False)):
         from peft import get_peft_model
@@ -84,58 +78,50 @@ def train(job_dir: Path) -> None:
         set_seed(int(params.get("seed", 42)))
         model = get_peft_model(model, lora_config(params))
 
-    mlflow.set_tracking_uri(spec["tracking_uri"])
-    mlflow.set_experiment(spec["experiment_name"])
-
-    class MlflowLoss(TrainerCallback):
-        """Step metrics to MLflow in one batch every few seconds: a write per metric (3.4 ms each on sqlite) took
-        a quarter of a small model's training time."""
-
-        def __init__(self) -> None:
-            self.pending: list[Any] = []
-            self.flushed = time.monotonic()
+    class MetricsFile(TrainerCallback):
+        """Step metrics to metrics.jsonl, a line per log (microseconds: the MLflow run is recorded afterwards)."""
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            from mlflow.entities import Metric
-
-            if not state.is_world_process_zero:
+            if not state.is_world_process_zero or not logs:
                 return
-            now_ms = int(time.time() * 1000)
-            for key in ("loss", "eval_loss", "learning_rate", "grad_norm"):
-                if logs and key in logs:
-                    name = f"step_{key}" if key == "loss" else key
-                    self.pending.append(Metric(name, float(logs[key]), now_ms, state.global_step))
-            if time.monotonic() - self.flushed > METRICS_FLUSH_S:
-                self.flush()
+            names = {"loss": "step_loss", "eval_loss": "eval_loss", "learning_rate": "learning_rate"}
+            names["grad_norm"] = "grad_norm"
+            logged = {name: float(logs[key]) for key, name in names.items() if key in logs}
+            if logged:
+                append_metrics(job_dir, logged, state.global_step)
 
-        def on_train_end(self, args, state, control, **kwargs):
-            self.flush()
-
-        def flush(self) -> None:
-            if self.pending and mlflow.active_run():
-                mlflow.tracking.MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=self.pending)
-            self.pending, self.flushed = [], time.monotonic()
-
-    class EvalTime(TrainerCallback):
-        """Seconds spent evaluating inside train(), taken out of the training throughput: all of it, from the end of
-        the epoch to the end of its evaluation (eval_runtime alone leaves out the Trainer's set-up around it, which
+    class LoopTime(TrainerCallback):
+        """The training loop's seconds, the span a hand-written loop times (from its first step to its last, the
+        optimizer and data loader already made), less the evaluations inside it: all of each, from the end of the
+        epoch to the end of its evaluation (eval_runtime alone leaves out the Trainer's set-up around it, which
         measured several times the evaluation itself on a small model)."""
 
         def __init__(self) -> None:
-            self.seconds = 0.0
+            self.evaluating = 0.0
             self.epoch_ended: float | None = None
+            self.began = self.ended = 0.0
+
+        @property
+        def seconds(self) -> float:
+            return max(1e-9, self.ended - self.began - self.evaluating)
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.began = time.perf_counter()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.ended = time.perf_counter()
 
         def on_epoch_end(self, args, state, control, **kwargs):
             self.epoch_ended = time.perf_counter()
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
             if self.epoch_ended is None:  # an evaluation outside an epoch's end: what the Trainer measured
-                self.seconds += float((metrics or {}).get("eval_runtime", 0.0))
+                self.evaluating += float((metrics or {}).get("eval_runtime", 0.0))
             else:
-                self.seconds += time.perf_counter() - self.epoch_ended
+                self.evaluating += time.perf_counter() - self.epoch_ended
             self.epoch_ended = None
 
-    eval_time = EvalTime()
+    loop_time = LoopTime()
 
     class Progress(TrainerCallback):
         """Step, epoch and the latest losses to status.json, which job_progress reads while the job runs."""
@@ -153,8 +139,13 @@ def train(job_dir: Path) -> None:
                 for key, field in (("loss", "train_loss"), ("eval_loss", "eval_loss"))
                 if logs and key in logs
             }
-            write_status(
-                job_dir, step=state.global_step, total_steps=state.max_steps, epoch=float(state.epoch or 0), **losses
+            write_status(  # progress, replaced at the next log: not flushed to disk (the loop would wait on it)
+                job_dir,
+                durable=False,
+                step=state.global_step,
+                total_steps=state.max_steps,
+                epoch=float(state.epoch or 0),
+                **losses,
             )
 
     args = TrainingArguments(
@@ -175,16 +166,41 @@ def train(job_dir: Path) -> None:
         dataloader_num_workers=0,
         remove_unused_columns=False,  # the collator needs loss_mask, which the model does not take
     )
-    trainer = Trainer(
+
+    class LeanTrainer(Trainer):
+        """transformers' Trainer less two costs of its own, each a walk over every parameter at every step: for its
+        FLOPs figure it counted them again (their number does not change while training), and it clipped the
+        gradients of all of them, the frozen ones too (they have none). On one CPU process the clip takes the
+        trainable ones alone, the same norm; elsewhere (DDP, mixed precision) the Trainer's own way stands."""
+
+        counted: int | None = None
+        trainable: list[Any] | None = None
+
+        def _clip_grad_norm(self, model: Any) -> Any:
+            if plan.device != "cpu" or plan.distributed:
+                return super()._clip_grad_norm(model)
+            if self.trainable is None:
+                self.trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+            return self.accelerator.clip_grad_norm_(self.trainable, self.args.max_grad_norm)
+
+        def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+            ids = inputs.get(getattr(self.model, "main_input_name", "input_ids"))
+            if ids is None or not hasattr(self.model, "num_parameters"):
+                return 0
+            if self.counted is None:
+                self.counted = int(self.model.num_parameters(exclude_embeddings=True))
+            return 6 * ids.numel() * self.counted
+
+    trainer = LeanTrainer(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=causal_collator(tokenizer),
-        callbacks=[MlflowLoss(), eval_time, Progress()],
+        callbacks=[MetricsFile(), loop_time, Progress()],
     )
 
-    # everything made so far (torch, transformers, MLflow, datasets, the model: ~570k objects) lives as long as the
+    # everything made so far (torch, transformers, datasets, the model: ~570k objects) lives as long as the
     # process: out of the garbage collector's sight, a full collection (accelerate's free_memory at train start,
     # the automatic ones while training) takes microseconds instead of 0.3 s each
     gc.freeze()
@@ -193,48 +209,38 @@ def train(job_dir: Path) -> None:
         trainer.train()
         trainer.evaluate()
         return
-    with mlflow.start_run(run_name=spec["display_name"], tags={"tunegate.job": spec["job_name"]}) as run:
-        write_status(job_dir, state="running", mlflow_run_id=run.info.run_id)
-        mlflow.log_params({key: str(value) for key, value in params.items()})
-        mlflow.log_param("device", plan.describe())
-        base_eval_loss = trainer.evaluate()["eval_loss"]
-        mlflow.log_metric("base_eval_loss", base_eval_loss)
-        if spec.get("champion_model_dir"):
-            champion_eval_loss = evaluate_model(
-                Path(spec["champion_model_dir"]), read_rows(spec["test_file"]), args, max_len, assistant_only
-            )
-            mlflow.log_metric("champion_eval_loss", champion_eval_loss)
-            print(f"champion {spec['champion']} on this test split: eval_loss={champion_eval_loss:.4f}", flush=True)
-        trained = trainer.train()
-        train_loss = trained.training_loss
-        train_seconds = max(1e-9, float(trained.metrics["train_runtime"]) - eval_time.seconds)
-        tokens_per_s = train_tokens(train_set, args.num_train_epochs) / train_seconds
-        # the last epoch's evaluation is of these very weights (eval_strategy "epoch"): not run a second time
-        evaluated = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
-        if evaluated and evaluated[-1].get("step") == trainer.state.global_step:
-            eval_loss = float(evaluated[-1]["eval_loss"])
-        else:
-            eval_loss = trainer.evaluate()["eval_loss"]
-        # at the last step, so the eval_loss history ends where training did (not at step 0)
-        mlflow.log_metrics(
-            {"train_loss": train_loss, "eval_loss": eval_loss, "train_tokens_per_s": tokens_per_s},
-            step=trainer.state.global_step,
+    (job_dir / "metrics.jsonl").unlink(missing_ok=True)  # a job's metrics are this run's alone
+    base_eval_loss = trainer.evaluate()["eval_loss"]
+    append_metrics(job_dir, {"base_eval_loss": base_eval_loss}, 0)
+    if spec.get("champion_model_dir"):
+        champion_eval_loss = evaluate_model(
+            Path(spec["champion_model_dir"]), read_rows(spec["test_file"]), args, max_len, assistant_only
         )
-        write_status(
-            job_dir, train_tokens_per_s=tokens_per_s, torch_threads=torch.get_num_threads(), eval_loss=eval_loss
-        )
-        print(
-            f"base_eval_loss={base_eval_loss:.4f} train_loss={train_loss:.4f} eval_loss={eval_loss:.4f} "
-            f"train_tokens_per_s={tokens_per_s:.0f} threads={torch.get_num_threads()}",
-            flush=True,
-        )
+        append_metrics(job_dir, {"champion_eval_loss": champion_eval_loss}, 0)
+        print(f"champion {spec['champion']} on this test split: eval_loss={champion_eval_loss:.4f}", flush=True)
+    trained = trainer.train()
+    train_loss = trained.training_loss
+    tokens_per_s = train_tokens(train_set, args.num_train_epochs) / loop_time.seconds
+    # the last epoch's evaluation is of these very weights (eval_strategy "epoch"): not run a second time
+    evaluated = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+    if evaluated and evaluated[-1].get("step") == trainer.state.global_step:
+        eval_loss = float(evaluated[-1]["eval_loss"])
+    else:
+        eval_loss = trainer.evaluate()["eval_loss"]
+    # at the last step, so the eval_loss history ends where training did (not at step 0)
+    final = {"train_loss": train_loss, "eval_loss": eval_loss, "train_tokens_per_s": tokens_per_s}
+    append_metrics(job_dir, final, trainer.state.global_step)
+    write_status(job_dir, train_tokens_per_s=tokens_per_s, torch_threads=torch.get_num_threads(), eval_loss=eval_loss)
+    print(
+        f"base_eval_loss={base_eval_loss:.4f} train_loss={train_loss:.4f} eval_loss={eval_loss:.4f} "
+        f"train_tokens_per_s={tokens_per_s:.0f} threads={torch.get_num_threads()}",
+        flush=True,
+    )
 
-        merged = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
-        hf_dir = job_dir / "outputs" / "hf_model"
-        merged.save_pretrained(hf_dir)
-        tokenizer.save_pretrained(hf_dir)
-        save_pyfunc(hf_dir, job_dir / "outputs" / "mlflow_model_folder")
-        mlflow.log_artifacts(str(job_dir / "outputs" / "mlflow_model_folder"), artifact_path="trained_model")
+    merged = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
+    hf_dir = job_dir / "outputs" / "hf_model"
+    merged.save_pretrained(hf_dir)
+    tokenizer.save_pretrained(hf_dir)
 
 
 def plan_for(spec: dict[str, Any]) -> TrainingPlan:

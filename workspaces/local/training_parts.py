@@ -101,6 +101,13 @@ def encode_conversations(tokenizer: Any, rows: list[dict], max_len: int, assista
     }
 
 
+def encoded_rows(tokenizer: Any, rows: list[dict], max_len: int, assistant_only: bool) -> list[dict[str, list[int]]]:
+    """encode_conversations as one dict per row, what the Trainer's data loader indexes: a plain list (a
+    datasets.Dataset costs its import and an Arrow round trip for every batch)."""
+    columns = encode_conversations(tokenizer, rows, max_len, assistant_only)
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
 def causal_collator(tokenizer: Any) -> Any:
     """Batches for next-token loss: padded, with the padding (by attention mask, not by token id) left out of the
     loss. transformers' language-modeling collator masks every token equal to the pad token, and many chat models
@@ -108,43 +115,44 @@ def causal_collator(tokenizer: Any) -> Any:
     if tokenizer.pad_token is None:  # padding only needs some id: the mask keeps it out of attention and loss
         tokenizer.pad_token = tokenizer.eos_token
 
-    def collate(rows: list[dict]) -> dict:
-        batch = tokenizer.pad(
-            [{"input_ids": row["input_ids"], "attention_mask": row["attention_mask"]} for row in rows],
-            return_tensors="pt",
-        )
-        labels = batch["input_ids"].clone()
-        labels[batch["attention_mask"] == 0] = -100
-        if all("loss_mask" in row for row in rows):  # only the assistant's tokens count (encode_conversations)
-            import torch
+    pad_id = tokenizer.pad_token_id
 
-            counted = torch.zeros_like(labels)
-            width = labels.shape[1]
-            for index, row in enumerate(rows):  # placed as the padding placed its tokens
-                mask = torch.tensor(row["loss_mask"], dtype=labels.dtype)
-                if tokenizer.padding_side == "left":
-                    counted[index, width - len(mask) :] = mask
-                else:
-                    counted[index, : len(mask)] = mask
-            labels[counted == 0] = -100
-        return {**batch, "labels": labels}
+    def collate(rows: list[dict]) -> dict:
+        import torch
+
+        # padded by hand, a list each: tokenizer.pad's per-row checks cost as much as a small model's optimizer step
+        width = max(len(row["input_ids"]) for row in rows)
+        left = tokenizer.padding_side == "left"
+
+        def padded(values: list[int], fill: int) -> list[int]:
+            padding = [fill] * (width - len(values))
+            return padding + values if left else values + padding
+
+        input_ids = torch.tensor([padded(row["input_ids"], pad_id) for row in rows])
+        attention_mask = torch.tensor([padded(row["attention_mask"], 0) for row in rows])
+        labels = input_ids.masked_fill(attention_mask == 0, -100)
+        if all("loss_mask" in row for row in rows):  # only the assistant's tokens count (encode_conversations)
+            counted = torch.tensor([padded(row["loss_mask"], 0) for row in rows])
+            labels = labels.masked_fill(counted == 0, -100)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
     return collate
 
 
 def train_tokens(data: Any, epochs: float) -> int:
-    return int(sum(len(ids) for ids in data["input_ids"]) * epochs)
+    """Tokens trained on in `epochs` of `data` (columns, or a row each)."""
+    ids = [row["input_ids"] for row in data] if isinstance(data, list) else data["input_ids"]
+    return int(sum(len(row) for row in ids) * epochs)
 
 
 def evaluate_model(model_dir: Path, rows: list[dict], args: Any, max_len: int, assistant_only: bool) -> float:
     """Eval loss of another model (the champion) on these rows, tokenized with its own tokenizer, on the same tokens
     (the assistant's, or all) as the candidate: like with like."""
-    from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    data = Dataset.from_dict(encode_conversations(tokenizer, rows, max_len, assistant_only))
+    data = encoded_rows(tokenizer, rows, max_len, assistant_only)
     evaluator = Trainer(model=model, args=args, eval_dataset=data, data_collator=causal_collator(tokenizer))
     return float(evaluator.evaluate()["eval_loss"])
 
