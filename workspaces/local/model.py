@@ -1,6 +1,7 @@
-"""The local workspace's model side: a tiny Phi-3 built from scratch, its chat tokenizer, and the MLflow
-pyfunc wrapper that serves it. Heavy imports (torch, transformers) stay inside functions so that
-importing the workspace stays cheap for the flow process."""
+"""The local workspace's model side: a tiny Phi-3 built from scratch, its chat tokenizer, generation, and the chat
+model an endpoint serves. Heavy imports (torch, transformers) stay inside functions so that importing the workspace
+stays cheap for the flow process; MLflow is not imported here at all (its pyfunc wrapper is
+workspaces/local/pyfunc.py): an endpoint server loads a tunegate model folder without it (2.8 s of imports)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-
-import mlflow.pyfunc
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 # Phi-3's chat format: <|user|>\n...<|end|>\n<|assistant|>\n...<|end|>\n
@@ -205,22 +204,18 @@ def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
     return list(dict.fromkeys(i for i in ids if isinstance(i, int)))
 
 
-class ChatModel(mlflow.pyfunc.PythonModel):
-    """MLflow pyfunc over a HF folder: input {"input_string": [[messages]], "parameters": {...}} -> [str]."""
+class HfChat:
+    """A HF causal LM and its tokenizer, answering chats: what an endpoint serves (the pyfunc ChatModel is one)."""
 
-    # predict takes the scoring contract's dict and checks it itself; MLflow's type-hint validation cannot describe
-    # it and would warn "Add type hints" on every import (a warning filter does not hold: MLflow resets them)
-    _skip_type_hint_validation = True
-
-    def load_context(self, context) -> None:
+    def load(self, folder: str | Path) -> HfChat:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        folder = context.artifacts["hf_model"]
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = AutoModelForCausalLM.from_pretrained(folder)
         self.model.eval()
+        return self
 
-    def to(self, device: str) -> ChatModel:
+    def to(self, device: str) -> HfChat:
         """On the GPU for a local-cuda deployment, in the GPU's half precision (weights saved in fp32 by training)."""
         if device != "cpu":
             import torch
@@ -238,78 +233,36 @@ class ChatModel(mlflow.pyfunc.PythonModel):
 
         return ReplyStream(self.model, self.tokenizer, conversation, parameters, **limits)
 
-    def predict(self, context, model_input, params=None):
-        """The scoring contract from wherever it comes: the local endpoint passes plain JSON; `mlflow models serve`
-        passes `{"inputs": {"input_string": ..., "parameters": {...}}, "params": {...}}` as a DataFrame (one row)
-        plus the signature's params. Generation settings: the contract's defaults, then `parameters`, then the
-        `params` a caller gave (MLflow fills the ones not given with None), checked like the endpoint checks them."""
-        from workspaces.scoring import merged_parameters
 
-        payload = _plain(model_input if isinstance(model_input, dict) else dict(model_input))
-        parameters = payload.get("parameters") or {}
-        while isinstance(parameters, list):  # [{...}] (a column, a record) -> {...}
-            parameters = parameters[0] if parameters else {}
-        parameters = parameters if isinstance(parameters, dict) else {}  # a missing column reads as None or NaN
-        conversations = _plain(payload["input_string"])
-        if (
-            conversations
-            and isinstance(conversations[0], list)
-            and conversations[0]
-            and isinstance(conversations[0][0], list)
-        ):  # a DataFrame row of conversations: [[conversation, ...]] -> [conversation, ...]
-            conversations = [conversation for row in conversations for conversation in row]
-        return self.chat(conversations, merged_parameters(parameters, params).model_dump())
+def tunegate_folder(model_dir: Path) -> Path | None:
+    """The HF folder inside an MLflow model folder that save_pyfunc wrote (its `hf_model` artifact), or None for any
+    other MLflow model."""
+    import yaml
+
+    try:
+        document = yaml.safe_load((model_dir / "MLmodel").read_text(encoding="utf-8"))
+        artifact = document["flavors"]["python_function"]["artifacts"]["hf_model"]["path"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return None
+    folder = model_dir / artifact
+    return folder if (folder / "config.json").exists() else None
 
 
-def _plain(value: Any) -> Any:
-    """numpy arrays and pandas Series (what MLflow's server makes of JSON) back to lists and dicts."""
-    if hasattr(value, "tolist") and not isinstance(value, str | bytes):
-        value = value.tolist()
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return value
+def load_chat_model(model_dir: Path, device: str = "cpu") -> HfChat:
+    """The chat model of an MLflow model folder: tunegate's own straight from its HF folder (without importing
+    MLflow), any other through mlflow.pyfunc."""
+    folder = tunegate_folder(model_dir)
+    if folder is not None:
+        return HfChat().load(folder).to(device)
+    import mlflow.pyfunc
 
-
-def chat_signature() -> Any:
-    """What `mlflow models serve` accepts: `{"inputs": {"input_string": [conversation, ...], "parameters": {...}},
-    "params": {...}}`, the seed's contract under MLflow's `inputs`, generation settings in either place (params
-    win). Without a signature with params, MLflow never passes `params` to predict."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import DataType
-    from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, Property, Schema
-
-    message = Object([Property("role", DataType.string), Property("content", DataType.string)])
-    settings = [
-        ("do_sample", DataType.boolean),
-        ("temperature", DataType.double),
-        ("top_p", DataType.double),
-        ("max_new_tokens", DataType.long),
-    ]
-    return ModelSignature(
-        inputs=Schema(
-            [
-                ColSpec(Array(Array(message)), "input_string"),
-                ColSpec(Object([Property(n, t, required=False) for n, t in settings]), "parameters", required=False),
-            ]
-        ),
-        outputs=Schema([ColSpec(DataType.string)]),
-        params=ParamSchema([ParamSpec(name, dtype, None) for name, dtype in settings]),
-    )
-
-
-def save_pyfunc(hf_dir: Path, out_dir: Path) -> Path:
-    """An MLflow model folder (the pipeline's `mlflow_model_folder` output) around a HF folder."""
-    mlflow.pyfunc.save_model(
-        path=str(out_dir),
-        python_model=ChatModel(),
-        artifacts={"hf_model": str(hf_dir)},
-        pip_requirements=["transformers", "torch", "tokenizers"],
-        signature=chat_signature(),
-    )
-    return out_dir
-
-
-def load_chat_model(model_dir: Path, device: str = "cpu") -> ChatModel:
     return mlflow.pyfunc.load_model(str(model_dir)).unwrap_python_model().to(device)
+
+
+def __getattr__(name: str) -> Any:
+    """Models saved before the pyfunc wrapper moved pickled it as workspaces.local.model.ChatModel."""
+    if name in ("ChatModel", "save_pyfunc", "chat_signature"):
+        from workspaces.local import pyfunc
+
+        return getattr(pyfunc, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -122,7 +122,8 @@ class MlflowRegistry:
         import mlflow
 
         from data.synthetic import generate_split
-        from workspaces.local.model import build_foundation, save_pyfunc
+        from workspaces.local.model import build_foundation
+        from workspaces.local.pyfunc import save_pyfunc
 
         texts = [
             message["content"]
@@ -152,7 +153,7 @@ class MlflowRegistry:
         registry's artifacts: the registered version stays whole if the folder is later moved or deleted."""
         import mlflow
 
-        from workspaces.local.model import save_pyfunc
+        from workspaces.local.pyfunc import save_pyfunc
 
         checked_name("model", name)  # before any folder is made or removed under it
         if version is not None:

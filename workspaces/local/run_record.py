@@ -96,7 +96,7 @@ def record_run(registry: MlflowRegistry, job_dir: Path, spec: dict[str, Any], st
 def model_folder(job_dir: Path) -> Path:
     """outputs/mlflow_model_folder (the pipeline's output of that name) around the trainer's merged HF folder,
     written whole or not at all."""
-    from workspaces.local.model import save_pyfunc
+    from workspaces.local.pyfunc import save_pyfunc
 
     outputs = job_dir / "outputs"
     folder = outputs / "mlflow_model_folder"
