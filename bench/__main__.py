@@ -1,6 +1,6 @@
 """Every performance figure of the README, each beside what a user would use instead, in one command:
 
-    python -m bench [--reps 5] [--rows 207865] [--only sample,trainer,endpoint,flow] [--out bench-results.md]
+    python -m bench [--reps 5] [--rows 207865] [--only sample,trainer,endpoint,deploy,flow] [--out bench-results.md]
 
 Interleaved repetitions (the order rotates each round), medians, ratios; a markdown table at the end. Nothing here
 is a test: CI runs only a tiny smoke of this harness (tests/test_bench_harness.py, --quick).
@@ -13,6 +13,7 @@ is a test: CI runs only a tiny smoke of this harness (tests/test_bench_harness.p
 | trainer tokens/s | the local trainer's job process | bench/bare_trainer.py (bare PyTorch loop) |
 | endpoint p50, 16 tokens | the local endpoint | `mlflow models serve` on the same registered version |
 | /health round trip | the local endpoint | mlflow's /ping |
+| deploy to a first answer | new endpoint, deployment, traffic, one call | `mlflow models serve`, to its first answer |
 | warm `tunegate run` | default profile, warm state dir | bench/bare_flow.py: 20 empty tasks (a run's count) |
 """
 
@@ -298,6 +299,72 @@ def bench_endpoint(requests: int) -> list[dict]:
     ]
 
 
+def bench_deploy(reps: int) -> list[dict]:
+    """From nothing to a first answer: a new local endpoint with one deployment of a registered version, against
+    `mlflow models serve` of the same version started and asked once."""
+    from bench.common import trained_job
+    from tasks.register import register_once
+
+    root = Path(tempfile.mkdtemp(prefix="tunegate-bench-deploy-"))
+    workspace, job, _ = trained_job(root)
+    version = register_once(workspace.registry, job, "bench-ft", {})
+    conversation = [{"role": "user", "content": "What is the capital of France?"}]
+    parameters = {"max_new_tokens": 16, "do_sample": False}
+    client = httpx.Client(timeout=120)
+
+    def ours() -> float:  # the endpoint's name is new each time: nothing of an earlier one is reused
+        name = f"deploy{next(numbers)}"
+        started = time.perf_counter()
+        workspace.endpoints.ensure(name)
+        workspace.endpoints.create_deployment(name, "blue", version, "local-cpu")
+        workspace.endpoints.set_traffic(name, {"blue": 100})
+        credentials = workspace.endpoints.credentials(name)
+        body = {"input_data": {"input_string": [conversation], "parameters": parameters}}
+        key = {"Authorization": f"Bearer {credentials.key.get_secret_value()}"}
+        client.post(credentials.scoring_uri, json=body, headers=key).raise_for_status()
+        seconds = time.perf_counter() - started
+        workspace.endpoints.delete(name)
+        return seconds
+
+    def mlflow_serve() -> float:
+        port = free_port()
+        started = time.perf_counter()
+        server = subprocess.Popen(
+            [PYTHON, "-m", "mlflow", "models", "serve", "-m", f"models:/{version.name}/{version.version}"]
+            + ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+            env={**with_tools(), "MLFLOW_TRACKING_URI": workspace.registry.tracking_uri},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            body = {"inputs": {"input_string": [conversation], "parameters": parameters}}
+            while True:
+                try:
+                    client.post(f"http://127.0.0.1:{port}/invocations", json=body).raise_for_status()
+                    break
+                except httpx.TransportError:
+                    if server.poll() is not None or time.perf_counter() - started > 300:
+                        raise RuntimeError("mlflow models serve did not answer") from None
+                    time.sleep(0.05)
+            return time.perf_counter() - started
+        finally:
+            server.terminate()
+            server.wait(30)
+
+    numbers = iter(range(reps))
+    measured = interleaved({"ours": ours, "mlflow": mlflow_serve}, reps)
+    shutil.rmtree(root, ignore_errors=True)
+    return [
+        row(
+            "deploy to a first answer (new endpoint, one deployment, 100% traffic, one scoring call)",
+            median(measured["ours"]),
+            median(measured["mlflow"]),
+            "s",
+            "`mlflow models serve` of the same version until its first answer",
+        )
+    ]
+
+
 def bench_flow(reps: int) -> list[dict]:
     state = Path(tempfile.mkdtemp(prefix="tunegate-bench-flow-"))
     run = [PYTHON, "-m", "flows.cli", "run", "--set", f"workspace.state_dir={state}"]
@@ -351,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions of each measurement")
     parser.add_argument("--rows", type=int, default=207_865, help="train_sft rows of the generated dataset")
     parser.add_argument("--requests", type=int, default=50, help="scoring requests per endpoint")
-    parser.add_argument("--only", default="sample,trainer,endpoint,flow", help="comma-separated rows to run")
+    parser.add_argument("--only", default="sample,trainer,endpoint,deploy,flow", help="comma-separated rows to run")
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition: checks the harness only")
     args = parser.parse_args(argv)
@@ -362,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         "sample": lambda: bench_sampling(args.rows, args.reps),
         "trainer": lambda: bench_trainer(args.reps),
         "endpoint": lambda: bench_endpoint(args.requests),
+        "deploy": lambda: bench_deploy(args.reps),
         "flow": lambda: bench_flow(args.reps),
     }
     rows: list[dict] = []

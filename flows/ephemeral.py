@@ -11,7 +11,11 @@ run killed it first, and the run then spent minutes retrying a dead port instead
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
+import subprocess
+import time
 
 # a loaded laptop (load 10 on 2 cores) needs far more than Prefect's 20 s to import and start the server
 STARTUP_TIMEOUT_S = 180
@@ -31,32 +35,74 @@ def startup_timeout() -> float:
     )
 
 
-def start_temporary_server() -> int | None:
-    """Start the temporary server (when no PREFECT_API_URL is set) tied to this process; its pid, else None.
-    TemporaryServerError when it does not answer in time."""
-    from prefect.server.api.server import SubprocessASGIServer
+class TemporaryServer:
+    """The run's temporary Prefect server: started by start_temporary_server, then ready() before the flow runs."""
+
+    def __init__(self, process: subprocess.Popen, port: int) -> None:
+        self.process, self.port = process, port
+        self.api_url = f"http://127.0.0.1:{port}/api"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def ready(self) -> contextlib.AbstractContextManager:
+        """Wait until the server answers, then the settings under which the run's Prefect client talks to it (as
+        to any server, which its PREFECT_API_URL names; tasks/approval still knows it for a temporary one).
+        TemporaryServerError when it does not answer in time."""
+        import httpx
+        from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
+        from tasks.approval.asking import TEMPORARY_API_ENV
+
+        timeout = startup_timeout()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise TemporaryServerError(self._advice(timeout, f"it exited with {self.process.returncode}"))
+            try:
+                if httpx.get(f"{self.api_url}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TemporaryServerError(self._advice(timeout, "Timed out while attempting to connect"))
+            time.sleep(0.1)
+        os.environ[TEMPORARY_API_ENV] = self.api_url
+        # no UI on it (PREFECT_UI_ENABLED=0): no "View at" links to pages that are not there
+        return temporary_settings(updates={PREFECT_API_URL: self.api_url, PREFECT_UI_URL: ""})
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    @staticmethod
+    def _advice(timeout: float, why: str) -> str:
+        return (
+            f"the temporary Prefect server did not answer within {timeout:g} s ({why}). Start one yourself and "
+            f"point tunegate at it: `prefect server start` in another terminal, then "
+            f"PREFECT_API_URL=http://127.0.0.1:4200/api tunegate run ...; or wait longer: {TIMEOUT_SETTING}=600"
+        )
+
+
+def start_temporary_server() -> TemporaryServer | None:
+    """Start the temporary server (when no PREFECT_API_URL is set) tied to this process, without waiting for it:
+    it boots while the run imports the rest (TemporaryServer.ready waits). None when a server is configured."""
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
 
-    from workspaces.local.prefect_server import detached_server_class
+    from workspaces.local.prefect_server import free_port, start_prefect_server
     from workspaces.local.processes import OWNER_ENV, start_reaper
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
         return None
     os.environ[OWNER_ENV] = str(os.getpid())  # the server inherits the environment of the process that starts it
-    existing = SubprocessASGIServer._instances.get(None)
-    server = existing if existing is not None else detached_server_class()()  # the instance get_client() uses
-    timeout = startup_timeout()
-    try:
-        server.start(timeout=int(timeout))
-    except RuntimeError as exc:
-        if server.server_process is not None and server.server_process.poll() is None:
-            server.stop()
-        raise TemporaryServerError(
-            f"the temporary Prefect server did not answer within {timeout:g} s ({str(exc).splitlines()[0][:200]}). "
-            f"Start one yourself and point tunegate at it: `prefect server start` in another terminal, then "
-            f"PREFECT_API_URL=http://127.0.0.1:4200/api tunegate run ...; or wait longer: {TIMEOUT_SETTING}=600"
-        ) from None
-    if server.server_process is None:
-        return None
-    start_reaper(server.server_process.pid)
-    return server.server_process.pid
+    port = free_port()
+    server = TemporaryServer(start_prefect_server(port), port)
+    start_reaper(server.pid)  # from now on it dies with this process, even after kill -9
+    atexit.register(server.stop)
+    return server

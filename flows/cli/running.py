@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from pathlib import Path
@@ -166,10 +167,6 @@ def run(
     config = _config(profile, set_)
     if not verbose:
         _quiet_third_parties()
-    from prefect.exceptions import TerminationSignal
-
-    from flows.summary import RunSummary
-    from flows.tunegate_flow import tunegate
     from tasks.approval import ManualApprovalNeedsServer, require_server_for_manual
     from tasks.reviews import ReviewError, server_url
 
@@ -183,10 +180,18 @@ def run(
 
     from flows.ephemeral import TemporaryServerError, start_temporary_server
 
-    try:
-        temporary = start_temporary_server()  # dies with this process, even after kill -9
-    except TemporaryServerError as exc:
-        _fail(exc, 1)
+    temporary = start_temporary_server()  # dies with this process, even after kill -9; boots while the flow imports
+    from prefect.exceptions import TerminationSignal
+
+    from flows.summary import RunSummary
+    from flows.tunegate_flow import tunegate
+
+    settings = contextlib.ExitStack()  # held for the rest of the run: a collected one would undo its settings
+    if temporary is not None:
+        try:
+            settings.enter_context(temporary.ready())
+        except TemporaryServerError as exc:
+            _fail(exc, 1)
     started = time.time()
     # SIGTERM (a scheduler, `kill`) ends the run like Ctrl-C: recorded as cancelled, teardown done, job cancelled
     signal.signal(signal.SIGTERM, _interrupt)

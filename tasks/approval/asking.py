@@ -53,11 +53,18 @@ class ManualApprovalNeedsServer(ValueError):
     pass
 
 
+# the API of the temporary server `tunegate run` started for itself (flows/ephemeral.py): gone with the run, no
+# place for a person to decide on it
+TEMPORARY_API_ENV = "TUNEGATE_TEMPORARY_PREFECT_API"
+
+
 def has_prefect_server() -> bool:
-    """True when runs talk to a real Prefect server (PREFECT_API_URL), which is where a person can resume them."""
+    """True when runs talk to a real Prefect server (PREFECT_API_URL, not the run's temporary one), which is where a
+    person can resume them."""
     from prefect.settings import PREFECT_API_URL
 
-    return bool(PREFECT_API_URL.value())
+    url = PREFECT_API_URL.value()
+    return bool(url) and url != os.environ.get(TEMPORARY_API_ENV)
 
 
 def require_server_for_manual(settings: ApprovalSettings) -> None:
