@@ -74,12 +74,10 @@ class TemporaryServer:
         return temporary_settings(updates={PREFECT_API_URL: self.api_url, PREFECT_UI_URL: ""})
 
     def stop(self) -> None:
+        """At the run's exit (Prefect's own exit hooks, which send the last logs, have run): told to stop, not waited
+        for (a second at the end of every run); its reaper kills it should it linger."""
         if self.process.poll() is None:
             self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
 
     @staticmethod
     def _advice(timeout: float, why: str) -> str:

@@ -88,6 +88,14 @@ def _open_local(settings: LocalWorkspaceSettings) -> Workspace:
     )
 
 
+def _preload_local() -> None:
+    """The MLflow client and its sqlite store: 2 s of imports at the first stage that reads the registry."""
+    import importlib
+
+    for module in ("workspaces.local.workspace", "mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store"):
+        importlib.import_module(module)
+
+
 def _open_azure(settings: AzureWorkspaceSettings) -> Workspace:
     from workspaces.azure.workspace import AzureWorkspace  # azure-ai-ml is imported only when it is chosen
 
@@ -118,6 +126,8 @@ class WorkspaceKind:
     on_this_machine: bool = False
     # `tunegate model import` can fill its registry from a folder
     imports_models: bool = False
+    # what a run on it will import anyway, imported ahead (`tunegate run` does it while its Prefect server boots)
+    preload: Callable[[], None] | None = None
 
 
 KINDS: dict[str, WorkspaceKind] = {}
@@ -132,7 +142,11 @@ def register_kind(kind: WorkspaceKind) -> WorkspaceKind:
     return kind
 
 
-register_kind(WorkspaceKind("local", LocalWorkspaceSettings, _open_local, on_this_machine=True, imports_models=True))
+register_kind(
+    WorkspaceKind(
+        "local", LocalWorkspaceSettings, _open_local, on_this_machine=True, imports_models=True, preload=_preload_local
+    )
+)
 register_kind(WorkspaceKind("azure", AzureWorkspaceSettings, _open_azure))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -186,10 +187,16 @@ def run(
     from flows.summary import RunSummary
     from flows.tunegate_flow import tunegate
 
+    # the server's boot leaves this process idle for seconds: what the run imports anyway, now (after this thread's
+    # own imports: two threads importing at once can deadlock on a module each)
+    preloading = threading.Thread(target=_preload, args=(config,), daemon=True)
+    if temporary is not None:
+        preloading.start()
     settings = contextlib.ExitStack()  # held for the rest of the run: a collected one would undo its settings
     if temporary is not None:
         try:
             settings.enter_context(temporary.ready())
+            preloading.join()
         except TemporaryServerError as exc:
             _fail(exc, 1)
     started = time.time()
@@ -230,6 +237,23 @@ def run(
         write_json(summary_json, summary.model_dump(mode="json"))
     # a run whose teardown failed left something running (the summary says what): not a success for a script
     raise typer.Exit(0 if summary.status == "succeeded" and summary.teardown.done else 1)
+
+
+def _preload(config) -> None:
+    """Imports a run makes at its first stages (its workspace's client, the loss curve's matplotlib), made ahead;
+    what fails here fails again, and is reported, where the run needs it."""
+    import importlib
+
+    from workspaces.factory import workspace_kind
+
+    try:
+        kind = workspace_kind(config.workspace.kind)
+        if kind.preload is not None:
+            kind.preload()
+        for module in ("matplotlib.figure", "matplotlib.backends.backend_agg"):
+            importlib.import_module(module)
+    except Exception:  # noqa: BLE001 - a warm-up only
+        pass
 
 
 def _preflight(config) -> None:
