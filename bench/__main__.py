@@ -1,6 +1,6 @@
 """Every performance figure of the README, each beside what a user would use instead, in one command:
 
-    python -m bench [--reps 5] [--rows 207865] [--only sample,trainer,endpoint,deploy,flow] [--out bench-results.md]
+    python -m bench [--reps 5] [--rows 207865] [--only sample,...,memory] [--out bench-results.md]
 
 Interleaved repetitions (the order rotates each round), medians, ratios; a markdown table at the end. Nothing here
 is a test: CI runs only a tiny smoke of this harness (tests/test_bench_harness.py, --quick).
@@ -15,6 +15,7 @@ is a test: CI runs only a tiny smoke of this harness (tests/test_bench_harness.p
 | /health round trip | the local endpoint | mlflow's /ping |
 | deploy to a first answer | new endpoint, deployment, traffic, one call | `mlflow models serve`, to its first answer |
 | warm `tunegate run` | default profile, warm state dir | bench/bare_flow.py: 20 empty tasks (a run's count) |
+| in-memory flow call | the flow on tests/fakes.py's workspace | bare_flow with as many tasks, same process |
 """
 
 from __future__ import annotations
@@ -389,6 +390,20 @@ def bench_flow(reps: int) -> list[dict]:
     ]
 
 
+def bench_memory_flow(reps: int) -> list[dict]:
+    _, _, out = timed([PYTHON, "-m", "bench.memory_flow", "--reps", str(reps)])
+    measured = json.loads(out.strip().splitlines()[-1])
+    return [
+        row(
+            "in-memory workspace, flow call only (tests/fakes.py: no training, no servers)",
+            measured["medians"]["ours"],
+            measured["medians"]["bare"],
+            "s",
+            f"bare Prefect flow of as many tasks ({measured['task_runs']}), called in the same process",
+        )
+    ]
+
+
 def row(
     name: str, ours: float, anchor: float, unit: str, anchor_name: str, extra: str = "", lower_is_better: bool = True
 ) -> dict:
@@ -418,7 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions of each measurement")
     parser.add_argument("--rows", type=int, default=207_865, help="train_sft rows of the generated dataset")
     parser.add_argument("--requests", type=int, default=50, help="scoring requests per endpoint")
-    parser.add_argument("--only", default="sample,trainer,endpoint,deploy,flow", help="comma-separated rows to run")
+    parser.add_argument(
+        "--only", default="sample,trainer,endpoint,deploy,flow,memory", help="comma-separated rows to run"
+    )
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition: checks the harness only")
     args = parser.parse_args(argv)
@@ -431,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         "endpoint": lambda: bench_endpoint(args.requests),
         "deploy": lambda: bench_deploy(args.reps),
         "flow": lambda: bench_flow(args.reps),
+        "memory": lambda: bench_memory_flow(args.reps),
     }
     rows: list[dict] = []
     failed = []

@@ -14,8 +14,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import subprocess
-import time
+from typing import Any
 
 # a loaded laptop (load 10 on 2 cores) needs far more than Prefect's 20 s to import and start the server
 STARTUP_TIMEOUT_S = 180
@@ -38,54 +37,31 @@ def startup_timeout() -> float:
 class TemporaryServer:
     """The run's temporary Prefect server: started by start_temporary_server, then ready() before the flow runs."""
 
-    def __init__(self, process: subprocess.Popen, port: int) -> None:
-        self.process, self.port = process, port
-        self.api_url = f"http://127.0.0.1:{port}/api"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+    def __init__(self, server: Any) -> None:
+        self.server = server  # workspaces.local.prefect_server.TemporaryServer
+        self.pid: int = server.pid
 
     def ready(self) -> contextlib.AbstractContextManager:
         """Wait until the server answers, then the settings under which the run's Prefect client talks to it (as
         to any server, which its PREFECT_API_URL names; tasks/approval still knows it for a temporary one).
         TemporaryServerError when it does not answer in time."""
-        import httpx
         from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
         from tasks.approval.asking import TEMPORARY_API_ENV
+        from workspaces.local.prefect_server import ServerDidNotStart
 
         timeout = startup_timeout()
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise TemporaryServerError(self._advice(timeout, f"it exited with {self.process.returncode}"))
-            try:
-                if httpx.get(f"{self.api_url}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TemporaryServerError(self._advice(timeout, "Timed out while attempting to connect"))
-            time.sleep(0.1)
-        os.environ[TEMPORARY_API_ENV] = self.api_url
+        try:
+            self.server.wait_ready(timeout)
+        except ServerDidNotStart as exc:
+            raise TemporaryServerError(
+                f"the temporary Prefect server did not answer within {timeout:g} s ({exc}). Start one yourself and "
+                f"point tunegate at it: `prefect server start` in another terminal, then "
+                f"PREFECT_API_URL=http://127.0.0.1:4200/api tunegate run ...; or wait longer: {TIMEOUT_SETTING}=600"
+            ) from None
+        os.environ[TEMPORARY_API_ENV] = self.server.api_url
         # no UI on it (PREFECT_UI_ENABLED=0): no "View at" links to pages that are not there
-        return temporary_settings(updates={PREFECT_API_URL: self.api_url, PREFECT_UI_URL: ""})
-
-    def stop(self) -> None:
-        """At the run's exit (Prefect's own exit hooks, which send the last logs, have run): told to stop, not waited
-        for (a second at the end of every run); its reaper kills it should it linger."""
-        if self.process.poll() is None:
-            self.process.terminate()
-
-    @staticmethod
-    def _advice(timeout: float, why: str) -> str:
-        return (
-            f"the temporary Prefect server did not answer within {timeout:g} s ({why}). Start one yourself and "
-            f"point tunegate at it: `prefect server start` in another terminal, then "
-            f"PREFECT_API_URL=http://127.0.0.1:4200/api tunegate run ...; or wait longer: {TIMEOUT_SETTING}=600"
-        )
+        return temporary_settings(updates={PREFECT_API_URL: self.server.api_url, PREFECT_UI_URL: ""})
 
 
 def start_temporary_server() -> TemporaryServer | None:
@@ -93,14 +69,13 @@ def start_temporary_server() -> TemporaryServer | None:
     it boots while the run imports the rest (TemporaryServer.ready waits). None when a server is configured."""
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
 
-    from workspaces.local.prefect_server import free_port, start_prefect_server
+    from workspaces.local.prefect_server import TemporaryServer as Server
     from workspaces.local.processes import OWNER_ENV, start_reaper
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
         return None
     os.environ[OWNER_ENV] = str(os.getpid())  # the server inherits the environment of the process that starts it
-    port = free_port()
-    server = TemporaryServer(start_prefect_server(port), port)
+    server = Server()
     start_reaper(server.pid)  # from now on it dies with this process, even after kill -9
     atexit.register(server.stop)
-    return server
+    return TemporaryServer(server)

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 
 def free_port() -> int:
@@ -44,3 +45,43 @@ def start_prefect_server(port: int) -> subprocess.Popen:
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+class ServerDidNotStart(RuntimeError):
+    """Why the temporary server does not answer (it exited, or the time ran out)."""
+
+
+class TemporaryServer:
+    """A temporary Prefect server on a free loopback port, started now and not waited for (wait_ready waits)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process = start_prefect_server(self.port)
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_ready(self, timeout_s: float) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.process.poll() is not None:
+                raise ServerDidNotStart(f"it exited with {self.process.returncode}")
+            try:
+                if httpx.get(f"{self.api_url}/health", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServerDidNotStart("Timed out while attempting to connect")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """At the run's exit (Prefect's own exit hooks, which send the last logs, have run): told to stop, not waited
+        for (a second at the end of every run); its reaper kills it should it linger."""
+        if self.process.poll() is None:
+            self.process.terminate()
