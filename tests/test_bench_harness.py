@@ -41,3 +41,20 @@ def test_finetune_bench_runs_both_sides_on_a_tiny_model():
     report = json.loads(done.stdout[done.stdout.index("{\n") :])
     assert report["tunegate_tokens_per_s"] > 0 and report["bare_tokens_per_s"] > 0 and report["parameters"] > 1e6
     assert report["device"] == "CPU" and report["tunegate_mfu_lora_4n"] is None  # no CPU peak is guessed
+
+
+def test_bench_quick_prints_the_in_memory_flow_row_beside_a_bare_flow_of_as_many_tasks(tmp_path):
+    out = tmp_path / "bench.md"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "memory", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+    [row] = [line for line in out.read_text().splitlines() if line.startswith("| in-memory")]
+    tasks = int(row.split("as many tasks (")[1].split(")")[0])
+    assert tasks >= 15 and "FAILED" not in row  # the flow's stages, each a task run, counted on the server
