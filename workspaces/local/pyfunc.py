@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -83,12 +85,22 @@ def chat_signature() -> Any:
 
 
 def save_pyfunc(hf_dir: Path, out_dir: Path) -> Path:
-    """An MLflow model folder (the pipeline's `mlflow_model_folder` output) around a HF folder."""
-    mlflow.pyfunc.save_model(
-        path=str(out_dir),
-        python_model=ChatModel(),
-        artifacts={"hf_model": str(hf_dir)},
-        pip_requirements=["transformers", "torch", "tokenizers"],
-        signature=chat_signature(),
-    )
+    """An MLflow model folder (the pipeline's `mlflow_model_folder` output) around a HF folder. Quietly: it is
+    written in the run's own process, whose output is the user's (MLflow warns on every save that a Python object is
+    pickled, which is how a PythonModel is saved, and that no input example was given)."""
+    pyfunc_logger = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_logger.level
+    pyfunc_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            mlflow.pyfunc.save_model(
+                path=str(out_dir),
+                python_model=ChatModel(),
+                artifacts={"hf_model": str(hf_dir)},
+                pip_requirements=["transformers", "torch", "tokenizers"],
+                signature=chat_signature(),
+            )
+    finally:
+        pyfunc_logger.setLevel(level)
     return out_dir
