@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,8 @@ import httpx
 
 from bench.bare_flow import STAGES
 from bench.common import PeakRss, interleaved, median
+from workspaces.local.prefect_server import free_port
+from workspaces.ports import ModelVersion
 
 CACHE = Path(os.environ.get("TUNEGATE_BENCH_CACHE", Path.home() / ".cache" / "tunegate" / "bench"))
 PYTHON = sys.executable
@@ -223,10 +224,15 @@ def bench_trainer(reps: int) -> list[dict]:
     ]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def mlflow_serve(version: ModelVersion, tracking_uri: str, port: int) -> subprocess.Popen:
+    """`mlflow models serve` of a registered version, as a user would start it, on 127.0.0.1:`port`."""
+    return subprocess.Popen(
+        [PYTHON, "-m", "mlflow", "models", "serve", "-m", f"models:/{version.name}/{version.version}"]
+        + ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+        env={**with_tools(), "MLFLOW_TRACKING_URI": tracking_uri},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def bench_endpoint(requests: int) -> list[dict]:
@@ -241,13 +247,7 @@ def bench_endpoint(requests: int) -> list[dict]:
     workspace.endpoints.set_traffic("bench", {"blue": 100})
     credentials = workspace.endpoints.credentials("bench")
     port = free_port()
-    server = subprocess.Popen(
-        [PYTHON, "-m", "mlflow", "models", "serve", "-m", f"models:/{version.name}/{version.version}"]
-        + ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-        env={**with_tools(), "MLFLOW_TRACKING_URI": workspace.registry.tracking_uri},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = mlflow_serve(version, workspace.registry.tracking_uri, port)
     try:
         client = httpx.Client(timeout=60)  # one pooled client for both: the same keep-alive connections
         deadline = time.time() + 120
@@ -327,16 +327,10 @@ def bench_deploy(reps: int) -> list[dict]:
         workspace.endpoints.delete(name)
         return seconds
 
-    def mlflow_serve() -> float:
+    def anchor() -> float:
         port = free_port()
         started = time.perf_counter()
-        server = subprocess.Popen(
-            [PYTHON, "-m", "mlflow", "models", "serve", "-m", f"models:/{version.name}/{version.version}"]
-            + ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-            env={**with_tools(), "MLFLOW_TRACKING_URI": workspace.registry.tracking_uri},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        server = mlflow_serve(version, workspace.registry.tracking_uri, port)
         try:
             body = {"inputs": {"input_string": [conversation], "parameters": parameters}}
             while True:
@@ -353,7 +347,7 @@ def bench_deploy(reps: int) -> list[dict]:
             server.wait(30)
 
     numbers = iter(range(reps))
-    measured = interleaved({"ours": ours, "mlflow": mlflow_serve}, reps)
+    measured = interleaved({"ours": ours, "mlflow": anchor}, reps)
     shutil.rmtree(root, ignore_errors=True)
     return [
         row(

@@ -85,3 +85,12 @@ def test_a_job_that_did_not_complete_is_recorded_with_what_it_logged_and_no_mode
     assert registry.metric_history(run_id, "step_loss") == ((5, 2.5), (10, 2.0))
     assert registry.client.list_artifacts(run_id) == []
     assert not (job_dir / "outputs" / "mlflow_model_folder").exists()
+
+
+def test_a_run_left_by_a_kill_before_the_record_file_named_it_is_deleted_too(registry, tmp_path):
+    job_dir, spec, status = job_folder(tmp_path, "unnamed", "completed")
+    experiment = registry.ensure_experiment("exp")
+    orphan = registry.client.create_run(experiment, tags={"tunegate.job": "unnamed"}).info.run_id  # no mlflow.json
+    run_id = record_run(registry, job_dir, spec, status)
+    assert registry.client.get_run(orphan).info.lifecycle_stage == "deleted"
+    assert [run.info.run_id for run in runs_of(registry, "unnamed")] == [run_id]

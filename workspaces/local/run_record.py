@@ -72,12 +72,18 @@ def record_run(registry: MlflowRegistry, job_dir: Path, spec: dict[str, Any], st
         if (run_id := recorded_run_id(job_dir)) is not None:
             return run_id
         client = registry.client
+        experiment = registry.ensure_experiment(spec["experiment_name"])
         half_made = read_json_or_empty(job_dir / RECORD_FILE).get("run_id")
         if isinstance(half_made, str):
             _delete_run(client, half_made)
+        # a kill -9 between create_run and mlflow.json leaves a run the file does not name: found by its tag (job
+        # names are checked names: safe in the filter)
+        unnamed = f"tags.`tunegate.job` = '{spec['job_name']}' and attributes.status = 'RUNNING'"
+        for found in client.search_runs([experiment], filter_string=unnamed):
+            _delete_run(client, found.info.run_id)
         started = status.get("started") or status.get("submitted") or time.time()
         run = client.create_run(
-            registry.ensure_experiment(spec["experiment_name"]),
+            experiment,
             start_time=int(float(started) * 1000),
             tags={"tunegate.job": spec["job_name"]},
             run_name=spec.get("display_name") or spec["job_name"],

@@ -19,7 +19,7 @@ from typing import Any
 
 from workspaces.local.devices import DeviceFacts, TrainingPlan, device_facts, training_plan
 from workspaces.local.processes import identity, read_json_or_empty, write_json
-from workspaces.local.run_record import append_metrics
+from workspaces.local.run_record import METRICS_FILE, append_metrics
 from workspaces.local.training_parts import (
     causal_collator,
     encoded_rows,
@@ -209,7 +209,7 @@ def train(job_dir: Path) -> None:
         trainer.train()
         trainer.evaluate()
         return
-    (job_dir / "metrics.jsonl").unlink(missing_ok=True)  # a job's metrics are this run's alone
+    (job_dir / METRICS_FILE).unlink(missing_ok=True)  # a job's metrics are this run's alone
     base_eval_loss = trainer.evaluate()["eval_loss"]
     append_metrics(job_dir, {"base_eval_loss": base_eval_loss}, 0)
     if spec.get("champion_model_dir"):
